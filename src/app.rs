@@ -1,0 +1,189 @@
+//! The composition root: builds a Gatehouse instance from a config file. `main.rs` and the tests
+//! wire through here, so both run the same thing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError, SmsConfig};
+use crate::flow::hooks::HostServices;
+use crate::flow::otp::{OtpError, OtpService};
+use crate::flow::LoginEngine;
+use crate::logging::{LogError, ScriptLog};
+use crate::ports::{DirectoryError, SmsSender, StateStore, UserDirectory};
+use crate::script::reload::{self, ReloadWatcher, WatchError};
+use crate::script::{ReloadSummary, ScriptHost};
+use crate::sms::{ConsoleSms, RefusingSms};
+use crate::store::MemoryStore;
+use crate::users::FileDirectory;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Otp(#[from] OtpError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+}
+
+/// How an instance is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Logs under the log directory, sends SMS through the configured provider.
+    Serve,
+    /// `gatehouse check`: logs to stderr only, sends nothing.
+    Check,
+}
+
+pub struct Gatehouse {
+    pub config: Config,
+    pub config_path: PathBuf,
+    pub host: Arc<ScriptHost>,
+    pub engine: Arc<LoginEngine>,
+    pub store: Arc<dyn StateStore>,
+    pub users: Arc<dyn UserDirectory>,
+    pub sms: Arc<dyn SmsSender>,
+    pub log: ScriptLog,
+    watcher: Option<ReloadWatcher>,
+}
+
+pub struct Builder {
+    config_path: PathBuf,
+    mode: Mode,
+    sms: Option<Arc<dyn SmsSender>>,
+    console_log: Option<bool>,
+}
+
+impl Builder {
+    pub fn new(config_path: impl Into<PathBuf>) -> Self {
+        Builder {
+            config_path: config_path.into(),
+            mode: Mode::Serve,
+            sms: None,
+            console_log: None,
+        }
+    }
+
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Replaces the configured SMS provider (tests capture messages this way).
+    pub fn sms(mut self, sms: Arc<dyn SmsSender>) -> Self {
+        self.sms = Some(sms);
+        self
+    }
+
+    /// Overrides `log.console` (tests keep stderr quiet).
+    pub fn console_log(mut self, console: bool) -> Self {
+        self.console_log = Some(console);
+        self
+    }
+
+    /// Loads config and users and builds every part; no script is loaded yet (see [`Gatehouse::load_scripts`]).
+    pub fn build(self) -> Result<Gatehouse, StartError> {
+        let config = Config::load(&self.config_path)?;
+        let log = match self.mode {
+            Mode::Serve => ScriptLog::open(
+                &config.paths.log_dir,
+                &config.log.level,
+                self.console_log.unwrap_or(config.log.console),
+            )?,
+            Mode::Check => ScriptLog::console_only(&config.log.level),
+        };
+        let users: Arc<dyn UserDirectory> =
+            Arc::new(FileDirectory::open(&config.paths.users_file)?);
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        let sms: Arc<dyn SmsSender> = match (self.mode, self.sms) {
+            (Mode::Check, _) => Arc::new(RefusingSms),
+            (Mode::Serve, Some(sms)) => sms,
+            (Mode::Serve, None) => match config.sms {
+                SmsConfig::Console => {
+                    let console = ConsoleSms::new(&config.paths.log_dir);
+                    log.scope(|| {
+                        tracing::warn!(
+                            target: "server",
+                            "SMS provider is 'console': NO SMS IS SENT. Messages go to {} (development only)",
+                            console.path().display()
+                        )
+                    });
+                    Arc::new(console)
+                }
+            },
+        };
+        let otp = OtpService::new(
+            store.clone(),
+            config.otp.max_attempts,
+            config.otp.ttl_seconds,
+        )?;
+        let services = Arc::new(HostServices {
+            users: users.clone(),
+            otp,
+            sms: sms.clone(),
+        });
+        let host = Arc::new(ScriptHost::new(
+            config.clone(),
+            &self.config_path,
+            services.clone(),
+        ));
+        let engine = Arc::new(LoginEngine::new(
+            host.clone(),
+            store.clone(),
+            services,
+            Duration::from_secs(config.login.ttl_seconds),
+            Some(log.dispatch.clone()),
+        ));
+        Ok(Gatehouse {
+            config,
+            config_path: self.config_path,
+            host,
+            engine,
+            store,
+            users,
+            sms,
+            log,
+            watcher: None,
+        })
+    }
+}
+
+impl Gatehouse {
+    /// Compiles and initialises every enabled script.
+    pub fn load_scripts(&self) -> ReloadSummary {
+        self.log.scope(|| self.host.reconcile(None))
+    }
+
+    /// Starts hot reload of scripts and config.
+    pub fn watch(&mut self) -> Result<(), StartError> {
+        let debounce = Duration::from_millis(self.config.log.reload_debounce_ms);
+        self.watcher = Some(reload::watch(
+            self.host.clone(),
+            debounce,
+            self.log.dispatch.clone(),
+        )?);
+        Ok(())
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.log.path()
+    }
+
+    pub fn scripts_dir(&self) -> &Path {
+        &self.config.paths.scripts_dir
+    }
+
+    /// Stops watching and runs `destroy` on every serving script.
+    pub fn shutdown(&mut self) {
+        self.watcher = None;
+        self.log.scope(|| {
+            self.host.shutdown();
+            tracing::info!(target: "server", "stopped");
+        });
+    }
+}

@@ -1,0 +1,491 @@
+//! Typed configuration (`config/gatehouse.toml`): parsing, `${env:NAME}` expansion, validation.
+//!
+//! Unknown keys are refused (with file, line and key) so a typo never silently becomes a default.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration file: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub paths: PathsConfig,
+    #[serde(default)]
+    pub login: LoginConfig,
+    #[serde(default)]
+    pub otp: OtpConfig,
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+    #[serde(default)]
+    pub sms: SmsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub scripts: Vec<ScriptEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP server listens on.
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+/// Relative paths are resolved against the working directory the server was started in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsConfig {
+    pub scripts_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub users_file: PathBuf,
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        PathsConfig {
+            scripts_dir: "scripts".into(),
+            log_dir: "logs".into(),
+            users_file: "config/users.toml".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// The acr used when an application asks for none.
+    pub default_acr: Option<String>,
+    /// How long an unfinished login is kept.
+    pub ttl_seconds: u64,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            default_acr: None,
+            ttl_seconds: 900,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtpConfig {
+    /// Lifetime of an issued code when the script names none.
+    pub ttl_seconds: u64,
+    /// Wrong guesses that burn a code.
+    pub max_attempts: u32,
+}
+
+impl Default for OtpConfig {
+    fn default() -> Self {
+        OtpConfig {
+            ttl_seconds: 300,
+            max_attempts: 5,
+        }
+    }
+}
+
+/// Limits applied to every script hook call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    pub max_operations: u64,
+    pub max_call_levels: usize,
+    pub max_expr_depth: usize,
+    pub max_string_size: usize,
+    pub max_array_size: usize,
+    pub max_map_size: usize,
+    /// Wall-clock budget of one hook call, including any outbound calls it makes.
+    pub hook_timeout_ms: u64,
+    /// Larger files in the scripts directory are refused.
+    pub max_script_bytes: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            max_operations: 1_000_000,
+            max_call_levels: 32,
+            max_expr_depth: 64,
+            max_string_size: 64 * 1024,
+            max_array_size: 4096,
+            max_map_size: 4096,
+            hook_timeout_ms: 5000,
+            max_script_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl SandboxConfig {
+    pub fn hook_timeout(&self) -> Duration {
+        Duration::from_millis(self.hook_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "provider", rename_all = "lowercase")]
+pub enum SmsConfig {
+    /// Development sink: messages are appended to `logs/sms.log`, nothing is sent.
+    Console,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        SmsConfig::Console
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Minimum level written: trace, debug, info, warn or error.
+    pub level: String,
+    /// Also write log lines to standard error.
+    pub console: bool,
+    /// Reload debounce: events closer together than this are one change.
+    pub reload_debounce_ms: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            console: true,
+            reload_debounce_ms: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Usage {
+    Interactive,
+    Service,
+    Both,
+}
+
+impl Usage {
+    /// The number Gluu passes as `usageType` to `isValidAuthenticationMethod`.
+    pub fn code(self) -> i64 {
+        match self {
+            Usage::Interactive => 1,
+            Usage::Service => 2,
+            Usage::Both => 3,
+        }
+    }
+
+    pub fn allows_interactive(self) -> bool {
+        matches!(self, Usage::Interactive | Usage::Both)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptEntry {
+    pub acr: String,
+    /// File name inside the scripts directory, e.g. `sms_otp.rhai`.
+    pub file: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub level: i64,
+    #[serde(default = "interactive")]
+    pub usage: Usage,
+    /// Properties to treat as secret in addition to the names matched by default.
+    #[serde(default)]
+    pub secret_properties: Vec<String>,
+    /// The script's custom properties, handed to every hook as `config`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn interactive() -> Usage {
+    Usage::Interactive
+}
+
+/// A property after `${env:NAME}` expansion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PropertyValue {
+    Plain(String),
+    Secret(Secret),
+}
+
+/// Names that are secret unless the operator says otherwise.
+const SECRET_NAME_PARTS: [&str; 4] = ["token", "secret", "password", "key"];
+
+impl ScriptEntry {
+    pub fn is_secret_property(&self, name: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        self.secret_properties
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(name))
+            || SECRET_NAME_PARTS.iter().any(|part| lower.contains(part))
+    }
+
+    /// Properties with `${env:NAME}` expanded. A property whose variable is unset is left out
+    /// (so the script's own "missing property" check names it) and reported in the second list.
+    pub fn resolved_properties(&self) -> (BTreeMap<String, PropertyValue>, Vec<UnsetVariable>) {
+        let mut resolved = BTreeMap::new();
+        let mut unset = Vec::new();
+        for (name, raw) in &self.properties {
+            match expand_env(raw) {
+                Ok(value) => {
+                    let value = if self.is_secret_property(name) {
+                        PropertyValue::Secret(Secret::new(value))
+                    } else {
+                        PropertyValue::Plain(value)
+                    };
+                    resolved.insert(name.clone(), value);
+                }
+                Err(variable) => unset.push(UnsetVariable {
+                    property: name.clone(),
+                    variable,
+                }),
+            }
+        }
+        (resolved, unset)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsetVariable {
+    pub property: String,
+    pub variable: String,
+}
+
+/// Expands every `${env:NAME}` in `raw`; returns the name of the first unset variable as error.
+fn expand_env(raw: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(start) = rest.find("${env:") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 6..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        match std::env::var(name) {
+            Ok(value) if !value.is_empty() => out.push_str(&value),
+            _ => return Err(name.to_owned()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: one_line_toml_error(text, &e),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let mut seen = HashSet::new();
+        for (i, script) in self.scripts.iter().enumerate() {
+            let key = format!("scripts[{i}]");
+            if !is_valid_acr(&script.acr) {
+                return Err(invalid(
+                    format!("{key}.acr"),
+                    format!(
+                        "{:?} is not a valid acr: use 1-64 letters, digits, '_', '-' or '.'",
+                        script.acr
+                    ),
+                ));
+            }
+            if !seen.insert(script.acr.as_str()) {
+                return Err(invalid(
+                    format!("{key}.acr"),
+                    format!("acr {:?} is configured twice", script.acr),
+                ));
+            }
+            if !is_plain_script_file_name(&script.file) {
+                return Err(invalid(
+                    format!("{key}.file"),
+                    format!("{:?} must be a file name ending in .rhai inside the scripts directory (no '/')", script.file),
+                ));
+            }
+        }
+        if let Some(default_acr) = &self.login.default_acr {
+            if !self.scripts.iter().any(|s| &s.acr == default_acr) {
+                return Err(invalid(
+                    "login.default_acr".into(),
+                    format!(
+                        "{default_acr:?} names no [[scripts]] entry; add one or change the default"
+                    ),
+                ));
+            }
+        }
+        let positive = [
+            ("login.ttl_seconds", self.login.ttl_seconds),
+            ("otp.ttl_seconds", self.otp.ttl_seconds),
+            ("otp.max_attempts", u64::from(self.otp.max_attempts)),
+            ("sandbox.max_operations", self.sandbox.max_operations),
+            ("sandbox.hook_timeout_ms", self.sandbox.hook_timeout_ms),
+            ("sandbox.max_script_bytes", self.sandbox.max_script_bytes),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key.into(), "must be greater than 0".into()));
+            }
+        }
+        if self.otp.ttl_seconds > 600 {
+            return Err(invalid(
+                "otp.ttl_seconds".into(),
+                "must be at most 600 (10 minutes)".into(),
+            ));
+        }
+        if !["trace", "debug", "info", "warn", "error"].contains(&self.log.level.as_str()) {
+            return Err(invalid(
+                "log.level".into(),
+                "use one of trace, debug, info, warn, error".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn script(&self, acr: &str) -> Option<&ScriptEntry> {
+        self.scripts.iter().find(|s| s.acr == acr)
+    }
+}
+
+pub fn is_valid_acr(acr: &str) -> bool {
+    (1..=64).contains(&acr.len())
+        && acr
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn is_plain_script_file_name(name: &str) -> bool {
+    name.ends_with(".rhai")
+        && name.len() > 5
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\'])
+        && name != ".."
+}
+
+/// toml's messages span several lines with a source excerpt; the log wants one line with line:column.
+fn one_line_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let location = error.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    format!("{}{}", location.unwrap_or_default(), error.message())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("gatehouse.toml"), text)
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err = parse("[login]\nttl_seconds = 5\ndefault_arc = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("gatehouse.toml: line 3, column 1: unknown field `default_arc`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn default_acr_must_exist() {
+        let err = parse("[login]\ndefault_acr = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("login.default_acr"), "{err}");
+    }
+
+    #[test]
+    fn secret_names_by_default_and_by_list() {
+        let entry: ScriptEntry = toml::from_str(
+            "acr = \"a\"\nfile = \"a.rhai\"\nsecret_properties = [\"from_number\"]\n[properties]\ntwilio_token = \"t\"\nfrom_number = \"f\"\ntwilio_sid = \"s\"\n",
+        )
+        .unwrap();
+        let (props, _) = entry.resolved_properties();
+        assert!(matches!(props["twilio_token"], PropertyValue::Secret(_)));
+        assert!(matches!(props["from_number"], PropertyValue::Secret(_)));
+        assert_eq!(props["twilio_sid"], PropertyValue::Plain("s".into()));
+    }
+
+    #[test]
+    fn env_expansion_and_unset_variables() {
+        std::env::set_var("GATEHOUSE_TEST_SID", "AC123");
+        assert_eq!(
+            expand_env("x-${env:GATEHOUSE_TEST_SID}-y").unwrap(),
+            "x-AC123-y"
+        );
+        assert_eq!(
+            expand_env("${env:GATEHOUSE_TEST_UNSET_VAR}").unwrap_err(),
+            "GATEHOUSE_TEST_UNSET_VAR"
+        );
+    }
+
+    #[test]
+    fn file_names_stay_inside_the_scripts_directory() {
+        assert!(is_plain_script_file_name("sms_otp.rhai"));
+        assert!(!is_plain_script_file_name("../etc.rhai"));
+        assert!(!is_plain_script_file_name("a/b.rhai"));
+        assert!(!is_plain_script_file_name("x.py"));
+    }
+}

@@ -1,0 +1,451 @@
+//! The script port: the Gluu person-authentication hooks, their values, and the
+//! [`HookContext`] through which a running hook reaches users, codes, SMS and the log.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::flow::otp::{OtpCheck, OtpError, OtpService};
+use crate::ports::{
+    mask_phone, AttributeChange, DirectoryError, SmsError, SmsMessage, SmsSender, UserDirectory,
+    UserEntry,
+};
+use crate::secret::Secret;
+
+/// Request parameters as a hook sees them: the first value of each name.
+#[derive(Debug, Clone, Default)]
+pub struct RequestParams {
+    values: BTreeMap<String, ParamValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamValue {
+    Plain(String),
+    /// Reaches the script as an opaque value that prints as `***`.
+    Secret(Secret),
+}
+
+/// Parameters delivered to scripts as opaque secrets.
+const SECRET_PARAMS: [&str; 1] = ["password"];
+/// Parameters whose values are masked wherever a script logs them.
+const MASKED_PARAMS: [&str; 6] = ["password", "passcode", "otp", "code", "pin", "backup_code"];
+
+impl RequestParams {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds from name/value pairs, keeping the first value of each name (as Gluu does).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut params = RequestParams::new();
+        for (name, value) in pairs {
+            let name = name.into();
+            if params.values.contains_key(&name) {
+                continue;
+            }
+            let value = value.into();
+            let value = if SECRET_PARAMS.contains(&name.as_str()) {
+                ParamValue::Secret(Secret::new(value))
+            } else {
+                ParamValue::Plain(value)
+            };
+            params.values.insert(name, value);
+        }
+        params
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &ParamValue)> {
+        self.values.iter()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ParamValue> {
+        self.values.get(name)
+    }
+
+    fn masked_values(&self) -> impl Iterator<Item = String> + '_ {
+        self.values
+            .iter()
+            .filter(|(name, _)| MASKED_PARAMS.contains(&name.as_str()))
+            .map(|(_, v)| match v {
+                ParamValue::Plain(s) => s.clone(),
+                ParamValue::Secret(s) => s.expose().to_owned(),
+            })
+    }
+}
+
+/// One hook call with its arguments (the script's `config` map is added by the runtime).
+#[derive(Debug, Clone, Copy)]
+pub enum HookCall<'a> {
+    Init,
+    Destroy,
+    GetApiVersion,
+    IsValidAuthenticationMethod {
+        usage: i64,
+    },
+    GetAlternativeAuthenticationMethod {
+        usage: i64,
+    },
+    PrepareForStep {
+        params: &'a RequestParams,
+        step: u32,
+    },
+    Authenticate {
+        params: &'a RequestParams,
+        step: u32,
+    },
+    GetCountAuthenticationSteps,
+    GetPageForStep {
+        step: u32,
+    },
+    GetNextStep {
+        params: &'a RequestParams,
+        step: u32,
+    },
+    GetExtraParametersForStep {
+        step: u32,
+    },
+    Logout {
+        params: &'a RequestParams,
+    },
+}
+
+impl HookCall<'_> {
+    pub fn name(&self) -> &'static str {
+        match self {
+            HookCall::Init => "init",
+            HookCall::Destroy => "destroy",
+            HookCall::GetApiVersion => "getApiVersion",
+            HookCall::IsValidAuthenticationMethod { .. } => "isValidAuthenticationMethod",
+            HookCall::GetAlternativeAuthenticationMethod { .. } => {
+                "getAlternativeAuthenticationMethod"
+            }
+            HookCall::PrepareForStep { .. } => "prepareForStep",
+            HookCall::Authenticate { .. } => "authenticate",
+            HookCall::GetCountAuthenticationSteps => "getCountAuthenticationSteps",
+            HookCall::GetPageForStep { .. } => "getPageForStep",
+            HookCall::GetNextStep { .. } => "getNextStep",
+            HookCall::GetExtraParametersForStep { .. } => "getExtraParametersForStep",
+            HookCall::Logout { .. } => "logout",
+        }
+    }
+
+    /// What an optional hook the script does not define returns. `None`: the hook is required.
+    pub fn default_value(&self) -> Option<HookValue> {
+        Some(match self {
+            HookCall::Authenticate { .. } => return None,
+            HookCall::Init
+            | HookCall::Destroy
+            | HookCall::IsValidAuthenticationMethod { .. }
+            | HookCall::PrepareForStep { .. }
+            | HookCall::Logout { .. } => HookValue::Bool(true),
+            HookCall::GetApiVersion => HookValue::Int(11),
+            HookCall::GetAlternativeAuthenticationMethod { .. } => HookValue::Unit,
+            HookCall::GetCountAuthenticationSteps => HookValue::Int(1),
+            HookCall::GetPageForStep { .. } => HookValue::Text(String::new()),
+            HookCall::GetNextStep { .. } => HookValue::Int(-1),
+            HookCall::GetExtraParametersForStep { .. } => HookValue::Unit,
+        })
+    }
+}
+
+/// A hook's return value, reduced to what the flow can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookValue {
+    Unit,
+    Bool(bool),
+    Int(i64),
+    Text(String),
+    List(Vec<String>),
+    /// Any other type, by name: never success.
+    Other(String),
+}
+
+impl HookValue {
+    /// Only a boolean `true` counts as success.
+    pub fn is_true(&self) -> bool {
+        matches!(self, HookValue::Bool(true))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookFailureKind {
+    /// The script raised an error or misused the host API.
+    Runtime,
+    /// A sandbox limit (operations, sizes, depth) was hit.
+    Limit,
+    /// The hook ran past its wall-clock deadline.
+    Timeout,
+    /// No serving revision for this acr.
+    NotLoaded,
+}
+
+/// A failed hook call; `message` already says `scripts/NAME.rhai:LINE:COL: ...` where known.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{acr}: {hook}: {message}")]
+pub struct HookError {
+    pub acr: String,
+    pub hook: &'static str,
+    pub kind: HookFailureKind,
+    pub message: String,
+}
+
+/// How the flow sees an acr in the script runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcrStatus {
+    Unknown,
+    Disabled,
+    /// Configured and enabled but no revision could be loaded.
+    Unavailable {
+        reason: String,
+    },
+    Active {
+        interactive: bool,
+        level: i64,
+    },
+}
+
+/// The port through which the flow runs scripts.
+pub trait ScriptRuntime: Send + Sync {
+    fn call(
+        &self,
+        acr: &str,
+        call: HookCall<'_>,
+        context: &Arc<HookContext>,
+    ) -> Result<HookValue, HookError>;
+    fn status(&self, acr: &str) -> AcrStatus;
+    fn default_acr(&self) -> Option<String>;
+}
+
+/// What hooks can use from the host, shared by every login.
+pub struct HostServices {
+    pub users: Arc<dyn UserDirectory>,
+    pub otp: OtpService,
+    pub sms: Arc<dyn SmsSender>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{0} is only available during a login, not in init/destroy")]
+    NoLogin(&'static str),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Otp(#[from] OtpError),
+    #[error(transparent)]
+    Sms(#[from] SmsError),
+}
+
+/// Mutable per-login state a hook can read and change; the flow persists it between steps.
+#[derive(Debug, Clone, Default)]
+pub struct HookState {
+    /// The user this login has identified (set by a successful password check or `set_user`).
+    pub user: Option<String>,
+    /// Named working parameters (Gluu's `identity.setWorkingParameter`).
+    pub working: BTreeMap<String, String>,
+    /// Message to show on the next page.
+    pub message: Option<String>,
+}
+
+/// Everything one hook call may touch. One per login request; never shared between logins.
+pub struct HookContext {
+    pub acr: String,
+    /// Correlation id written on every log line of this login ("-" outside logins).
+    pub correlation_id: String,
+    services: Arc<HostServices>,
+    /// The key issued codes are bound to; `None` in init/destroy.
+    login_key: Option<String>,
+    state: Mutex<HookState>,
+    /// Values masked in anything this login logs: password, passcodes, issued codes.
+    masked: Mutex<Vec<String>>,
+}
+
+impl HookContext {
+    /// A context for `init`/`destroy`: no login, no codes.
+    pub fn for_lifecycle(acr: &str, services: Arc<HostServices>) -> Arc<Self> {
+        Arc::new(HookContext {
+            acr: acr.to_owned(),
+            correlation_id: "-".into(),
+            services,
+            login_key: None,
+            state: Mutex::new(HookState::default()),
+            masked: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn for_login(
+        acr: &str,
+        correlation_id: &str,
+        login_key: &str,
+        services: Arc<HostServices>,
+        state: HookState,
+        params: Option<&RequestParams>,
+    ) -> Arc<Self> {
+        let masked = params
+            .map(|p| p.masked_values().filter(|v| !v.is_empty()).collect())
+            .unwrap_or_default();
+        Arc::new(HookContext {
+            acr: acr.to_owned(),
+            correlation_id: correlation_id.to_owned(),
+            services,
+            login_key: Some(login_key.to_owned()),
+            state: Mutex::new(state),
+            masked: Mutex::new(masked),
+        })
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, HookState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn take_state(&self) -> HookState {
+        self.state().clone()
+    }
+
+    /// Replaces every sensitive value in `text` by `***`.
+    pub fn mask(&self, text: &str) -> String {
+        let masked = self.masked.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = text.to_owned();
+        for value in masked.iter() {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), "***");
+            }
+        }
+        out
+    }
+
+    fn add_masked(&self, value: &str) {
+        if !value.is_empty() {
+            self.masked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(value.to_owned());
+        }
+    }
+
+    /// Writes a script's own line to the script log, masked, with acr and correlation id.
+    pub fn log(&self, level: tracing::Level, text: &str) {
+        let text = self.mask(text);
+        let (acr, login) = (self.acr.as_str(), self.correlation_id.as_str());
+        match level {
+            tracing::Level::ERROR => tracing::error!(target: "script", acr, login, "{text}"),
+            tracing::Level::WARN => tracing::warn!(target: "script", acr, login, "{text}"),
+            tracing::Level::INFO => tracing::info!(target: "script", acr, login, "{text}"),
+            tracing::Level::DEBUG => tracing::debug!(target: "script", acr, login, "{text}"),
+            tracing::Level::TRACE => tracing::trace!(target: "script", acr, login, "{text}"),
+        }
+    }
+
+    // ------------------------------------------------------------ users
+
+    /// Checks a username and password; on success the login is bound to that user.
+    pub fn authenticate_user(&self, username: &str, password: &Secret) -> Result<bool, HostError> {
+        self.add_masked(password.expose());
+        let ok = !username.is_empty()
+            && !password.is_empty()
+            && self.services.users.verify_password(username, password)?;
+        if ok {
+            self.state().user = Some(username.to_owned());
+        }
+        Ok(ok)
+    }
+
+    /// Binds the login to an existing user without a password (Gluu's `authenticate(user)`).
+    pub fn set_user(&self, username: &str) -> Result<bool, HostError> {
+        if self.services.users.find(username)?.is_none() {
+            return Ok(false);
+        }
+        self.state().user = Some(username.to_owned());
+        Ok(true)
+    }
+
+    pub fn user(&self) -> Option<String> {
+        self.state().user.clone()
+    }
+
+    pub fn find_user(&self, username: &str) -> Result<Option<UserEntry>, HostError> {
+        Ok(self.services.users.find(username)?)
+    }
+
+    pub fn find_users_by(&self, attribute: &str, value: &str) -> Result<Vec<UserEntry>, HostError> {
+        Ok(self.services.users.find_by_attribute(attribute, value)?)
+    }
+
+    pub fn update_user(&self, username: &str, change: AttributeChange) -> Result<(), HostError> {
+        Ok(self.services.users.update(username, change)?)
+    }
+
+    // ------------------------------------------------------------ working parameters, message
+
+    pub fn set_working(&self, name: &str, value: String) {
+        self.state().working.insert(name.to_owned(), value);
+    }
+
+    pub fn working(&self, name: &str) -> Option<String> {
+        self.state().working.get(name).cloned()
+    }
+
+    pub fn set_message(&self, message: &str) {
+        self.state().message = Some(message.to_owned());
+    }
+
+    // ------------------------------------------------------------ codes and SMS
+
+    /// Issues a code bound to this login; the host keeps only a keyed hash of it.
+    pub fn issue_code(&self, digits: u32, ttl_seconds: Option<u64>) -> Result<String, HostError> {
+        let key = self
+            .login_key
+            .as_deref()
+            .ok_or(HostError::NoLogin("otp::issue"))?;
+        let code = self.services.otp.issue(key, digits, ttl_seconds)?;
+        self.add_masked(&code);
+        Ok(code)
+    }
+
+    pub fn verify_code(&self, passcode: &str) -> Result<OtpCheck, HostError> {
+        self.add_masked(passcode.trim());
+        let key = self
+            .login_key
+            .as_deref()
+            .ok_or(HostError::NoLogin("otp::verify"))?;
+        let check = self.services.otp.verify(key, passcode)?;
+        let outcome = match &check {
+            OtpCheck::Accepted => "accepted".to_owned(),
+            OtpCheck::Rejected { remaining } => format!("rejected, {remaining} guesses left"),
+            OtpCheck::Burned => "rejected, code burned after too many wrong guesses".to_owned(),
+            OtpCheck::Expired => "rejected, code expired".to_owned(),
+            OtpCheck::NoCode => "rejected, no code was issued for this login".to_owned(),
+        };
+        tracing::info!(target: "server", acr = self.acr.as_str(), login = self.correlation_id.as_str(), "passcode {outcome}");
+        Ok(check)
+    }
+
+    /// Sends a text message; the log line names provider, masked number and message id, never the text.
+    pub fn send_sms(&self, to: &str, text: &str) -> Result<(), HostError> {
+        if self.login_key.is_none() {
+            return Err(HostError::NoLogin("sms::send"));
+        }
+        let sms = &self.services.sms;
+        let masked_to = mask_phone(to);
+        let (acr, login) = (self.acr.as_str(), self.correlation_id.as_str());
+        match sms.send(&SmsMessage {
+            to: to.to_owned(),
+            text: Secret::new(text),
+        }) {
+            Ok(receipt) => {
+                let id = receipt.provider_message_id.as_deref().unwrap_or("-");
+                tracing::info!(target: "server", acr, login, "sms sent: provider={} to={masked_to} status=accepted id={id}", sms.provider());
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(target: "server", acr, login, "sms not sent: provider={} to={masked_to}: {}", sms.provider(), self.mask(&error.to_string()).replace(to, &masked_to));
+                Err(error.into())
+            }
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! The login flow: the step engine that drives a script's hooks through the steps of a login,
+//! keeping each login's state in the state store. No HTTP here.
+
+pub mod hooks;
+pub mod otp;
+pub mod random;
+pub mod transaction;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hooks::{
+    AcrStatus, HookCall, HookContext, HookError, HookValue, HostServices, RequestParams,
+    ScriptRuntime,
+};
+pub use transaction::{LoginHandle, LoginTransaction};
+
+use crate::ports::{StateStore, StoreError, StoreUpdate};
+
+/// What the user sees when a step fails and the script said nothing.
+pub const DEFAULT_FAILURE_MESSAGE: &str = "Failed to authenticate.";
+/// Limit on `getAlternativeAuthenticationMethod` hops, so two scripts cannot ping-pong.
+const MAX_ALTERNATIVES: usize = 3;
+/// Limit on steps, so a script cannot loop a login forever with getNextStep.
+const MAX_STEP: u32 = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error("unknown acr {0:?}")]
+    UnknownAcr(String),
+    #[error("acr {0:?} is disabled")]
+    DisabledAcr(String),
+    #[error("acr {acr:?} is not available: {reason}")]
+    UnavailableAcr { acr: String, reason: String },
+    #[error("acr {0:?} is not for interactive logins")]
+    NotInteractive(String),
+    #[error("no acr was requested and no default acr is configured")]
+    NoDefaultAcr,
+    #[error("acr {0:?} declined this login and offered no alternative")]
+    MethodNotValid(String),
+    #[error("the login expired or does not exist")]
+    LoginNotFound,
+    #[error("step {submitted} submitted, but the login is at step {expected}")]
+    StepOutOfOrder { expected: u32, submitted: u32 },
+    #[error("the login was changed by a concurrent request; reload the page")]
+    Conflict,
+    #[error("step {step} of {acr} cannot be prepared")]
+    StepNotPrepared { acr: String, step: u32 },
+    #[error(transparent)]
+    Script(#[from] HookError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored login state is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// A page to show for the current step of a login.
+#[derive(Debug, Clone)]
+pub struct StepPage {
+    pub login: LoginHandle,
+    pub correlation_id: String,
+    pub acr: String,
+    pub step: u32,
+    /// `getPageForStep`'s answer; "" means the default username/password page.
+    pub page: String,
+    /// The script's message for the user, if any.
+    pub message: Option<String>,
+    /// Working parameters, so pages can show e.g. the masked number a code went to.
+    pub working: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthenticatedLogin {
+    pub user: String,
+    pub acr: String,
+    pub steps_passed: Vec<u32>,
+    pub correlation_id: String,
+    pub auth_time: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum StepOutcome {
+    /// The next step's page.
+    Next(StepPage),
+    /// The same step again, with the script's message or [`DEFAULT_FAILURE_MESSAGE`].
+    Retry(StepPage),
+    Authenticated(AuthenticatedLogin),
+}
+
+pub struct LoginEngine {
+    runtime: Arc<dyn ScriptRuntime>,
+    store: Arc<dyn StateStore>,
+    services: Arc<HostServices>,
+    login_ttl: Duration,
+    /// Where this engine's log lines go (the instance's script log); `None`: the global default.
+    log: Option<tracing::Dispatch>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn step_of(value: &HookValue) -> Option<i64> {
+    match value {
+        HookValue::Int(n) => Some(*n),
+        _ => None,
+    }
+}
+
+impl LoginEngine {
+    pub fn new(
+        runtime: Arc<dyn ScriptRuntime>,
+        store: Arc<dyn StateStore>,
+        services: Arc<HostServices>,
+        login_ttl: Duration,
+        log: Option<tracing::Dispatch>,
+    ) -> Self {
+        LoginEngine {
+            runtime,
+            store,
+            services,
+            login_ttl,
+            log,
+        }
+    }
+
+    fn logged<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.log {
+            Some(dispatch) => tracing::dispatcher::with_default(dispatch, f),
+            None => f(),
+        }
+    }
+
+    fn context(
+        &self,
+        login: &LoginHandle,
+        txn: &LoginTransaction,
+        params: Option<&RequestParams>,
+    ) -> Arc<HookContext> {
+        HookContext::for_login(
+            &txn.acr,
+            &txn.correlation_id,
+            login.as_str(),
+            self.services.clone(),
+            txn.hook_state(),
+            params,
+        )
+    }
+
+    /// Resolves the acr to run: the requested one, or the default; never a silent fall-back.
+    fn resolve_acr(&self, requested: Option<&str>) -> Result<String, FlowError> {
+        let acr = match requested {
+            Some(acr) => acr.to_owned(),
+            None => self.runtime.default_acr().ok_or(FlowError::NoDefaultAcr)?,
+        };
+        match self.runtime.status(&acr) {
+            AcrStatus::Active {
+                interactive: true, ..
+            } => Ok(acr),
+            AcrStatus::Active {
+                interactive: false, ..
+            } => Err(FlowError::NotInteractive(acr)),
+            AcrStatus::Unknown => Err(FlowError::UnknownAcr(acr)),
+            AcrStatus::Disabled => Err(FlowError::DisabledAcr(acr)),
+            AcrStatus::Unavailable { reason } => Err(FlowError::UnavailableAcr { acr, reason }),
+        }
+    }
+
+    /// Starts a login for `acr` (or the default acr) and returns the first step's page.
+    pub fn start(&self, acr: Option<&str>) -> Result<StepPage, FlowError> {
+        self.logged(|| self.start_logged(acr))
+    }
+
+    fn start_logged(&self, acr: Option<&str>) -> Result<StepPage, FlowError> {
+        let mut acr = self.resolve_acr(acr)?;
+        let login =
+            LoginHandle::new(random::hex_token(32).map_err(|e| FlowError::Corrupt(e.to_string()))?);
+        let correlation_id = random::hex_token(6).map_err(|e| FlowError::Corrupt(e.to_string()))?;
+        let mut txn = LoginTransaction {
+            correlation_id,
+            acr: acr.clone(),
+            step: 1,
+            passed: Vec::new(),
+            user: None,
+            working: Default::default(),
+            message: None,
+            page: String::new(),
+            started_at: unix_now(),
+            version: 0,
+        };
+        // isValidAuthenticationMethod may hand the login to another method, explicitly.
+        for _ in 0..=MAX_ALTERNATIVES {
+            let context = self.context(&login, &txn, None);
+            let usage = crate::config::Usage::Interactive.code();
+            if self
+                .runtime
+                .call(
+                    &acr,
+                    HookCall::IsValidAuthenticationMethod { usage },
+                    &context,
+                )?
+                .is_true()
+            {
+                break;
+            }
+            let alternative = self.runtime.call(
+                &acr,
+                HookCall::GetAlternativeAuthenticationMethod { usage },
+                &context,
+            )?;
+            let HookValue::Text(next) = alternative else {
+                return Err(FlowError::MethodNotValid(acr));
+            };
+            if next.is_empty() || next == acr {
+                return Err(FlowError::MethodNotValid(acr));
+            }
+            tracing::info!(target: "server", acr = acr.as_str(), login = txn.correlation_id.as_str(), "method not valid for this login: switching to {next}");
+            acr = self.resolve_acr(Some(&next))?;
+            txn.acr = acr.clone();
+        }
+        tracing::info!(target: "server", acr = acr.as_str(), login = txn.correlation_id.as_str(), "login started");
+        let params = RequestParams::new();
+        self.enter_step(&login, &mut txn, 1, &params)?;
+        self.save_new(&login, &txn)?;
+        Ok(self.page(&login, &txn))
+    }
+
+    /// The current page of a login in progress.
+    pub fn current(&self, login: &LoginHandle) -> Result<StepPage, FlowError> {
+        let txn = self.load(login)?;
+        Ok(self.page(login, &txn))
+    }
+
+    /// Submits the parameters of `step`. A step can only be submitted when it is the current one.
+    pub fn submit(
+        &self,
+        login: &LoginHandle,
+        step: u32,
+        params: &RequestParams,
+    ) -> Result<StepOutcome, FlowError> {
+        self.logged(|| self.submit_logged(login, step, params))
+    }
+
+    fn submit_logged(
+        &self,
+        login: &LoginHandle,
+        step: u32,
+        params: &RequestParams,
+    ) -> Result<StepOutcome, FlowError> {
+        let mut txn = self.load(login)?;
+        if step != txn.step {
+            tracing::warn!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "step {step} submitted out of order (expected {})", txn.step);
+            return Err(FlowError::StepOutOfOrder {
+                expected: txn.step,
+                submitted: step,
+            });
+        }
+        let loaded_version = txn.version;
+        let (acr, correlation) = (txn.acr.clone(), txn.correlation_id.clone());
+        let context = self.context(login, &txn, Some(params));
+        let passed =
+            match self
+                .runtime
+                .call(&acr, HookCall::Authenticate { params, step }, &context)
+            {
+                Ok(value) => value.is_true(),
+                Err(_) => false, // the runtime has logged it with file:line:col
+            };
+        txn.absorb(context.take_state());
+        if !passed {
+            tracing::info!(target: "server", acr = acr.as_str(), login = correlation.as_str(), "step {step} failed");
+            txn.message
+                .get_or_insert_with(|| DEFAULT_FAILURE_MESSAGE.to_owned());
+            self.save(login, &txn, loaded_version)?;
+            return Ok(StepOutcome::Retry(self.page(login, &txn)));
+        }
+        txn.passed.push(step);
+        tracing::info!(target: "server", acr = acr.as_str(), login = correlation.as_str(), "step {step} passed");
+        let next = step_of(&self.runtime.call(
+            &acr,
+            HookCall::GetNextStep { params, step },
+            &context,
+        )?)
+        .unwrap_or(-1);
+        let target = if next > 0 {
+            let target = u32::try_from(next).unwrap_or(MAX_STEP).min(MAX_STEP);
+            // A jump back resets the steps from there on.
+            txn.passed.retain(|&s| s < target);
+            tracing::info!(target: "server", acr = acr.as_str(), login = correlation.as_str(), "script moved the login to step {target}");
+            target
+        } else if step >= self.step_count(login, &txn)? {
+            if txn.user.is_none() {
+                // Every step passed but no user was identified: a script bug, never a login.
+                tracing::error!(target: "server", acr = acr.as_str(), login = correlation.as_str(), "all steps passed but the script identified no user (call users::authenticate or identity::set_user)");
+                txn.passed.pop();
+                txn.message = Some(DEFAULT_FAILURE_MESSAGE.to_owned());
+                self.save(login, &txn, loaded_version)?;
+                return Ok(StepOutcome::Retry(self.page(login, &txn)));
+            }
+            return self.finish(login, txn, loaded_version);
+        } else {
+            step + 1
+        };
+        self.enter_step(login, &mut txn, target, params)?;
+        self.save(login, &txn, loaded_version)?;
+        Ok(StepOutcome::Next(self.page(login, &txn)))
+    }
+
+    /// Abandons a login (the user cancelled): forgets its state and code.
+    pub fn abandon(&self, login: &LoginHandle) -> Result<(), FlowError> {
+        self.store.delete(&login.store_key())?;
+        let _ = self.services.otp.forget(login.as_str());
+        Ok(())
+    }
+
+    fn step_count(&self, login: &LoginHandle, txn: &LoginTransaction) -> Result<u32, FlowError> {
+        let context = self.context(login, txn, None);
+        let count = self
+            .runtime
+            .call(&txn.acr, HookCall::GetCountAuthenticationSteps, &context)?;
+        Ok(step_of(&count).map_or(1, |n| n.clamp(1, i64::from(MAX_STEP)) as u32))
+    }
+
+    /// Moves the login to `step`: keeps only the working parameters the script names for that
+    /// step, runs `prepareForStep` and asks for the page.
+    fn enter_step(
+        &self,
+        login: &LoginHandle,
+        txn: &mut LoginTransaction,
+        step: u32,
+        params: &RequestParams,
+    ) -> Result<(), FlowError> {
+        let acr = txn.acr.clone();
+        let keep = {
+            let context = self.context(login, txn, None);
+            self.runtime
+                .call(&acr, HookCall::GetExtraParametersForStep { step }, &context)?
+        };
+        let names: Vec<String> = match keep {
+            HookValue::List(names) => names,
+            _ => Vec::new(),
+        };
+        txn.working.retain(|name, _| names.contains(name));
+        txn.step = step;
+        let context = self.context(login, txn, Some(params));
+        let prepared = self
+            .runtime
+            .call(&acr, HookCall::PrepareForStep { params, step }, &context);
+        let page = self
+            .runtime
+            .call(&acr, HookCall::GetPageForStep { step }, &context);
+        let message = txn.message.take();
+        txn.absorb(context.take_state());
+        if txn.message.is_none() {
+            txn.message = message;
+        }
+        if !prepared.map(|v| v.is_true()).unwrap_or(false) {
+            return Err(FlowError::StepNotPrepared { acr, step });
+        }
+        txn.page = match page? {
+            HookValue::Text(page) => page,
+            _ => String::new(),
+        };
+        Ok(())
+    }
+
+    fn finish(
+        &self,
+        login: &LoginHandle,
+        txn: LoginTransaction,
+        loaded_version: u64,
+    ) -> Result<StepOutcome, FlowError> {
+        // Claim the login atomically: a concurrent submission cannot authenticate it twice.
+        let mut claimed = false;
+        self.store
+            .update(&login.store_key(), None, &mut |current| {
+                let current: Option<LoginTransaction> =
+                    current.and_then(|b| serde_json::from_slice(b).ok());
+                claimed = current.is_some_and(|c| c.version == loaded_version);
+                if claimed {
+                    StoreUpdate::Delete
+                } else {
+                    StoreUpdate::Keep
+                }
+            })?;
+        if !claimed {
+            return Err(FlowError::Conflict);
+        }
+        let _ = self.services.otp.forget(login.as_str());
+        let user = txn.user.clone().unwrap_or_default();
+        tracing::info!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "authenticated user {user} (steps {:?})", txn.passed);
+        Ok(StepOutcome::Authenticated(AuthenticatedLogin {
+            user,
+            acr: txn.acr,
+            steps_passed: txn.passed,
+            correlation_id: txn.correlation_id,
+            auth_time: unix_now(),
+        }))
+    }
+
+    fn page(&self, login: &LoginHandle, txn: &LoginTransaction) -> StepPage {
+        StepPage {
+            login: login.clone(),
+            correlation_id: txn.correlation_id.clone(),
+            acr: txn.acr.clone(),
+            step: txn.step,
+            page: txn.page.clone(),
+            message: txn.message.clone(),
+            working: txn.working.clone(),
+        }
+    }
+
+    fn load(&self, login: &LoginHandle) -> Result<LoginTransaction, FlowError> {
+        let bytes = self
+            .store
+            .get(&login.store_key())?
+            .ok_or(FlowError::LoginNotFound)?;
+        serde_json::from_slice(&bytes).map_err(|e| FlowError::Corrupt(e.to_string()))
+    }
+
+    fn save_new(&self, login: &LoginHandle, txn: &LoginTransaction) -> Result<(), FlowError> {
+        let bytes = serde_json::to_vec(txn).map_err(|e| FlowError::Corrupt(e.to_string()))?;
+        Ok(self.store.put(&login.store_key(), bytes, self.login_ttl)?)
+    }
+
+    /// Saves if nobody else saved since `loaded_version` (compare-and-set).
+    fn save(
+        &self,
+        login: &LoginHandle,
+        txn: &LoginTransaction,
+        loaded_version: u64,
+    ) -> Result<(), FlowError> {
+        let mut next = txn.clone();
+        next.version = loaded_version + 1;
+        let bytes = serde_json::to_vec(&next).map_err(|e| FlowError::Corrupt(e.to_string()))?;
+        let mut saved = false;
+        let mut bytes = Some(bytes);
+        self.store
+            .update(&login.store_key(), None, &mut |current| {
+                let current: Option<LoginTransaction> =
+                    current.and_then(|b| serde_json::from_slice(b).ok());
+                match (current, bytes.take()) {
+                    (Some(c), Some(bytes)) if c.version == loaded_version => {
+                        saved = true;
+                        StoreUpdate::Put(bytes)
+                    }
+                    _ => StoreUpdate::Keep,
+                }
+            })?;
+        if saved {
+            Ok(())
+        } else {
+            Err(FlowError::Conflict)
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Gatehouse: an authentication server whose login flows are Rhai scripts, in the tradition of
+//! the Gluu/Janssen person-authentication scripts.
+//!
+//! Layers, dependencies pointing one way: `web` -> `flow` -> ports (`ports`, `flow::hooks`)
+//! <- adapters (`script`, `users`, `store`, `sms`). `app` wires them.
+
+pub mod app;
+pub mod config;
+pub mod flow;
+pub mod logging;
+pub mod ports;
+pub mod script;
+pub mod secret;
+pub mod sms;
+pub mod store;
+pub mod users;
+pub mod web;
+
+pub use app::{Builder, Gatehouse, Mode};

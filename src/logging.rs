@@ -1,0 +1,258 @@
+//! The script log (`logs/script.log`): one line per event with timestamp, level, source,
+//! acr and login correlation id; control characters escaped; daily files, written off-thread.
+
+use std::fmt::{self, Write as _};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::field::{Field, Visit};
+use tracing::{Dispatch, Event, Subscriber};
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime as Rfc3339};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
+
+pub const LOG_FILE: &str = "script.log";
+
+#[derive(Debug, thiserror::Error)]
+#[error("log directory {path}: {source}")]
+pub struct LogError {
+    path: PathBuf,
+    source: io::Error,
+}
+
+/// Escapes control characters so one event is always one line.
+pub fn escape_controls(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+#[derive(Default)]
+struct LineFields {
+    message: String,
+    acr: Option<String>,
+    login: Option<String>,
+    rest: String,
+}
+
+impl Visit for LineFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => self.message.push_str(value),
+            "acr" => self.acr = Some(value.to_owned()),
+            "login" => self.login = Some(value.to_owned()),
+            name => {
+                let _ = write!(self.rest, " {name}={value}");
+            }
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        match field.name() {
+            "message" => {
+                let _ = write!(self.message, "{value:?}");
+            }
+            "acr" => self.acr = Some(format!("{value:?}")),
+            "login" => self.login = Some(format!("{value:?}")),
+            name => {
+                let _ = write!(self.rest, " {name}={value:?}");
+            }
+        }
+    }
+}
+
+/// `2026-11-22T08:47:53.123456Z  INFO script acr=sms_otp login=3f9a1c2b7d4e OTP. Initialization`
+pub struct LineFormat;
+
+impl<S, N> FormatEvent<S, N> for LineFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut fields = LineFields::default();
+        event.record(&mut fields);
+        Rfc3339.format_time(&mut writer)?;
+        let source = match event.metadata().target() {
+            "script" => "script",
+            "server" => "server",
+            other => other.split("::").next().unwrap_or(other),
+        };
+        let mut line = String::with_capacity(fields.message.len() + 64);
+        escape_controls(&fields.message, &mut line);
+        escape_controls(&fields.rest, &mut line);
+        writeln!(
+            writer,
+            " {:>5} {source} acr={} login={} {line}",
+            event.metadata().level(),
+            fields.acr.as_deref().unwrap_or("-"),
+            fields.login.as_deref().unwrap_or("-"),
+        )
+    }
+}
+
+/// Daily files `script.log.YYYY-MM-DD`, with `script.log` a link to the current one so that
+/// `tail -F logs/script.log` always follows today's file.
+struct DailyFile {
+    inner: RollingFileAppender,
+    dir: PathBuf,
+    day: u64,
+}
+
+fn today() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400)
+}
+
+fn relink(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{LOG_FILE}.");
+    let newest = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.starts_with(&prefix)
+                && n[prefix.len()..]
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'-')
+        })
+        .max();
+    let Some(newest) = newest else { return };
+    let temp = dir.join(format!(".{LOG_FILE}.link"));
+    let _ = std::fs::remove_file(&temp);
+    #[cfg(unix)]
+    if std::os::unix::fs::symlink(&newest, &temp).is_ok() {
+        let _ = std::fs::rename(&temp, dir.join(LOG_FILE));
+    }
+}
+
+impl Write for DailyFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        let day = today();
+        if day != self.day {
+            self.day = day;
+            relink(&self.dir);
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The log of one Gatehouse instance. Keep it alive: dropping it flushes and stops the writer.
+pub struct ScriptLog {
+    pub dispatch: Dispatch,
+    pub dir: PathBuf,
+    _guard: Option<WorkerGuard>,
+}
+
+fn level_filter(level: &str) -> LevelFilter {
+    level.parse().unwrap_or(LevelFilter::INFO)
+}
+
+impl ScriptLog {
+    /// Logs to `dir/script.log` (and to stderr when `console`).
+    pub fn open(dir: &Path, level: &str, console: bool) -> Result<ScriptLog, LogError> {
+        let error = |source| LogError {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(error)?;
+        let appender = RollingFileAppender::builder()
+            .rotation(Rotation::DAILY)
+            .filename_prefix(LOG_FILE)
+            .build(dir)
+            .map_err(|e| error(io::Error::other(e)))?;
+        relink(dir);
+        let daily = DailyFile {
+            inner: appender,
+            dir: dir.to_owned(),
+            day: today(),
+        };
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .finish(daily);
+        let filter = level_filter(level);
+        let file_layer = tracing_subscriber::fmt::layer()
+            .event_format(LineFormat)
+            .with_writer(writer)
+            .with_ansi(false)
+            .with_filter(filter);
+        let console_layer = console.then(|| {
+            tracing_subscriber::fmt::layer()
+                .event_format(LineFormat)
+                .with_writer(io::stderr)
+                .with_ansi(false)
+                .with_filter(filter)
+        });
+        let subscriber = tracing_subscriber::registry()
+            .with(file_layer)
+            .with(console_layer);
+        Ok(ScriptLog {
+            dispatch: Dispatch::new(subscriber),
+            dir: dir.to_owned(),
+            _guard: Some(guard),
+        })
+    }
+
+    /// Logs to stderr only (`gatehouse check`: nothing is written under logs/).
+    pub fn console_only(level: &str) -> ScriptLog {
+        let layer = tracing_subscriber::fmt::layer()
+            .event_format(LineFormat)
+            .with_writer(io::stderr)
+            .with_ansi(false)
+            .with_filter(level_filter(level));
+        ScriptLog {
+            dispatch: Dispatch::new(tracing_subscriber::registry().with(layer)),
+            dir: PathBuf::new(),
+            _guard: None,
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(LOG_FILE)
+    }
+
+    /// Runs `f` with this log as the destination of its events.
+    pub fn scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        tracing::dispatcher::with_default(&self.dispatch, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn control_characters_never_break_a_line() {
+        let mut out = String::new();
+        escape_controls("a\nb\r\tc\u{1b}[31m", &mut out);
+        assert_eq!(out, "a\\nb\\r\\tc\\u{1b}[31m");
+    }
+}

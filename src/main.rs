@@ -1,0 +1,177 @@
+//! The `gatehouse` command: parses the command line and wires the library. The only place
+//! `anyhow` is used.
+
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use gatehouse::script::ScriptState;
+use gatehouse::secret::Secret;
+use gatehouse::users::password::hash_password;
+use gatehouse::web::{self, WebState};
+use gatehouse::{Builder, Mode};
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Authentication server whose login flows are Rhai scripts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the config and scripts, watch them for changes, and serve HTTP.
+    Serve {
+        #[arg(long, default_value = "config/gatehouse.toml")]
+        config: PathBuf,
+        /// Overrides `server.listen` of the config.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Validate the config, compile every script and run init of the enabled ones; serve nothing.
+    Check {
+        #[arg(long, default_value = "config/gatehouse.toml")]
+        config: PathBuf,
+    },
+    /// Read a password from standard input and print its argon2id hash for config/users.toml.
+    HashPassword,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, listen } => serve(config, listen),
+        Command::Check { config } => check(config),
+        Command::HashPassword => hash(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("gatehouse: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
+    let mut app = Builder::new(&config_path).build()?;
+    // Events outside an instance scope (HTTP layer) go to the same log.
+    let _global = tracing::dispatcher::set_default(&app.log.dispatch);
+    app.load_scripts();
+    app.watch()?;
+    let listen = match listen {
+        Some(addr) => addr,
+        None => app.config.server.listen.parse().with_context(|| {
+            format!(
+                "{}: server.listen {:?} is not an address like 127.0.0.1:8080",
+                config_path.display(),
+                app.config.server.listen
+            )
+        })?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let router = web::router(WebState {
+        host: app.host.clone(),
+    });
+    let served = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let local = listener.local_addr()?;
+        app.log
+            .scope(|| tracing::info!(target: "server", "listening on http://{local}"));
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving HTTP")
+    });
+    app.shutdown();
+    served.map(|_| ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn check(config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    let app = Builder::new(&config_path).mode(Mode::Check).build()?;
+    let rows = app.log.scope(|| app.host.check());
+    println!(
+        "{:<16} {:<28} {:<14} {:<9} ERROR",
+        "ACR", "FILE", "REVISION", "STATE"
+    );
+    let mut failed = false;
+    for row in &rows {
+        failed |= row.state == ScriptState::Failed;
+        let state = format!("{:?}", row.state).to_lowercase();
+        println!(
+            "{:<16} {:<28} {:<14} {:<9} {}",
+            row.acr,
+            row.file,
+            row.digest.as_deref().unwrap_or("-"),
+            state,
+            row.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    if let Some(default_acr) = &app.config.login.default_acr {
+        if rows
+            .iter()
+            .any(|r| &r.acr == default_acr && r.state != ScriptState::Active)
+        {
+            println!(
+                "default acr {default_acr} is not usable: logins without acr_values will fail"
+            );
+            failed = true;
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn hash() -> anyhow::Result<ExitCode> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("password (input is visible; end with Enter):");
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line
+        .strip_suffix('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or(&line);
+    anyhow::ensure!(
+        !password.is_empty(),
+        "empty password: type one, or pipe it: printf %s 'secret' | gatehouse hash-password"
+    );
+    println!("{}", hash_password(&Secret::new(password))?);
+    Ok(ExitCode::SUCCESS)
+}

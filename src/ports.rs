@@ -1,0 +1,155 @@
+//! Ports: the traits the login flow owns and the adapters implement
+//! (user directory, state store, SMS sender, script runtime).
+//!
+//! Every port is synchronous: hooks run on blocking threads (they may wait on an SMS gateway),
+//! so adapters may block; async callers go through `spawn_blocking`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+// ---------------------------------------------------------------- user directory
+
+/// A user entry, LDAP-shaped: string attributes, each possibly multi-valued.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserEntry {
+    pub username: String,
+    pub attributes: BTreeMap<String, Vec<String>>,
+}
+
+impl UserEntry {
+    pub fn first(&self, attribute: &str) -> Option<&str> {
+        self.attributes
+            .get(attribute)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttributeChange {
+    /// Replace every value; an empty list removes the attribute.
+    Replace {
+        attribute: String,
+        values: Vec<String>,
+    },
+    /// Add one value (nothing happens if it is already there).
+    Add { attribute: String, value: String },
+    /// Remove one value (nothing happens if it is not there).
+    Remove { attribute: String, value: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("user directory {path}: {message}")]
+    Unreadable { path: String, message: String },
+    #[error("user directory {path}: cannot save: {message}")]
+    Write { path: String, message: String },
+    #[error("no user {0:?}")]
+    NoSuchUser(String),
+    #[error("attribute name {0:?} is not allowed (use letters, digits, '-', '_' or '.')")]
+    BadAttributeName(String),
+    #[error("attribute {0:?} is managed by the directory and cannot be changed by a script")]
+    ProtectedAttribute(String),
+}
+
+pub trait UserDirectory: Send + Sync {
+    fn find(&self, username: &str) -> Result<Option<UserEntry>, DirectoryError>;
+    fn find_by_attribute(
+        &self,
+        attribute: &str,
+        value: &str,
+    ) -> Result<Vec<UserEntry>, DirectoryError>;
+    /// Checks a password. Unknown users cost the same time as wrong passwords.
+    fn verify_password(&self, username: &str, password: &Secret) -> Result<bool, DirectoryError>;
+    /// Applies one change and persists it before returning.
+    fn update(&self, username: &str, change: AttributeChange) -> Result<(), DirectoryError>;
+}
+
+// ---------------------------------------------------------------- state store
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What an [`StateStore::update`] closure decides.
+pub enum StoreUpdate {
+    Keep,
+    Put(Vec<u8>),
+    Delete,
+}
+
+/// Key/value state with expiry: login transactions, issued codes (and later counters).
+/// Implementations must make `update` atomic per key, across processes for shared stores.
+pub trait StateStore: Send + Sync {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError>;
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Reads the current value and replaces it with what `decide` returns, atomically.
+    /// A `Put` keeps the key's remaining lifetime unless `ttl` is given.
+    fn update(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        decide: &mut dyn FnMut(Option<&[u8]>) -> StoreUpdate,
+    ) -> Result<(), StoreError>;
+}
+
+// ---------------------------------------------------------------- SMS
+
+#[derive(Clone)]
+pub struct SmsMessage {
+    pub to: String,
+    /// May contain a one-time code: never log it.
+    pub text: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmsReceipt {
+    pub provider_message_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SmsError {
+    #[error("{provider}: message refused: {message}")]
+    Refused { provider: String, message: String },
+    #[error("{provider}: not delivered: {message}")]
+    Failed { provider: String, message: String },
+    #[error("sending SMS is not allowed here ({0})")]
+    NotAllowed(String),
+}
+
+pub trait SmsSender: Send + Sync {
+    fn provider(&self) -> &str;
+    fn send(&self, message: &SmsMessage) -> Result<SmsReceipt, SmsError>;
+}
+
+/// Masks a phone number for logs and pages: `+447700900123` -> `+44******0123`.
+pub fn mask_phone(number: &str) -> String {
+    let chars: Vec<char> = number.chars().collect();
+    let keep_head = if chars.first() == Some(&'+') { 3 } else { 2 };
+    if chars.len() <= keep_head + 4 {
+        return "*".repeat(chars.len());
+    }
+    let tail = chars.len() - 4;
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| if i < keep_head || i >= tail { *c } else { '*' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_phone;
+
+    #[test]
+    fn phone_masking_keeps_country_and_last_four() {
+        assert_eq!(mask_phone("+447700900123"), "+44******0123");
+        assert_eq!(mask_phone("+15551234567"), "+15*****4567");
+        assert_eq!(mask_phone("12345"), "*****");
+    }
+}

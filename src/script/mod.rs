@@ -1,0 +1,602 @@
+//! The Rhai script host: loads each configured script into an immutable [`ScriptRevision`],
+//! runs hooks on it in the sandbox, and swaps revisions on reload. The only module that knows Rhai.
+
+mod api;
+pub mod reload;
+mod revision;
+pub mod sandbox;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rhai::{CallFnOptions, Dynamic, Engine, Map, Scope};
+use serde::Serialize;
+
+use crate::config::{Config, ScriptEntry, Usage};
+use crate::flow::hooks::{
+    AcrStatus, HookCall, HookContext, HookError, HookFailureKind, HookValue, HostServices,
+    ParamValue, RequestParams, ScriptRuntime,
+};
+pub use api::ScriptSecret;
+use revision::{compile, describe_error, read_script};
+pub use revision::{LoadError, ScriptRevision};
+use sandbox::{enter, ActiveCall};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScriptState {
+    /// A revision serves (the latest edit may still have been refused: see `last_error`).
+    Active,
+    /// Enabled but nothing serves: it never loaded, or its file is gone.
+    Failed,
+    Disabled,
+}
+
+/// One row of `/health` and `gatehouse check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScriptStatus {
+    pub acr: String,
+    pub file: String,
+    pub enabled: bool,
+    pub level: i64,
+    pub usage: Usage,
+    pub revision: Option<u64>,
+    pub digest: Option<String>,
+    pub state: ScriptState,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone)]
+struct Slot {
+    entry: ScriptEntry,
+    current: Option<Arc<ScriptRevision>>,
+    last_error: Option<String>,
+    last_number: u64,
+}
+
+struct HostState {
+    config: Arc<Config>,
+    slots: BTreeMap<String, Slot>,
+}
+
+/// What one reconcile changed; tests and the reload log use it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub loaded: Vec<(String, u64)>,
+    pub refused: Vec<(String, String)>,
+    pub retired: Vec<String>,
+    pub config_error: Option<String>,
+}
+
+pub struct ScriptHost {
+    engine: Engine,
+    services: Arc<HostServices>,
+    config_path: PathBuf,
+    scripts_dir: PathBuf,
+    hook_timeout: Duration,
+    max_script_bytes: u64,
+    state: RwLock<HostState>,
+    /// Serialises reloads: one reconcile at a time.
+    reloading: Mutex<HashMap<String, String>>,
+}
+
+fn params_map(params: &RequestParams) -> Map {
+    params
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                ParamValue::Plain(v) => Dynamic::from(v.clone()),
+                ParamValue::Secret(v) => Dynamic::from(ScriptSecret(v.clone())),
+            };
+            (name.as_str().into(), value)
+        })
+        .collect()
+}
+
+fn hook_args(call: HookCall<'_>, config: &Map) -> Vec<Dynamic> {
+    let config = || Dynamic::from_map(config.clone());
+    let step = |s: u32| Dynamic::from_int(i64::from(s));
+    match call {
+        HookCall::Init | HookCall::Destroy | HookCall::GetCountAuthenticationSteps => {
+            vec![config()]
+        }
+        HookCall::GetApiVersion => vec![],
+        HookCall::IsValidAuthenticationMethod { usage }
+        | HookCall::GetAlternativeAuthenticationMethod { usage } => {
+            vec![Dynamic::from_int(usage), config()]
+        }
+        HookCall::PrepareForStep { params, step: s }
+        | HookCall::Authenticate { params, step: s }
+        | HookCall::GetNextStep { params, step: s } => {
+            vec![config(), Dynamic::from_map(params_map(params)), step(s)]
+        }
+        HookCall::GetPageForStep { step: s } | HookCall::GetExtraParametersForStep { step: s } => {
+            vec![config(), step(s)]
+        }
+        HookCall::Logout { params } => vec![config(), Dynamic::from_map(params_map(params))],
+    }
+}
+
+fn hook_value(value: Dynamic) -> HookValue {
+    if value.is_unit() {
+        HookValue::Unit
+    } else if let Some(b) = value.clone().try_cast::<bool>() {
+        HookValue::Bool(b)
+    } else if let Some(i) = value.clone().try_cast::<i64>() {
+        HookValue::Int(i)
+    } else if value.is_string() {
+        HookValue::Text(value.into_string().unwrap_or_default())
+    } else if value.is_array() {
+        let items = value.into_array().unwrap_or_default();
+        let texts: Option<Vec<String>> = items.into_iter().map(|v| v.into_string().ok()).collect();
+        texts.map_or_else(
+            || HookValue::Other("array of non-strings".into()),
+            HookValue::List,
+        )
+    } else {
+        HookValue::Other(value.type_name().to_owned())
+    }
+}
+
+impl ScriptHost {
+    /// Builds the host; nothing is loaded until [`ScriptHost::reconcile`].
+    pub fn new(config: Config, config_path: &Path, services: Arc<HostServices>) -> Self {
+        let engine = sandbox::build_engine(&config.sandbox);
+        ScriptHost {
+            engine,
+            services,
+            config_path: config_path.to_owned(),
+            scripts_dir: config.paths.scripts_dir.clone(),
+            hook_timeout: config.sandbox.hook_timeout(),
+            max_script_bytes: config.sandbox.max_script_bytes,
+            state: RwLock::new(HostState {
+                config: Arc::new(config),
+                slots: BTreeMap::new(),
+            }),
+            reloading: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn scripts_dir(&self) -> &Path {
+        &self.scripts_dir
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.read_state().config.clone()
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, HostState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn current_revision(&self, acr: &str) -> Option<Arc<ScriptRevision>> {
+        self.read_state()
+            .slots
+            .get(acr)
+            .and_then(|s| s.current.clone())
+    }
+
+    /// Runs one hook on one revision, start to end, under the sandbox deadline.
+    fn run(
+        &self,
+        revision: &Arc<ScriptRevision>,
+        call: HookCall<'_>,
+        context: &Arc<HookContext>,
+    ) -> Result<HookValue, HookError> {
+        let name = call.name();
+        let args = hook_args(call, &revision.config);
+        if !revision.defines(name, args.len()) {
+            return call.default_value().ok_or_else(|| HookError {
+                acr: revision.acr.clone(),
+                hook: name,
+                kind: HookFailureKind::Runtime,
+                message: format!("{}: no fn {name}", revision.source_name),
+            });
+        }
+        let guard = enter(ActiveCall {
+            context: context.clone(),
+            deadline: Instant::now() + self.hook_timeout,
+            at_top_level: false,
+            top_level_side_effect: false,
+        });
+        let mut scope = Scope::new();
+        // eval_ast(true) re-runs the top level, which load-time checks limit to constants,
+        // so that functions can read them as `global::NAME`.
+        let options = CallFnOptions::new().eval_ast(true).rewind_scope(false);
+        let result = self.engine.call_fn_with_options::<Dynamic>(
+            options,
+            &mut scope,
+            &revision.ast,
+            name,
+            args,
+        );
+        drop(guard);
+        result
+            .map(hook_value)
+            .map_err(|e| describe_error(revision, name, &e))
+    }
+
+    /// Reads, compiles and checks the top level of a script; does not run `init`.
+    fn build(&self, entry: &ScriptEntry, number: u64) -> Result<Arc<ScriptRevision>, LoadError> {
+        let source = read_script(&self.scripts_dir, &entry.file, self.max_script_bytes)?;
+        let (properties, _) = entry.resolved_properties();
+        let revision = Arc::new(compile(&self.engine, entry, &source, &properties, number)?);
+        let context = HookContext::for_lifecycle(&entry.acr, self.services.clone());
+        let guard = enter(ActiveCall {
+            context,
+            deadline: Instant::now() + self.hook_timeout,
+            at_top_level: true,
+            top_level_side_effect: false,
+        });
+        let result = self
+            .engine
+            .run_ast_with_scope(&mut Scope::new(), &revision.ast);
+        let had_side_effects = guard.finish();
+        if let Err(error) = result {
+            return Err(LoadError::Compile(
+                describe_error(&revision, "top level", &error).message,
+            ));
+        }
+        if had_side_effects {
+            return Err(LoadError::Compile(format!(
+                "{}: the top level may only declare constants and functions: move print() and host calls into init()",
+                source.source_name
+            )));
+        }
+        Ok(revision)
+    }
+
+    /// Runs `init`; only a boolean `true` lets the revision serve.
+    fn initialise(&self, revision: &Arc<ScriptRevision>) -> Result<(), LoadError> {
+        let context = HookContext::for_lifecycle(&revision.acr, self.services.clone());
+        match self.run(revision, HookCall::Init, &context) {
+            Ok(value) if value.is_true() => Ok(()),
+            Ok(value) => Err(LoadError::Refused(format!(
+                "{}: init returned {value:?}, not true",
+                revision.source_name
+            ))),
+            Err(error) => Err(LoadError::Refused(format!("{} (in init)", error.message))),
+        }
+    }
+
+    fn destroy(&self, revision: &Arc<ScriptRevision>) {
+        let context = HookContext::for_lifecycle(&revision.acr, self.services.clone());
+        if let Err(error) = self.run(revision, HookCall::Destroy, &context) {
+            tracing::warn!(target: "server", acr = revision.acr.as_str(), "{} (in destroy)", error.message);
+        }
+    }
+
+    /// Re-reads the config file, then reconciles. A config that does not parse is logged and the
+    /// running one kept.
+    pub fn reload(&self) -> ReloadSummary {
+        match Config::load(&self.config_path) {
+            Ok(config) => self.reconcile(Some(config)),
+            Err(error) => {
+                let message = error.to_string();
+                tracing::error!(target: "server", "{message}; the previous configuration keeps serving");
+                let mut summary = self.reconcile(None);
+                summary.config_error = Some(message);
+                summary
+            }
+        }
+    }
+
+    /// Brings every script in line with the config and the files: new revisions are compiled and
+    /// initialised before they replace the old; a failure leaves the old one serving.
+    pub fn reconcile(&self, new_config: Option<Config>) -> ReloadSummary {
+        let mut noticed = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let (config, mut slots) = {
+            let state = self.read_state();
+            let config = new_config
+                .map(Arc::new)
+                .unwrap_or_else(|| state.config.clone());
+            warn_restart_only_changes(&state.config, &config);
+            (config, state.slots.clone())
+        };
+        let mut summary = ReloadSummary::default();
+        let mut retired = Vec::new();
+        let mut next_slots = BTreeMap::new();
+        for entry in &config.scripts {
+            let mut slot = slots.remove(&entry.acr).unwrap_or(Slot {
+                entry: entry.clone(),
+                current: None,
+                last_error: None,
+                last_number: 0,
+            });
+            slot.entry = entry.clone();
+            self.reconcile_slot(&mut slot, &mut summary, &mut retired);
+            next_slots.insert(entry.acr.clone(), slot);
+        }
+        for (acr, slot) in slots {
+            tracing::info!(target: "server", acr = acr.as_str(), "no longer in the configuration: not served");
+            summary.retired.push(acr);
+            retired.extend(slot.current);
+        }
+        self.notice_unconfigured_files(&config, &mut noticed);
+        {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            state.config = config;
+            state.slots = next_slots;
+        }
+        for revision in retired {
+            self.destroy(&revision);
+        }
+        summary
+    }
+
+    fn reconcile_slot(
+        &self,
+        slot: &mut Slot,
+        summary: &mut ReloadSummary,
+        retired: &mut Vec<Arc<ScriptRevision>>,
+    ) {
+        let acr = slot.entry.acr.clone();
+        let acr = acr.as_str();
+        if !slot.entry.enabled {
+            if let Some(old) = slot.current.take() {
+                tracing::info!(target: "server", acr, "disabled: revision {} retired", old.number);
+                summary.retired.push(acr.to_owned());
+                retired.push(old);
+            }
+            slot.last_error = None;
+            return;
+        }
+        let (properties, unset) = slot.entry.resolved_properties();
+        let source = match read_script(&self.scripts_dir, &slot.entry.file, self.max_script_bytes) {
+            Ok(source) => source,
+            Err(LoadError::Missing(name)) => {
+                if let Some(old) = slot.current.take() {
+                    tracing::warn!(target: "server", acr, "{name}: file removed: revision {} retired, {acr} is not served", old.number);
+                    summary.retired.push(acr.to_owned());
+                    retired.push(old);
+                } else if slot.last_error.is_none() {
+                    tracing::error!(target: "server", acr, "{name}: file not found: {acr} is not served");
+                }
+                slot.last_error = Some(format!("{name}: file not found"));
+                return;
+            }
+            Err(error) => return self.refuse(slot, error.to_string(), summary),
+        };
+        let digest = revision::digest(&source.text, &properties);
+        if slot.current.as_ref().is_some_and(|c| c.digest == digest) {
+            slot.last_error = None;
+            return;
+        }
+        for missing in unset {
+            tracing::warn!(
+                target: "server",
+                acr,
+                "property {} left unset: environment variable {} is not set",
+                missing.property,
+                missing.variable
+            );
+        }
+        let number = slot.last_number + 1;
+        let loaded = self.build(&slot.entry, number).and_then(|revision| {
+            self.initialise(&revision)?;
+            Ok(revision)
+        });
+        match loaded {
+            Ok(revision) => {
+                slot.last_number = number;
+                tracing::info!(
+                    target: "server",
+                    acr,
+                    "{}: revision {number} ({}) serving",
+                    revision.source_name,
+                    revision.digest
+                );
+                summary.loaded.push((acr.to_owned(), number));
+                retired.extend(slot.current.replace(revision));
+                slot.last_error = None;
+            }
+            Err(error) => self.refuse(slot, error.to_string(), summary),
+        }
+    }
+
+    fn refuse(&self, slot: &mut Slot, message: String, summary: &mut ReloadSummary) {
+        let acr = slot.entry.acr.as_str();
+        match &slot.current {
+            Some(current) => {
+                tracing::error!(target: "server", acr, "{message}; revision {} keeps serving", current.number)
+            }
+            None => tracing::error!(target: "server", acr, "{message}; {acr} is not served"),
+        }
+        summary.refused.push((acr.to_owned(), message.clone()));
+        slot.last_error = Some(message);
+    }
+
+    /// A `.rhai` file no entry names is not served; say so once per content.
+    fn notice_unconfigured_files(&self, config: &Config, noticed: &mut HashMap<String, String>) {
+        let Ok(entries) = std::fs::read_dir(&self.scripts_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".rhai")
+                || name.starts_with('.')
+                || config.scripts.iter().any(|s| s.file == name)
+            {
+                continue;
+            }
+            let stamp = entry
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .map(|t| format!("{t:?}"))
+                .unwrap_or_default();
+            if noticed.get(&name) != Some(&stamp) {
+                tracing::info!(
+                    target: "server",
+                    "{}: no [[scripts]] entry names this file: not served",
+                    revision::display_name(&self.scripts_dir, &name)
+                );
+                noticed.insert(name, stamp);
+            }
+        }
+    }
+
+    pub fn statuses(&self) -> Vec<ScriptStatus> {
+        let state = self.read_state();
+        state.slots.values().map(status_of).collect()
+    }
+
+    /// `gatehouse check`: compiles every configured script, initialises (and destroys) the enabled
+    /// ones. Nothing is kept.
+    pub fn check(&self) -> Vec<ScriptStatus> {
+        let config = self.config();
+        config
+            .scripts
+            .iter()
+            .map(|entry| {
+                let result = self.build(entry, 1).and_then(|revision| {
+                    if entry.enabled {
+                        self.initialise(&revision)?;
+                        self.destroy(&revision);
+                    }
+                    Ok(revision)
+                });
+                let (revision, error) = match result {
+                    Ok(revision) => (Some(revision), None),
+                    Err(error) => (None, Some(error.to_string())),
+                };
+                let state = match (&error, entry.enabled) {
+                    (_, false) => ScriptState::Disabled,
+                    (None, true) => ScriptState::Active,
+                    (Some(_), true) => ScriptState::Failed,
+                };
+                ScriptStatus {
+                    acr: entry.acr.clone(),
+                    file: revision::display_name(&self.scripts_dir, &entry.file),
+                    enabled: entry.enabled,
+                    level: entry.level,
+                    usage: entry.usage,
+                    revision: revision.as_ref().map(|r| r.number),
+                    digest: revision.map(|r| r.digest.clone()),
+                    state,
+                    last_error: error,
+                }
+            })
+            .collect()
+    }
+
+    /// Runs `destroy` on every serving revision (server shutdown).
+    pub fn shutdown(&self) {
+        let revisions: Vec<_> = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            state
+                .slots
+                .values_mut()
+                .filter_map(|s| s.current.take())
+                .collect()
+        };
+        for revision in revisions {
+            self.destroy(&revision);
+        }
+    }
+}
+
+fn status_of(slot: &Slot) -> ScriptStatus {
+    let state = match (&slot.current, slot.entry.enabled) {
+        (_, false) => ScriptState::Disabled,
+        (Some(_), true) => ScriptState::Active,
+        (None, true) => ScriptState::Failed,
+    };
+    ScriptStatus {
+        acr: slot.entry.acr.clone(),
+        file: slot.entry.file.clone(),
+        enabled: slot.entry.enabled,
+        level: slot.entry.level,
+        usage: slot.entry.usage,
+        revision: slot.current.as_ref().map(|r| r.number),
+        digest: slot.current.as_ref().map(|r| r.digest.clone()),
+        state,
+        last_error: slot.last_error.clone(),
+    }
+}
+
+/// Settings read once at start-up: say so when an edit changes them.
+fn warn_restart_only_changes(old: &Config, new: &Config) {
+    let changed = [
+        (
+            "server",
+            format!("{:?}", old.server) != format!("{:?}", new.server),
+        ),
+        (
+            "paths",
+            format!("{:?}", old.paths) != format!("{:?}", new.paths),
+        ),
+        (
+            "sandbox",
+            format!("{:?}", old.sandbox) != format!("{:?}", new.sandbox),
+        ),
+        ("otp", format!("{:?}", old.otp) != format!("{:?}", new.otp)),
+        ("sms", format!("{:?}", old.sms) != format!("{:?}", new.sms)),
+        ("log", format!("{:?}", old.log) != format!("{:?}", new.log)),
+        (
+            "login.ttl_seconds",
+            old.login.ttl_seconds != new.login.ttl_seconds,
+        ),
+    ];
+    for (section, _) in changed.iter().filter(|(_, changed)| *changed) {
+        tracing::warn!(target: "server", "configuration [{section}] changed: it takes effect after a restart");
+    }
+}
+
+impl ScriptRuntime for ScriptHost {
+    fn call(
+        &self,
+        acr: &str,
+        call: HookCall<'_>,
+        context: &Arc<HookContext>,
+    ) -> Result<HookValue, HookError> {
+        let Some(revision) = self.current_revision(acr) else {
+            return Err(HookError {
+                acr: acr.to_owned(),
+                hook: call.name(),
+                kind: HookFailureKind::NotLoaded,
+                message: format!("no serving revision of {acr}"),
+            });
+        };
+        let result = self.run(&revision, call, context);
+        if let Err(error) = &result {
+            tracing::error!(
+                target: "server",
+                acr,
+                login = context.correlation_id.as_str(),
+                "{} (in {}, revision {})",
+                context.mask(&error.message),
+                error.hook,
+                revision.number
+            );
+        }
+        result
+    }
+
+    fn status(&self, acr: &str) -> AcrStatus {
+        let state = self.read_state();
+        match state.slots.get(acr) {
+            None => AcrStatus::Unknown,
+            Some(slot) if !slot.entry.enabled => AcrStatus::Disabled,
+            Some(slot) => match (&slot.current, &slot.last_error) {
+                (Some(_), _) => AcrStatus::Active {
+                    interactive: slot.entry.usage.allows_interactive(),
+                    level: slot.entry.level,
+                },
+                (None, error) => AcrStatus::Unavailable {
+                    reason: error.clone().unwrap_or_else(|| "not loaded".into()),
+                },
+            },
+        }
+    }
+
+    fn default_acr(&self) -> Option<String> {
+        self.read_state().config.login.default_acr.clone()
+    }
+}

@@ -1,0 +1,255 @@
+//! A compiled script revision and the loader that reads, checks and compiles a script file.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rhai::{Dynamic, Engine, EvalAltResult, Map, AST};
+use sha2::{Digest, Sha256};
+
+use crate::config::{PropertyValue, ScriptEntry};
+use crate::flow::hooks::{HookError, HookFailureKind};
+use crate::script::api::ScriptSecret;
+use crate::script::sandbox::DEADLINE_TOKEN;
+
+/// One compiled version of one script, with the properties it was loaded with. Immutable:
+/// a reload builds a new one and swaps it in.
+pub struct ScriptRevision {
+    pub acr: String,
+    /// How errors and logs name the file, e.g. `scripts/sms_otp.rhai`.
+    pub source_name: String,
+    pub number: u64,
+    /// First 12 hex digits of the SHA-256 of source and properties: what makes two revisions equal.
+    pub digest: String,
+    pub ast: AST,
+    pub config: Map,
+    hooks: HashSet<(String, usize)>,
+}
+
+impl ScriptRevision {
+    pub fn defines(&self, hook: &str, arity: usize) -> bool {
+        self.hooks.contains(&(hook.to_owned(), arity))
+    }
+}
+
+/// The hooks and their parameter counts: a wrong count is refused at load, not at the first login.
+const HOOK_ARITIES: [(&str, usize); 12] = [
+    ("init", 1),
+    ("destroy", 1),
+    ("getApiVersion", 0),
+    ("isValidAuthenticationMethod", 2),
+    ("getAlternativeAuthenticationMethod", 2),
+    ("prepareForStep", 3),
+    ("authenticate", 3),
+    ("getCountAuthenticationSteps", 1),
+    ("getPageForStep", 2),
+    ("getNextStep", 3),
+    ("getExtraParametersForStep", 2),
+    ("logout", 2),
+];
+
+/// Why a script file could not become a revision. Messages start with `file:line:col:` where known.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}: file not found")]
+    Missing(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Compile(String),
+}
+
+/// The bytes of a script file, after the checks that keep junk out.
+pub struct ScriptSource {
+    pub source_name: String,
+    pub text: String,
+}
+
+/// Reads `file` from `dir`, refusing what is not a regular file in the folder (directory,
+/// symlink out of it, oversize, not UTF-8).
+pub fn read_script(dir: &Path, file: &str, max_bytes: u64) -> Result<ScriptSource, LoadError> {
+    let path = dir.join(file);
+    let source_name = display_name(dir, file);
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(LoadError::Missing(source_name))
+        }
+        Err(e) => {
+            return Err(LoadError::Refused(format!(
+                "{source_name}: cannot read: {e}"
+            )))
+        }
+    };
+    if meta.file_type().is_symlink() {
+        let target = std::fs::canonicalize(&path)
+            .map_err(|e| LoadError::Refused(format!("{source_name}: broken symlink: {e}")))?;
+        let folder = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if !target.starts_with(&folder) {
+            return Err(LoadError::Refused(format!(
+                "{source_name}: refused: a symlink out of the scripts directory (to {})",
+                target.display()
+            )));
+        }
+    }
+    let meta = std::fs::metadata(&path)
+        .map_err(|e| LoadError::Refused(format!("{source_name}: cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(LoadError::Refused(format!(
+            "{source_name}: refused: not a regular file"
+        )));
+    }
+    if meta.len() > max_bytes {
+        return Err(LoadError::Refused(format!(
+            "{source_name}: refused: {} bytes is over the {max_bytes}-byte limit (sandbox.max_script_bytes)",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(&path)
+        .map_err(|e| LoadError::Refused(format!("{source_name}: cannot read: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        LoadError::Refused(format!(
+            "{source_name}: refused: not UTF-8 text (byte {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    Ok(ScriptSource { source_name, text })
+}
+
+/// `scripts/x.rhai` when the folder is relative, the full path otherwise.
+pub fn display_name(dir: &Path, file: &str) -> String {
+    PathBuf::from(dir).join(file).display().to_string()
+}
+
+pub fn digest(source: &str, properties: &BTreeMap<String, PropertyValue>) -> String {
+    let mut hash = Sha256::new();
+    hash.update(source.as_bytes());
+    for (name, value) in properties {
+        hash.update([0]);
+        hash.update(name.as_bytes());
+        hash.update([1]);
+        match value {
+            PropertyValue::Plain(v) => hash.update(v.as_bytes()),
+            PropertyValue::Secret(v) => hash.update(v.expose().as_bytes()),
+        }
+    }
+    hash.finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn config_map(properties: &BTreeMap<String, PropertyValue>) -> Map {
+    properties
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                PropertyValue::Plain(v) => Dynamic::from(v.clone()),
+                PropertyValue::Secret(v) => Dynamic::from(ScriptSecret(v.clone())),
+            };
+            (name.as_str().into(), value)
+        })
+        .collect()
+}
+
+/// Compiles a source into a revision (not yet initialised).
+pub fn compile(
+    engine: &Engine,
+    entry: &ScriptEntry,
+    source: &ScriptSource,
+    properties: &BTreeMap<String, PropertyValue>,
+    number: u64,
+) -> Result<ScriptRevision, LoadError> {
+    let mut ast = engine.compile(&source.text).map_err(|e| {
+        let (line, column) = (
+            e.position().line().unwrap_or(0),
+            e.position().position().unwrap_or(0),
+        );
+        LoadError::Compile(format!(
+            "{}:{line}:{column}: {}",
+            source.source_name,
+            e.err_type()
+        ))
+    })?;
+    ast.set_source(source.source_name.as_str());
+    let mut hooks = HashSet::new();
+    for function in ast.iter_functions() {
+        let (name, arity) = (function.name.to_string(), function.params.len());
+        if let Some((_, expected)) = HOOK_ARITIES.iter().find(|(hook, _)| *hook == name) {
+            if *expected != arity {
+                return Err(LoadError::Compile(format!(
+                    "{}: fn {name} takes {arity} parameter(s); the hook takes {expected}",
+                    source.source_name
+                )));
+            }
+        }
+        hooks.insert((name, arity));
+    }
+    if !hooks.contains(&("authenticate".to_owned(), 3)) {
+        return Err(LoadError::Compile(format!(
+            "{}: no fn authenticate(config, params, step): every script must define it",
+            source.source_name
+        )));
+    }
+    Ok(ScriptRevision {
+        acr: entry.acr.clone(),
+        source_name: source.source_name.clone(),
+        number,
+        digest: digest(&source.text, properties),
+        ast,
+        config: config_map(properties),
+        hooks,
+    })
+}
+
+/// Turns a Rhai error into a hook error whose message reads `file:line:col: what happened`.
+pub fn describe_error(
+    revision: &Arc<ScriptRevision>,
+    hook: &'static str,
+    error: &EvalAltResult,
+) -> HookError {
+    let mut innermost = error;
+    let mut source = revision.source_name.as_str();
+    while let EvalAltResult::ErrorInFunctionCall(_, fn_source, inner, _) = innermost {
+        if !fn_source.is_empty() {
+            source = fn_source;
+        }
+        innermost = inner;
+    }
+    let kind = match innermost {
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == DEADLINE_TOKEN => {
+            HookFailureKind::Timeout
+        }
+        EvalAltResult::ErrorTooManyOperations(_)
+        | EvalAltResult::ErrorDataTooLarge(..)
+        | EvalAltResult::ErrorStackOverflow(_)
+        | EvalAltResult::ErrorTooManyModules(_) => HookFailureKind::Limit,
+        _ => HookFailureKind::Runtime,
+    };
+    let what = match kind {
+        HookFailureKind::Timeout => {
+            "the hook ran past its deadline (sandbox.hook_timeout_ms)".to_owned()
+        }
+        _ => strip_position(&innermost.to_string()),
+    };
+    let position = innermost.position();
+    let message = match (position.line(), position.position()) {
+        (Some(line), column) => format!("{source}:{line}:{}: {what}", column.unwrap_or(0)),
+        (None, _) => format!("{source}: {what}"),
+    };
+    HookError {
+        acr: revision.acr.clone(),
+        hook,
+        kind,
+        message,
+    }
+}
+
+/// Rhai appends ` (line L, position C)`; we print the position in front instead.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" (line ") {
+        Some(at) if message.ends_with(')') => message[..at].to_owned(),
+        _ => message.to_owned(),
+    }
+}

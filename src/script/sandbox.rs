@@ -1,0 +1,130 @@
+//! The one place a Rhai engine is built: every limit, no `eval`, no modules, strict variables,
+//! a wall-clock deadline per hook call, and the host API registered.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rhai::module_resolvers::DummyModuleResolver;
+use rhai::{Dynamic, Engine, EvalAltResult, Position};
+
+use crate::config::SandboxConfig;
+use crate::flow::hooks::HookContext;
+use crate::script::api;
+
+/// What runs on this thread right now: set around every hook call and top-level evaluation.
+pub(crate) struct ActiveCall {
+    pub context: Arc<HookContext>,
+    pub deadline: Instant,
+    /// Evaluating the script's top level at load: host calls and printing are refused.
+    pub at_top_level: bool,
+    /// The top level tried to print or call the host.
+    pub top_level_side_effect: bool,
+}
+
+thread_local! {
+    static ACTIVE: RefCell<Option<ActiveCall>> = const { RefCell::new(None) };
+}
+
+/// Restores the previous call state when dropped (hooks never nest today, but stay correct if they do).
+pub(crate) struct ActiveGuard(Option<ActiveCall>);
+
+pub(crate) fn enter(call: ActiveCall) -> ActiveGuard {
+    ActiveGuard(ACTIVE.with(|a| a.replace(Some(call))))
+}
+
+impl ActiveGuard {
+    /// Ends the call and says whether the top level had side effects.
+    pub fn finish(mut self) -> bool {
+        let previous = self.0.take();
+        ACTIVE
+            .with(|a| a.replace(previous))
+            .is_some_and(|c| c.top_level_side_effect)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        ACTIVE.with(|a| a.replace(previous));
+    }
+}
+
+/// Runs `f` with the current hook's context; an error if the host is called at the top level.
+pub(crate) fn with_context<R>(
+    function: &str,
+    f: impl FnOnce(&HookContext) -> Result<R, Box<EvalAltResult>>,
+) -> Result<R, Box<EvalAltResult>> {
+    let context = ACTIVE.with(|a| {
+        let mut active = a.borrow_mut();
+        match active.as_mut() {
+            Some(call) if call.at_top_level => {
+                call.top_level_side_effect = true;
+                Err(format!(
+                    "{function} cannot be called at the top level of a script: the top level may only \
+                     declare constants and functions; call it from init() or a hook"
+                ))
+            }
+            Some(call) => Ok(call.context.clone()),
+            None => Err(format!("{function} called outside a hook")),
+        }
+    });
+    match context {
+        Ok(context) => f(&context),
+        Err(message) => Err(Box::new(EvalAltResult::ErrorRuntime(
+            message.into(),
+            Position::NONE,
+        ))),
+    }
+}
+
+/// Marker carried by the termination error when a hook runs out of time.
+pub(crate) const DEADLINE_TOKEN: &str = "gatehouse: hook deadline exceeded";
+
+fn log_print(level: tracing::Level, text: &str) {
+    let context = ACTIVE.with(|a| {
+        let mut active = a.borrow_mut();
+        let call = active.as_mut()?;
+        if call.at_top_level {
+            call.top_level_side_effect = true;
+            return None;
+        }
+        Some(call.context.clone())
+    });
+    if let Some(context) = context {
+        context.log(level, text);
+    }
+}
+
+/// Builds the sandboxed engine every script runs in (tests use this same builder).
+pub fn build_engine(limits: &SandboxConfig) -> Engine {
+    let mut engine = Engine::new();
+    engine.set_module_resolver(DummyModuleResolver::new());
+    engine.set_max_modules(0);
+    engine.disable_symbol("eval");
+    engine.disable_symbol("import");
+    engine.disable_symbol("export");
+    engine.set_strict_variables(true);
+    engine.set_max_operations(limits.max_operations);
+    engine.set_max_call_levels(limits.max_call_levels);
+    engine.set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth / 2);
+    engine.set_max_string_size(limits.max_string_size);
+    engine.set_max_array_size(limits.max_array_size);
+    engine.set_max_map_size(limits.max_map_size);
+    engine.on_progress(|operations| {
+        // Reading the clock costs more than an operation: look every 256 operations.
+        if operations % 256 != 0 {
+            return None;
+        }
+        let expired = ACTIVE.with(|a| {
+            a.borrow()
+                .as_ref()
+                .is_some_and(|c| Instant::now() >= c.deadline)
+        });
+        expired.then(|| Dynamic::from(DEADLINE_TOKEN))
+    });
+    engine.on_print(|text| log_print(tracing::Level::INFO, text));
+    engine.on_debug(|text, _source, _position| log_print(tracing::Level::DEBUG, text));
+    api::register(&mut engine);
+    engine
+}

@@ -1,0 +1,6 @@
+//! User directory adapters. The embedded one is a TOML file; LDAP comes later behind the same port.
+
+mod file;
+pub mod password;
+
+pub use file::FileDirectory;
