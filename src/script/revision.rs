@@ -1,6 +1,6 @@
 //! A compiled script revision and the loader that reads, checks and compiles a script file.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,6 +24,9 @@ pub struct ScriptRevision {
     pub ast: AST,
     pub config: Map,
     hooks: HashSet<(String, usize)>,
+    /// Where each function is defined (line, column): errors without a position of their own
+    /// (a deadline) point at the hook that ran.
+    definitions: HashMap<String, (usize, usize)>,
 }
 
 impl ScriptRevision {
@@ -200,7 +203,30 @@ pub fn compile(
         ast,
         config: config_map(properties),
         hooks,
+        definitions: function_definitions(&source.text),
     })
+}
+
+/// Finds `fn name(` at the start of a line: Rhai only allows functions at the top level.
+fn function_definitions(source: &str) -> HashMap<String, (usize, usize)> {
+    let mut found = HashMap::new();
+    for (index, line) in source.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let Some(rest) = trimmed
+            .strip_prefix("fn ")
+            .or_else(|| trimmed.strip_prefix("private fn "))
+        else {
+            continue;
+        };
+        let name: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let column = line.len() - trimmed.len() + 1;
+        found.entry(name).or_insert((index + 1, column));
+    }
+    found
 }
 
 /// Turns a Rhai error into a hook error whose message reads `file:line:col: what happened`.
@@ -211,9 +237,14 @@ pub fn describe_error(
 ) -> HookError {
     let mut innermost = error;
     let mut source = revision.source_name.as_str();
-    while let EvalAltResult::ErrorInFunctionCall(_, fn_source, inner, _) = innermost {
+    // Some errors (a deadline) carry no position: report the innermost call site instead.
+    let mut known_position = error.position();
+    while let EvalAltResult::ErrorInFunctionCall(_, fn_source, inner, position) = innermost {
         if !fn_source.is_empty() {
             source = fn_source;
+        }
+        if !position.is_none() {
+            known_position = *position;
         }
         innermost = inner;
     }
@@ -233,10 +264,21 @@ pub fn describe_error(
         }
         _ => strip_position(&innermost.to_string()),
     };
-    let position = innermost.position();
-    let message = match (position.line(), position.position()) {
-        (Some(line), column) => format!("{source}:{line}:{}: {what}", column.unwrap_or(0)),
-        (None, _) => format!("{source}: {what}"),
+    let position = if innermost.position().is_none() {
+        known_position
+    } else {
+        innermost.position()
+    };
+    let message = match (
+        position.line(),
+        position.position(),
+        revision.definitions.get(hook),
+    ) {
+        (Some(line), column, _) => format!("{source}:{line}:{}: {what}", column.unwrap_or(0)),
+        (None, _, Some((line, column))) => {
+            format!("{source}:{line}:{column}: {what} (in fn {hook})")
+        }
+        (None, _, None) => format!("{source}: {what}"),
     };
     HookError {
         acr: revision.acr.clone(),

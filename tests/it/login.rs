@@ -1,0 +1,392 @@
+//! Full logins through the step engine, with the shipped script and small purpose-made ones.
+
+use gatehouse::flow::{FlowError, DEFAULT_FAILURE_MESSAGE};
+
+use crate::support::*;
+
+#[test]
+fn happy_path_password_then_sms_code() {
+    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let first = env.start(None).unwrap();
+    assert_eq!(
+        (first.acr.as_str(), first.step, first.page.as_str()),
+        ("sms_otp", 1, "")
+    );
+    let second = expect_next(
+        env.submit(
+            &first.login,
+            1,
+            &[("username", "alice"), ("password", ALICE_PASSWORD)],
+        )
+        .unwrap(),
+    );
+    assert_eq!((second.step, second.page.as_str()), (2, "otp_sms"));
+    assert_eq!(
+        second.working.get("sent_to").map(String::as_str),
+        Some("+44******0123")
+    );
+    let (to, text) = env.sms.last();
+    assert_eq!(to, ALICE_PHONE);
+    let code = env.sms.last_code();
+    assert_eq!(code.len(), 6);
+    assert!(text.contains(&code));
+    let done = expect_authenticated(
+        env.submit(&second.login, 2, &[("passcode", &code)])
+            .unwrap(),
+    );
+    assert_eq!(
+        (
+            done.user.as_str(),
+            done.acr.as_str(),
+            done.steps_passed.clone()
+        ),
+        ("alice", "sms_otp", vec![1, 2])
+    );
+    // The login is gone once finished: its handle cannot be replayed.
+    assert!(matches!(
+        env.submit(&second.login, 2, &[("passcode", &code)]),
+        Err(FlowError::LoginNotFound)
+    ));
+}
+
+#[test]
+fn wrong_password_and_unknown_user_fail_alike_and_send_nothing() {
+    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    for (user, password) in [
+        ("alice", "nope"),
+        ("mallory", ALICE_PASSWORD),
+        ("alice", ""),
+        ("carol", ALICE_PASSWORD),
+    ] {
+        let page = env.start(None).unwrap();
+        let retry = expect_retry(
+            env.submit(
+                &page.login,
+                1,
+                &[("username", user), ("password", password)],
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            (retry.step, retry.message.as_deref()),
+            (1, Some(DEFAULT_FAILURE_MESSAGE)),
+            "{user}"
+        );
+    }
+    assert_eq!(env.sms.count(), 0);
+}
+
+#[test]
+fn wrong_code_is_retried_then_the_right_one_passes() {
+    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let login = env.pass_password(None);
+    let code = env.sms.last_code();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let retry = expect_retry(env.submit(&login, 2, &[("passcode", wrong)]).unwrap());
+    assert_eq!(
+        (retry.step, retry.message.as_deref()),
+        (2, Some("Wrong code. Please try again."))
+    );
+    // Not-quite-codes count as wrong guesses, never as matches.
+    for near in [format!("{code}0"), code[..5].to_owned(), format!("+{code}")] {
+        expect_retry(env.submit(&login, 2, &[("passcode", &near)]).unwrap());
+    }
+    let done = expect_authenticated(
+        env.submit(&login, 2, &[("passcode", &format!(" {code}\n"))])
+            .unwrap(),
+    );
+    assert_eq!(done.user, "alice");
+}
+
+#[test]
+fn five_wrong_codes_burn_the_code() {
+    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let login = env.pass_password(None);
+    let code = env.sms.last_code();
+    let wrong = if code == "123456" { "654321" } else { "123456" };
+    for _ in 0..4 {
+        let retry = expect_retry(env.submit(&login, 2, &[("passcode", wrong)]).unwrap());
+        assert_eq!(
+            retry.message.as_deref(),
+            Some("Wrong code. Please try again.")
+        );
+    }
+    let burned = expect_retry(env.submit(&login, 2, &[("passcode", wrong)]).unwrap());
+    assert_eq!(
+        burned.message.as_deref(),
+        Some("Too many wrong codes. Start again to get a new one.")
+    );
+    // The right code no longer helps.
+    expect_retry(env.submit(&login, 2, &[("passcode", &code)]).unwrap());
+}
+
+#[test]
+fn expired_code_is_refused() {
+    let source = shipped_script().replace(
+        "otp::issue(global::CODE_DIGITS)",
+        "otp::issue(global::CODE_DIGITS, 1)",
+    );
+    let env = TestEnv::new(vec![script("sms_otp", &source)]);
+    let login = env.pass_password(None);
+    let code = env.sms.last_code();
+    // Letting the one-second lifetime pass is the point of this test, not synchronisation.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let retry = expect_retry(env.submit(&login, 2, &[("passcode", &code)]).unwrap());
+    assert_eq!(
+        retry.message.as_deref(),
+        Some("The code has expired. Start again to get a new one.")
+    );
+}
+
+#[test]
+fn step_two_cannot_be_submitted_before_step_one() {
+    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let page = env.start(None).unwrap();
+    let err = env
+        .submit(&page.login, 2, &[("passcode", "123456")])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FlowError::StepOutOfOrder {
+                expected: 1,
+                submitted: 2
+            }
+        ),
+        "{err}"
+    );
+    // And a failed step 1 does not open step 2 either.
+    expect_retry(
+        env.submit(
+            &page.login,
+            1,
+            &[("username", "alice"), ("password", "bad")],
+        )
+        .unwrap(),
+    );
+    assert!(matches!(
+        env.submit(&page.login, 2, &[("passcode", "1")]),
+        Err(FlowError::StepOutOfOrder { .. })
+    ));
+}
+
+#[test]
+fn unknown_and_disabled_acrs_are_errors_never_a_fallback() {
+    let env = TestEnv::new(vec![
+        script("sms_otp", &shipped_script()),
+        script("off", "fn authenticate(config, params, step) { true }").with("enabled = false"),
+    ]);
+    assert!(matches!(
+        env.start(Some("nope")),
+        Err(FlowError::UnknownAcr(_))
+    ));
+    assert!(matches!(
+        env.start(Some("off")),
+        Err(FlowError::DisabledAcr(_))
+    ));
+    assert_eq!(env.start(Some("sms_otp")).unwrap().acr, "sms_otp");
+}
+
+const WORKING_PARAMS: &str = r#"
+fn getCountAuthenticationSteps(config) { 2 }
+fn getExtraParametersForStep(config, step) { if step == 2 { ["kept"] } else { () } }
+fn authenticate(config, params, step) {
+    if step == 1 {
+        identity::set("kept", "yes");
+        identity::set("dropped", "no");
+        return users::authenticate(params.username, params.password);
+    }
+    identity::get("kept") == "yes" && identity::get("dropped") == ()
+}
+"#;
+
+#[test]
+fn only_named_working_parameters_survive_to_the_next_step() {
+    let env = TestEnv::new(vec![script("wp", WORKING_PARAMS)]);
+    let login = env.pass_password(Some("wp"));
+    let page = env.app.engine.current(&login).unwrap();
+    assert_eq!(page.working.keys().collect::<Vec<_>>(), vec!["kept"]);
+    expect_authenticated(env.submit(&login, 2, &[]).unwrap());
+}
+
+const THREE_STEPS_WITH_RESET: &str = r#"
+fn getCountAuthenticationSteps(config) { 3 }
+fn getPageForStep(config, step) { `page${step}` }
+fn getNextStep(config, params, step) { if step == 2 && params.restart == "yes" { 1 } else { -1 } }
+fn authenticate(config, params, step) {
+    switch step {
+        1 => users::authenticate(params.username, params.password),
+        2 => true,
+        3 => params.answer == "42",
+        _ => false,
+    }
+}
+"#;
+
+#[test]
+fn get_next_step_resets_the_login() {
+    let env = TestEnv::new(vec![script("three", THREE_STEPS_WITH_RESET)]);
+    let login = env.pass_password(Some("three"));
+    let back = expect_next(env.submit(&login, 2, &[("restart", "yes")]).unwrap());
+    assert_eq!((back.step, back.page.as_str()), (1, "page1"));
+    assert!(matches!(
+        env.submit(&login, 2, &[]),
+        Err(FlowError::StepOutOfOrder { expected: 1, .. })
+    ));
+    expect_next(
+        env.submit(
+            &login,
+            1,
+            &[("username", "alice"), ("password", ALICE_PASSWORD)],
+        )
+        .unwrap(),
+    );
+    let third = expect_next(env.submit(&login, 2, &[]).unwrap());
+    assert_eq!((third.step, third.page.as_str()), (3, "page3"));
+    expect_retry(env.submit(&login, 3, &[("answer", "41")]).unwrap());
+    let done = expect_authenticated(env.submit(&login, 3, &[("answer", "42")]).unwrap());
+    assert_eq!(done.steps_passed, vec![1, 2, 3]);
+}
+
+#[test]
+fn a_script_that_reads_mobile_instead_of_phone_number_verified() {
+    // The one-line edit an operator makes for a directory that keeps numbers in `mobile`.
+    let source = shipped_script().replace(
+        r#"const DEFAULT_PHONE_ATTRIBUTE = "phoneNumberVerified";"#,
+        r#"const DEFAULT_PHONE_ATTRIBUTE = "mobile";"#,
+    );
+    assert_ne!(
+        source,
+        shipped_script(),
+        "the shipped script names its attribute in one line"
+    );
+    let env = TestEnv::new(vec![script("sms_otp", &source)]);
+    let page = env.start(None).unwrap();
+    let next = expect_next(
+        env.submit(
+            &page.login,
+            1,
+            &[("username", "bob"), ("password", ALICE_PASSWORD)],
+        )
+        .unwrap(),
+    );
+    assert_eq!(env.sms.last().0, BOB_MOBILE);
+    expect_authenticated(
+        env.submit(&next.login, 2, &[("passcode", &env.sms.last_code())])
+            .unwrap(),
+    );
+    // alice has no `mobile`: step 1 fails and nothing is sent.
+    let page = env.start(None).unwrap();
+    expect_retry(
+        env.submit(
+            &page.login,
+            1,
+            &[("username", "alice"), ("password", ALICE_PASSWORD)],
+        )
+        .unwrap(),
+    );
+    assert_eq!(env.sms.count(), 1);
+}
+
+#[test]
+fn only_a_boolean_true_is_success() {
+    for value in ["1", "\"true\"", "()", "[true]", "#{ok: true}"] {
+        let source = format!(
+            "fn authenticate(config, params, step) {{ identity::set_user(\"alice\"); {value} }}"
+        );
+        let env = TestEnv::new(vec![script("odd", &source)]);
+        let page = env.start(None).unwrap();
+        expect_retry(env.submit(&page.login, 1, &[]).unwrap());
+    }
+}
+
+#[test]
+fn every_step_passed_but_no_user_is_not_a_login() {
+    let env = TestEnv::new(vec![script(
+        "nouser",
+        "fn authenticate(config, params, step) { true }",
+    )]);
+    let page = env.start(None).unwrap();
+    expect_retry(env.submit(&page.login, 1, &[]).unwrap());
+}
+
+#[test]
+fn sms_failure_keeps_the_user_on_step_one_with_the_script_message() {
+    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    env.sms
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let page = env.start(None).unwrap();
+    let retry = expect_retry(
+        env.submit(
+            &page.login,
+            1,
+            &[("username", "alice"), ("password", ALICE_PASSWORD)],
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        retry.message.as_deref(),
+        Some("We could not send the code. Please try again later.")
+    );
+    let log = env.wait_for_log("sms not sent");
+    assert!(
+        log.contains("+44******0123") && !log.contains(ALICE_PHONE),
+        "{log}"
+    );
+}
+
+const ENROL_ATTRIBUTE: &str = r#"
+fn authenticate(config, params, step) {
+    if !users::authenticate(params.username, params.password) { return false; }
+    users::add(params.username, "oxMobileDevices", `{"phone_id":"p-1"}`);
+    users::set(params.username, "lastLoginAcr", "enrol");
+    true
+}
+"#;
+
+#[test]
+fn attribute_writes_by_scripts_are_persisted() {
+    let env = TestEnv::new(vec![script("enrol", ENROL_ATTRIBUTE)]);
+    let page = env.start(None).unwrap();
+    expect_authenticated(
+        env.submit(
+            &page.login,
+            1,
+            &[("username", "alice"), ("password", ALICE_PASSWORD)],
+        )
+        .unwrap(),
+    );
+    // A fresh directory on the same file (a restart) sees the write.
+    let reopened =
+        gatehouse::users::FileDirectory::open(&env.root().join("config/users.toml")).unwrap();
+    let alice = gatehouse::ports::UserDirectory::find(&reopened, "alice")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        alice.first("oxMobileDevices"),
+        Some(r#"{"phone_id":"p-1"}"#)
+    );
+    assert_eq!(alice.first("lastLoginAcr"), Some("enrol"));
+    assert_eq!(alice.first("phoneNumberVerified"), Some(ALICE_PHONE));
+}
+
+#[test]
+fn concurrent_wrong_guesses_are_counted_atomically() {
+    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let login = env.pass_password(None);
+    let code = env.sms.last_code();
+    let wrong = if code == "999999" { "888888" } else { "999999" };
+    std::thread::scope(|s| {
+        for _ in 0..50 {
+            s.spawn(|| {
+                let _ = env.submit(&login, 2, &[("passcode", wrong)]);
+            });
+        }
+    });
+    let log = env.wait_for_log("code burned");
+    // Each evaluated guess logs "N guesses left" or, the last one, "code burned"; the rest find no code.
+    let evaluated = log.matches("guesses left").count() + log.matches("code burned").count();
+    assert!(evaluated <= 5, "{evaluated} guesses evaluated:\n{log}");
+    expect_retry(env.submit(&login, 2, &[("passcode", &code)]).unwrap());
+}

@@ -1,0 +1,148 @@
+//! The sandbox: runaway scripts fail their own hook within the deadline, never the server, and
+//! do not hold up other logins.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn runaway(body: &str) -> String {
+    format!(
+        "fn authenticate(config, params, step) {{\n    identity::set_user(\"alice\");\n    {body}\n    true\n}}\n"
+    )
+}
+
+const HELPERS: &str = "fn grow(n) { grow(n + 1) }\n";
+
+/// Runs one runaway hook while a good login on another acr completes; returns the runaway's
+/// duration and the log.
+fn run_beside_a_good_login(body: &str) -> (Duration, String) {
+    let env = TestEnv::with_options(
+        vec![
+            script("bad", &format!("{HELPERS}{}", runaway(body))),
+            script("good", &shipped_script()),
+        ],
+        EnvOptions {
+            sandbox: "hook_timeout_ms = 1500\nmax_operations = 1000000000".into(),
+            watch: false,
+        },
+    );
+    let bad = env.start(Some("bad")).unwrap();
+    let good_done = std::thread::scope(|s| {
+        let good = s.spawn(|| {
+            let login = env.pass_password(Some("good"));
+            let code = env.sms.last_code();
+            expect_authenticated(env.submit(&login, 2, &[("passcode", &code)]).unwrap());
+            Instant::now()
+        });
+        let started = Instant::now();
+        expect_retry(env.submit(&bad.login, 1, &[]).unwrap());
+        let elapsed = started.elapsed();
+        (elapsed, good.join().unwrap())
+    });
+    let (elapsed, _) = good_done;
+    (elapsed, env.log_text())
+}
+
+#[test]
+fn infinite_loop_hits_the_deadline() {
+    let (elapsed, log) = run_beside_a_good_login("loop {}");
+    assert!(elapsed < Duration::from_millis(3000), "took {elapsed:?}");
+    assert!(log.contains("ran past its deadline"), "{log}");
+    assert!(
+        log.contains("bad.rhai:2:1: the hook ran past its deadline"),
+        "{log}"
+    );
+}
+
+#[test]
+fn string_doubling_hits_the_size_limit() {
+    let (elapsed, log) = run_beside_a_good_login("let s = \"x\"; loop { s += s; }");
+    assert!(elapsed < Duration::from_millis(1500), "took {elapsed:?}");
+    assert!(log.contains("Length of string too large"), "{log}");
+}
+
+#[test]
+fn deep_recursion_hits_the_call_limit() {
+    let (elapsed, log) = run_beside_a_good_login("grow(0);");
+    assert!(elapsed < Duration::from_millis(1500), "took {elapsed:?}");
+    assert!(log.contains("Stack overflow"), "{log}");
+}
+
+#[test]
+fn operation_limit_stops_busy_work() {
+    let env = TestEnv::with_options(
+        vec![script(
+            "busy",
+            &runaway("let n = 0; while true { n += 1; }"),
+        )],
+        EnvOptions {
+            sandbox: "max_operations = 100000".into(),
+            watch: false,
+        },
+    );
+    let page = env.start(None).unwrap();
+    expect_retry(env.submit(&page.login, 1, &[]).unwrap());
+    env.wait_for_log("Too many operations");
+}
+
+#[test]
+fn eval_import_and_top_level_side_effects_are_refused_at_load() {
+    let env = TestEnv::new(vec![
+        script("ok", "fn authenticate(config, params, step) { true }"),
+        script(
+            "ev",
+            "fn authenticate(config, params, step) { eval(\"true\") }",
+        ),
+        script(
+            "im",
+            "import \"os\" as os;\nfn authenticate(config, params, step) { true }",
+        ),
+        script(
+            "top",
+            "print(\"hello\");\nfn authenticate(config, params, step) { true }",
+        ),
+        script(
+            "host",
+            "let x = users::exists(\"alice\");\nfn authenticate(config, params, step) { true }",
+        ),
+        script("arity", "fn authenticate(config, params) { true }"),
+    ]);
+    for acr in ["ev", "im", "top", "host", "arity"] {
+        assert_eq!(env.revision(acr), None, "{acr} should not load");
+        let error = env.last_error(acr).unwrap();
+        assert!(error.contains(&format!("{acr}.rhai")), "{acr}: {error}");
+    }
+    assert!(
+        env.last_error("ev").unwrap().contains("ev.rhai:1:"),
+        "{}",
+        env.last_error("ev").unwrap()
+    );
+    assert!(env
+        .last_error("top")
+        .unwrap()
+        .contains("top level may only declare constants"));
+    assert!(env
+        .last_error("arity")
+        .unwrap()
+        .contains("the hook takes 3"));
+}
+
+#[test]
+fn logins_share_no_script_state() {
+    // Every call gets a fresh scope and every login its own working parameters: what one login
+    // stored is never visible to the next.
+    let source = r#"
+let remembered = [];
+fn authenticate(config, params, step) {
+    let before = identity::get("mine");
+    identity::set("mine", params.username);
+    identity::set_user("alice");
+    before == ()
+}
+"#;
+    let env = TestEnv::new(vec![script("iso", source)]);
+    for user in ["first", "second", "third"] {
+        let page = env.start(None).unwrap();
+        expect_authenticated(env.submit(&page.login, 1, &[("username", user)]).unwrap());
+    }
+}

@@ -1,0 +1,316 @@
+//! Shared test helpers: a temp deployment (config, users, scripts, logs), an SMS sink that
+//! captures messages, and polling with a deadline (no sleeps as synchronisation).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use gatehouse::flow::hooks::RequestParams;
+use gatehouse::flow::{FlowError, LoginHandle, StepOutcome, StepPage};
+use gatehouse::ports::{SmsError, SmsMessage, SmsReceipt, SmsSender};
+use gatehouse::secret::Secret;
+use gatehouse::users::password::hash_password;
+use gatehouse::{Builder, Gatehouse};
+
+pub const ALICE_PASSWORD: &str = "wonderland";
+pub const ALICE_PHONE: &str = "+447700900123";
+pub const BOB_MOBILE: &str = "+15551234567";
+
+/// The shipped script, so tests exercise what operators run.
+pub fn shipped_script() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sms_otp.rhai"))
+        .unwrap()
+}
+
+fn password_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| hash_password(&Secret::new(ALICE_PASSWORD)).unwrap())
+}
+
+/// Captures every message instead of sending it.
+#[derive(Default)]
+pub struct CapturedSms {
+    pub messages: Mutex<Vec<(String, String)>>,
+    pub fail: std::sync::atomic::AtomicBool,
+}
+
+impl SmsSender for CapturedSms {
+    fn provider(&self) -> &str {
+        "test"
+    }
+
+    fn send(&self, message: &SmsMessage) -> Result<SmsReceipt, SmsError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(SmsError::Failed {
+                provider: "test".into(),
+                message: format!("gateway down for {}", message.to),
+            });
+        }
+        let mut messages = self.messages.lock().unwrap();
+        messages.push((message.to.clone(), message.text.expose().to_owned()));
+        Ok(SmsReceipt {
+            provider_message_id: Some(format!("test-{}", messages.len())),
+        })
+    }
+}
+
+impl CapturedSms {
+    pub fn count(&self) -> usize {
+        self.messages.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> (String, String) {
+        self.messages
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("an SMS was sent")
+    }
+
+    /// The digits of the last message's code.
+    pub fn last_code(&self) -> String {
+        let (_, text) = self.last();
+        text.split(|c: char| !c.is_ascii_digit())
+            .filter(|w| w.len() >= 4)
+            .last()
+            .expect("a code in the SMS")
+            .to_owned()
+    }
+}
+
+/// One script of a test deployment: acr, file content, extra TOML lines for its entry.
+pub struct ScriptSpec {
+    pub acr: String,
+    pub source: String,
+    pub entry_extra: String,
+}
+
+pub fn script(acr: &str, source: &str) -> ScriptSpec {
+    ScriptSpec {
+        acr: acr.into(),
+        source: source.into(),
+        entry_extra: String::new(),
+    }
+}
+
+impl ScriptSpec {
+    pub fn with(mut self, extra: &str) -> Self {
+        self.entry_extra.push_str(extra);
+        self.entry_extra.push('\n');
+        self
+    }
+}
+
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub app: Gatehouse,
+    pub sms: Arc<CapturedSms>,
+}
+
+pub struct EnvOptions {
+    pub sandbox: String,
+    pub watch: bool,
+}
+
+impl Default for EnvOptions {
+    fn default() -> Self {
+        EnvOptions {
+            sandbox: String::new(),
+            watch: false,
+        }
+    }
+}
+
+pub fn config_text(root: &Path, scripts: &[ScriptSpec], sandbox: &str) -> String {
+    let mut text = format!(
+        "[paths]\nscripts_dir = {:?}\nlog_dir = {:?}\nusers_file = {:?}\n\n[login]\ndefault_acr = {:?}\n\n[log]\nlevel = \"debug\"\nconsole = false\n\n[sandbox]\n{sandbox}\n",
+        root.join("scripts"),
+        root.join("logs"),
+        root.join("config/users.toml"),
+        scripts[0].acr
+    );
+    for spec in scripts {
+        text.push_str(&format!(
+            "\n[[scripts]]\nacr = {:?}\nfile = \"{}.rhai\"\n{}",
+            spec.acr, spec.acr, spec.entry_extra
+        ));
+    }
+    text
+}
+
+impl TestEnv {
+    pub fn new(scripts: Vec<ScriptSpec>) -> TestEnv {
+        TestEnv::with_options(scripts, EnvOptions::default())
+    }
+
+    pub fn with_options(scripts: Vec<ScriptSpec>, options: EnvOptions) -> TestEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["config", "scripts", "logs"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        let users = format!(
+            "[users.alice]\npassword = {:?}\n[users.alice.attributes]\nphoneNumberVerified = {ALICE_PHONE:?}\n\n\
+             [users.bob]\npassword = {:?}\n[users.bob.attributes]\nmobile = {BOB_MOBILE:?}\n\n\
+             [users.carol]\npassword = {:?}\n",
+            password_hash(),
+            password_hash(),
+            password_hash()
+        );
+        std::fs::write(root.join("config/users.toml"), users).unwrap();
+        for spec in &scripts {
+            std::fs::write(
+                root.join(format!("scripts/{}.rhai", spec.acr)),
+                &spec.source,
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            root.join("config/gatehouse.toml"),
+            config_text(root, &scripts, &options.sandbox),
+        )
+        .unwrap();
+        let sms = Arc::new(CapturedSms::default());
+        let mut app = Builder::new(root.join("config/gatehouse.toml"))
+            .sms(sms.clone())
+            .console_log(false)
+            .build()
+            .unwrap();
+        app.load_scripts();
+        if options.watch {
+            app.watch().unwrap();
+        }
+        TestEnv { dir, app, sms }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn script_path(&self, acr: &str) -> PathBuf {
+        self.root().join(format!("scripts/{acr}.rhai"))
+    }
+
+    pub fn start(&self, acr: Option<&str>) -> Result<StepPage, FlowError> {
+        self.app.engine.start(acr)
+    }
+
+    pub fn submit(
+        &self,
+        login: &LoginHandle,
+        step: u32,
+        pairs: &[(&str, &str)],
+    ) -> Result<StepOutcome, FlowError> {
+        self.app.engine.submit(
+            login,
+            step,
+            &RequestParams::from_pairs(pairs.iter().copied()),
+        )
+    }
+
+    /// Step 1 with alice's password; returns the handle, now at step 2.
+    pub fn pass_password(&self, acr: Option<&str>) -> LoginHandle {
+        let page = self.start(acr).unwrap();
+        match self
+            .submit(
+                &page.login,
+                1,
+                &[("username", "alice"), ("password", ALICE_PASSWORD)],
+            )
+            .unwrap()
+        {
+            StepOutcome::Next(next) => {
+                assert_eq!(next.step, 2);
+                next.login
+            }
+            other => panic!("step 1 should pass: {other:?}"),
+        }
+    }
+
+    pub fn revision(&self, acr: &str) -> Option<u64> {
+        self.app
+            .host
+            .statuses()
+            .into_iter()
+            .find(|s| s.acr == acr)
+            .and_then(|s| s.revision)
+    }
+
+    pub fn last_error(&self, acr: &str) -> Option<String> {
+        self.app
+            .host
+            .statuses()
+            .into_iter()
+            .find(|s| s.acr == acr)
+            .and_then(|s| s.last_error)
+    }
+
+    /// Everything written to the log directory so far.
+    pub fn log_text(&self) -> String {
+        read_logs(&self.root().join("logs"))
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let mut text = String::new();
+        let found = wait_until(Duration::from_secs(10), || {
+            text = self.log_text();
+            text.contains(needle)
+        });
+        assert!(found, "log never showed {needle:?}; log:\n{text}");
+        text
+    }
+}
+
+pub fn read_logs(dir: &Path) -> String {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name().to_string_lossy().starts_with("script.log.")
+                && e.file_type().map(|t| t.is_file()).unwrap_or(false)
+        })
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect()
+}
+
+/// Polls `condition` until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn expect_authenticated(outcome: StepOutcome) -> gatehouse::flow::AuthenticatedLogin {
+    match outcome {
+        StepOutcome::Authenticated(done) => done,
+        other => panic!("expected an authenticated login, got {other:?}"),
+    }
+}
+
+pub fn expect_retry(outcome: StepOutcome) -> StepPage {
+    match outcome {
+        StepOutcome::Retry(page) => page,
+        other => panic!("expected the same page again, got {other:?}"),
+    }
+}
+
+pub fn expect_next(outcome: StepOutcome) -> StepPage {
+    match outcome {
+        StepOutcome::Next(page) => page,
+        other => panic!("expected the next page, got {other:?}"),
+    }
+}
