@@ -48,6 +48,7 @@ pub struct Gatehouse {
     pub store: Arc<dyn StateStore>,
     pub users: Arc<dyn UserDirectory>,
     pub sms: Arc<dyn SmsSender>,
+    pub services: Arc<HostServices>,
     pub log: ScriptLog,
     watcher: Option<ReloadWatcher>,
 }
@@ -135,7 +136,7 @@ impl Builder {
         let engine = Arc::new(LoginEngine::new(
             host.clone(),
             store.clone(),
-            services,
+            services.clone(),
             Duration::from_secs(config.login.ttl_seconds),
             Some(log.dispatch.clone()),
         ));
@@ -147,6 +148,7 @@ impl Builder {
             store,
             users,
             sms,
+            services,
             log,
             watcher: None,
         })

@@ -157,15 +157,11 @@ impl SandboxConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "provider", rename_all = "lowercase")]
+#[derive(Default)]
 pub enum SmsConfig {
     /// Development sink: messages are appended to `logs/sms.log`, nothing is sent.
+    #[default]
     Console,
-}
-
-impl Default for SmsConfig {
-    fn default() -> Self {
-        SmsConfig::Console
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -127,7 +127,11 @@ pub trait SmsSender: Send + Sync {
     fn send(&self, message: &SmsMessage) -> Result<SmsReceipt, SmsError>;
 }
 
-/// Masks a phone number for logs and pages: `+447700900123` -> `+44******0123`.
+/// Masks a phone number for logs and pages.
+///
+/// ```
+/// assert_eq!(gatehouse::ports::mask_phone("+447700900123"), "+44******0123");
+/// ```
 pub fn mask_phone(number: &str) -> String {
     let chars: Vec<char> = number.chars().collect();
     let keep_head = if chars.first() == Some(&'+') { 3 } else { 2 };

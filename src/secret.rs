@@ -4,6 +4,11 @@ use std::fmt;
 
 /// A secret string (password, token, secret property). `Debug` and `Display` print `***`;
 /// the value is reachable only through [`Secret::expose`], which reads as a warning at call sites.
+///
+/// ```
+/// let token = gatehouse::secret::Secret::new("tok-123");
+/// assert_eq!(format!("{token} {token:?}"), "*** ***");
+/// ```
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
 

@@ -72,8 +72,7 @@ impl CapturedSms {
     pub fn last_code(&self) -> String {
         let (_, text) = self.last();
         text.split(|c: char| !c.is_ascii_digit())
-            .filter(|w| w.len() >= 4)
-            .last()
+            .rfind(|w| w.len() >= 4)
             .expect("a code in the SMS")
             .to_owned()
     }
@@ -108,18 +107,10 @@ pub struct TestEnv {
     pub sms: Arc<CapturedSms>,
 }
 
+#[derive(Default)]
 pub struct EnvOptions {
     pub sandbox: String,
     pub watch: bool,
-}
-
-impl Default for EnvOptions {
-    fn default() -> Self {
-        EnvOptions {
-            sandbox: String::new(),
-            watch: false,
-        }
-    }
 }
 
 pub fn config_text(root: &Path, scripts: &[ScriptSpec], sandbox: &str) -> String {
