@@ -208,7 +208,7 @@ impl Usage {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptEntry {
     pub acr: String,
@@ -226,6 +226,20 @@ pub struct ScriptEntry {
     /// The script's custom properties, handed to every hook as `config`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+/// Debug output never shows property values: any of them may be a secret.
+impl std::fmt::Debug for ScriptEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptEntry")
+            .field("acr", &self.acr)
+            .field("file", &self.file)
+            .field("enabled", &self.enabled)
+            .field("level", &self.level)
+            .field("usage", &self.usage)
+            .field("properties", &self.properties.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 fn yes() -> bool {
@@ -462,6 +476,13 @@ mod tests {
         assert!(matches!(props["twilio_token"], PropertyValue::Secret(_)));
         assert!(matches!(props["from_number"], PropertyValue::Secret(_)));
         assert_eq!(props["twilio_sid"], PropertyValue::Plain("s".into()));
+    }
+
+    #[test]
+    fn debug_output_hides_property_values() {
+        let config = parse("[[scripts]]\nacr = \"a\"\nfile = \"a.rhai\"\n[scripts.properties]\nfrom_number = \"+15550001\"\n").unwrap();
+        let shown = format!("{config:?}");
+        assert!(shown.contains("from_number") && !shown.contains("+15550001"), "{shown}");
     }
 
     #[test]
