@@ -5,15 +5,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError, SmsConfig};
+use crate::config::{Config, ConfigError, CONSOLE_PROVIDER};
 use crate::flow::hooks::HostServices;
 use crate::flow::otp::{OtpError, OtpService};
 use crate::flow::LoginEngine;
 use crate::logging::{LogError, ScriptLog};
+use crate::outbound::{HttpBridge, HttpError};
 use crate::ports::{DirectoryError, SmsSender, StateStore, UserDirectory};
 use crate::script::reload::{self, ReloadWatcher, WatchError};
 use crate::script::{ReloadSummary, ScriptHost};
-use crate::sms::{ConsoleSms, RefusingSms};
+use crate::sms::{ProviderSet, RefusingSms, SmsSetupError};
 use crate::store::MemoryStore;
 use crate::users::FileDirectory;
 
@@ -29,6 +30,10 @@ pub enum StartError {
     Otp(#[from] OtpError),
     #[error(transparent)]
     Watch(#[from] WatchError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error(transparent)]
+    Sms(#[from] SmsSetupError),
 }
 
 /// How an instance is used.
@@ -47,7 +52,6 @@ pub struct Gatehouse {
     pub engine: Arc<LoginEngine>,
     pub store: Arc<dyn StateStore>,
     pub users: Arc<dyn UserDirectory>,
-    pub sms: Arc<dyn SmsSender>,
     pub services: Arc<HostServices>,
     pub log: ScriptLog,
     watcher: Option<ReloadWatcher>,
@@ -101,23 +105,24 @@ impl Builder {
         let users: Arc<dyn UserDirectory> =
             Arc::new(FileDirectory::open(&config.paths.users_file)?);
         let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
-        let sms: Arc<dyn SmsSender> = match (self.mode, self.sms) {
-            (Mode::Check, _) => Arc::new(RefusingSms),
-            (Mode::Serve, Some(sms)) => sms,
-            (Mode::Serve, None) => match config.sms {
-                SmsConfig::Console => {
-                    let console = ConsoleSms::new(&config.paths.log_dir);
-                    log.scope(|| {
-                        tracing::warn!(
-                            target: "server",
-                            "SMS provider is 'console': NO SMS IS SENT. Messages go to {} (development only)",
-                            console.path().display()
-                        )
-                    });
-                    Arc::new(console)
-                }
-            },
+        let bridge = Arc::new(HttpBridge::new(&config.http)?);
+        let default_sms: Option<Arc<dyn SmsSender>> = match self.mode {
+            Mode::Check => Some(Arc::new(RefusingSms(
+                "gatehouse check sends nothing".into(),
+            ))),
+            Mode::Serve => self.sms,
         };
+        let providers = ProviderSet::new(&config.sms, bridge, &config.paths.log_dir, default_sms)?;
+        if self.mode == Mode::Serve && providers.default_sender().provider() == CONSOLE_PROVIDER {
+            let sink = config.paths.log_dir.join("sms.log");
+            log.scope(|| {
+                tracing::warn!(
+                    target: "server",
+                    "SMS provider is 'console': NO SMS IS SENT. Messages go to {} (development only)",
+                    sink.display()
+                )
+            });
+        }
         let otp = OtpService::new(
             store.clone(),
             config.otp.max_attempts,
@@ -126,12 +131,12 @@ impl Builder {
         let services = Arc::new(HostServices {
             users: users.clone(),
             otp,
-            sms: sms.clone(),
         });
         let host = Arc::new(ScriptHost::new(
             config.clone(),
             &self.config_path,
             services.clone(),
+            providers,
         ));
         let engine = Arc::new(LoginEngine::new(
             host.clone(),
@@ -147,7 +152,6 @@ impl Builder {
             engine,
             store,
             users,
-            sms,
             services,
             log,
             watcher: None,

@@ -43,6 +43,8 @@ pub struct Config {
     #[serde(default)]
     pub sms: SmsConfig,
     #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
     pub scripts: Vec<ScriptEntry>,
@@ -155,13 +157,150 @@ impl SandboxConfig {
     }
 }
 
+/// SMS providers: a default, and named ones that scripts pick with `sms_provider`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, tag = "provider", rename_all = "lowercase")]
-#[derive(Default)]
-pub enum SmsConfig {
-    /// Development sink: messages are appended to `logs/sms.log`, nothing is sent.
-    #[default]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsConfig {
+    /// Provider of scripts that name none: "console" or the name of a `[sms.providers.NAME]`.
+    pub provider: String,
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        SmsConfig {
+            provider: CONSOLE_PROVIDER.into(),
+            providers: BTreeMap::new(),
+        }
+    }
+}
+
+/// The development sink's name: messages are appended to `logs/sms.log`, nothing is sent.
+pub const CONSOLE_PROVIDER: &str = "console";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ProviderConfig {
     Console,
+    Twilio(TwilioConfig),
+    Http(GatewayConfig),
+}
+
+pub const TWILIO_API_BASE: &str = "https://api.twilio.com";
+
+/// Twilio's Messages API. Values may be `${env:NAME}`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioConfig {
+    pub account_sid: String,
+    pub auth_token: String,
+    pub from: String,
+    #[serde(default = "twilio_api_base")]
+    pub api_base: String,
+}
+
+fn twilio_api_base() -> String {
+    TWILIO_API_BASE.into()
+}
+
+impl std::fmt::Debug for TwilioConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioConfig")
+            .field("account_sid", &self.account_sid)
+            .field("api_base", &self.api_base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A generic HTTP SMS gateway, as WSO2's SMS OTP connector describes it: URL, method, headers,
+/// payload, with `$ctx.num` and `$ctx.msg` placeholders. Values may be `${env:NAME}`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub url: String,
+    #[serde(default = "post")]
+    pub method: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Request body template; none for gateways that take everything in the URL.
+    #[serde(default)]
+    pub payload: Option<String>,
+    /// Defaults to JSON when the payload starts with `{` or `[`, to a form otherwise.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub basic_user: Option<String>,
+    #[serde(default)]
+    pub basic_password: Option<String>,
+    /// Status codes that mean "accepted" (default 200, 201, 202).
+    #[serde(default = "accepted_statuses")]
+    pub accepted_status: Vec<u16>,
+    /// If set, an accepted answer must also contain this text...
+    #[serde(default)]
+    pub success_body_contains: Option<String>,
+    /// ...and must not contain this one (a 200 that carries an error).
+    #[serde(default)]
+    pub failure_body_contains: Option<String>,
+    /// JSON pointer to the provider's message id in the answer, e.g. `/messages/0/message-id`.
+    #[serde(default)]
+    pub message_id_pointer: Option<String>,
+}
+
+fn post() -> String {
+    "POST".into()
+}
+
+fn accepted_statuses() -> Vec<u16> {
+    vec![200, 201, 202]
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("method", &self.method)
+            .field("accepted_status", &self.accepted_status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Outbound HTTP limits and the development exceptions to the destination policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub connect_timeout_ms: u64,
+    /// Whole request; keep it under `sandbox.hook_timeout_ms`.
+    pub timeout_ms: u64,
+    pub max_response_bytes: u64,
+    /// Hosts that may be reached over plain http. Development and tests only.
+    pub insecure_http_hosts: Vec<String>,
+    /// Loopback/private/link-local addresses or CIDR ranges that may be reached anyway.
+    pub allow_addresses: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            connect_timeout_ms: 2000,
+            timeout_ms: 4000,
+            max_response_bytes: 256 * 1024,
+            insecure_http_hosts: Vec::new(),
+            allow_addresses: Vec::new(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The destination policy; entries were validated at load.
+    pub fn policy(&self) -> crate::outbound::DestinationPolicy {
+        crate::outbound::DestinationPolicy {
+            insecure_http_hosts: self.insecure_http_hosts.clone(),
+            allowed: self
+                .allow_addresses
+                .iter()
+                .filter_map(|a| crate::outbound::policy::parse_allowed(a).ok())
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,6 +359,11 @@ pub struct ScriptEntry {
     pub level: i64,
     #[serde(default = "interactive")]
     pub usage: Usage,
+    /// SMS provider for this script: "console" or a `[sms.providers.NAME]`. Without it, a script
+    /// whose properties hold `twilio_sid`, `twilio_token` and `from_number` sends through Twilio,
+    /// any other through `[sms] provider`.
+    #[serde(default)]
+    pub sms_provider: Option<String>,
     /// Properties to treat as secret in addition to the names matched by default.
     #[serde(default)]
     pub secret_properties: Vec<String>,
@@ -237,6 +381,7 @@ impl std::fmt::Debug for ScriptEntry {
             .field("enabled", &self.enabled)
             .field("level", &self.level)
             .field("usage", &self.usage)
+            .field("sms_provider", &self.sms_provider)
             .field("properties", &self.properties.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -300,7 +445,7 @@ pub struct UnsetVariable {
 }
 
 /// Expands every `${env:NAME}` in `raw`; returns the name of the first unset variable as error.
-fn expand_env(raw: &str) -> Result<String, String> {
+pub fn expand_env(raw: &str) -> Result<String, String> {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
     while let Some(start) = rest.find("${env:") {
@@ -370,6 +515,43 @@ impl Config {
                 ));
             }
         }
+        let provider_known =
+            |name: &str| name == CONSOLE_PROVIDER || self.sms.providers.contains_key(name);
+        if !provider_known(&self.sms.provider) {
+            return Err(invalid(
+                "sms.provider".into(),
+                format!(
+                    "{:?} is neither \"console\" nor a [sms.providers.NAME] section",
+                    self.sms.provider
+                ),
+            ));
+        }
+        for (i, script) in self.scripts.iter().enumerate() {
+            if let Some(name) = script
+                .sms_provider
+                .as_deref()
+                .filter(|n| !provider_known(n))
+            {
+                return Err(invalid(
+                    format!("scripts[{i}].sms_provider"),
+                    format!("{name:?} is neither \"console\" nor a [sms.providers.NAME] section"),
+                ));
+            }
+        }
+        for (name, provider) in &self.sms.providers {
+            if let ProviderConfig::Http(gateway) = provider {
+                if crate::outbound::Method::parse(&gateway.method).is_none() {
+                    return Err(invalid(
+                        format!("sms.providers.{name}.method"),
+                        "use GET or POST".into(),
+                    ));
+                }
+            }
+        }
+        for (i, entry) in self.http.allow_addresses.iter().enumerate() {
+            crate::outbound::policy::parse_allowed(entry)
+                .map_err(|m| invalid(format!("http.allow_addresses[{i}]"), m))?;
+        }
         if let Some(default_acr) = &self.login.default_acr {
             if !self.scripts.iter().any(|s| &s.acr == default_acr) {
                 return Err(invalid(
@@ -387,6 +569,9 @@ impl Config {
             ("sandbox.max_operations", self.sandbox.max_operations),
             ("sandbox.hook_timeout_ms", self.sandbox.hook_timeout_ms),
             ("sandbox.max_script_bytes", self.sandbox.max_script_bytes),
+            ("http.connect_timeout_ms", self.http.connect_timeout_ms),
+            ("http.timeout_ms", self.http.timeout_ms),
+            ("http.max_response_bytes", self.http.max_response_bytes),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -482,7 +667,10 @@ mod tests {
     fn debug_output_hides_property_values() {
         let config = parse("[[scripts]]\nacr = \"a\"\nfile = \"a.rhai\"\n[scripts.properties]\nfrom_number = \"+15550001\"\n").unwrap();
         let shown = format!("{config:?}");
-        assert!(shown.contains("from_number") && !shown.contains("+15550001"), "{shown}");
+        assert!(
+            shown.contains("from_number") && !shown.contains("+15550001"),
+            "{shown}"
+        );
     }
 
     #[test]

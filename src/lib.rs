@@ -2,12 +2,13 @@
 //! the Gluu/Janssen person-authentication scripts.
 //!
 //! Layers, dependencies pointing one way: `web` -> `flow` -> ports (`ports`, `flow::hooks`)
-//! <- adapters (`script`, `users`, `store`, `sms`). `app` wires them.
+//! <- adapters (`script`, `users`, `store`, `sms`, `outbound`). `app` wires them.
 
 pub mod app;
 pub mod config;
 pub mod flow;
 pub mod logging;
+pub mod outbound;
 pub mod ports;
 pub mod script;
 pub mod secret;

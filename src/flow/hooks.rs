@@ -224,7 +224,6 @@ pub trait ScriptRuntime: Send + Sync {
 pub struct HostServices {
     pub users: Arc<dyn UserDirectory>,
     pub otp: OtpService,
-    pub sms: Arc<dyn SmsSender>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -425,12 +424,12 @@ impl HookContext {
         Ok(check)
     }
 
-    /// Sends a text message; the log line names provider, masked number and message id, never the text.
-    pub fn send_sms(&self, to: &str, text: &str) -> Result<(), HostError> {
+    /// Sends a text message through `sms` (the running script's provider); the log line names
+    /// provider, masked number and message id, never the text.
+    pub fn send_sms(&self, sms: &dyn SmsSender, to: &str, text: &str) -> Result<(), HostError> {
         if self.login_key.is_none() {
             return Err(HostError::NoLogin("sms::send"));
         }
-        let sms = &self.services.sms;
         let masked_to = mask_phone(to);
         let (acr, login) = (self.acr.as_str(), self.correlation_id.as_str());
         match sms.send(&SmsMessage {

@@ -1,14 +1,16 @@
 //! The host API scripts call: `log::`, `identity::`, `users::`, `otp::`, `sms::` and the opaque
 //! `Secret` type. Each function reaches the running hook's [`HookContext`]; none keeps state.
 
+use rhai::Map;
 use rhai::{
     Array, Dynamic, Engine, EvalAltResult, FuncRegistration, ImmutableString, Module, Position,
 };
 
 use crate::flow::hooks::HookContext;
 use crate::flow::otp::OtpCheck;
+use crate::outbound::{redacted, Auth, Body, MaybeSecret, Method, OutboundRequest};
 use crate::ports::{mask_phone, AttributeChange};
-use crate::script::sandbox::with_context;
+use crate::script::sandbox::{with_call, with_context, CallEnv};
 use crate::secret::Secret;
 
 /// A secret as scripts see it: prints as `***`, has no getter, can only be handed to the host.
@@ -302,19 +304,209 @@ fn register_sms(engine: &mut Engine) {
     FuncRegistration::new("send").set_into_module(
         &mut module,
         |to: Dynamic, text: Dynamic| -> HostResult<bool> {
-            with_context("sms::send", |c| {
+            with_call("sms::send", |call| {
                 let to = plain_text("sms::send", &to)?;
                 let text = plain_text("sms::send", &text)?;
                 if to.is_empty() {
                     return Err(failure("sms::send: no destination number"));
                 }
                 // The host logs the failure (masked); the script decides what the user sees.
-                Ok(c.send_sms(&to, &text).is_ok())
+                Ok(call.context.send_sms(call.sms.as_ref(), &to, &text).is_ok())
             })
         },
     );
     FuncRegistration::new("mask").set_into_module(&mut module, |number: &str| mask_phone(number));
     engine.register_static_module("sms", module.into());
+}
+
+/// Script values to JSON; secrets are sent as their value (they are going to the provider).
+fn to_json(value: &Dynamic) -> HostResult<serde_json::Value> {
+    use serde_json::Value;
+    Ok(if value.is_unit() {
+        Value::Null
+    } else if let Some(b) = value.clone().try_cast::<bool>() {
+        Value::Bool(b)
+    } else if let Some(i) = value.clone().try_cast::<i64>() {
+        Value::from(i)
+    } else if let Some(f) = value.clone().try_cast::<f64>() {
+        serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+    } else if let Some(secret) = value.clone().try_cast::<ScriptSecret>() {
+        Value::String(secret.0.expose().to_owned())
+    } else if value.is_string() {
+        Value::String(value.clone().into_string().unwrap_or_default())
+    } else if value.is_array() {
+        Value::Array(
+            value
+                .clone()
+                .into_array()
+                .unwrap_or_default()
+                .iter()
+                .map(to_json)
+                .collect::<HostResult<_>>()?,
+        )
+    } else if value.is_map() {
+        let map = value.clone().cast::<Map>();
+        Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.to_string(), to_json(v)?)))
+                .collect::<HostResult<_>>()?,
+        )
+    } else {
+        return Err(failure(format!(
+            "http: cannot send a {} as JSON",
+            value.type_name()
+        )));
+    })
+}
+
+fn from_json(value: &serde_json::Value) -> Dynamic {
+    use serde_json::Value;
+    match value {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(*b),
+        Value::Number(n) => n.as_i64().map_or_else(
+            || Dynamic::from_float(n.as_f64().unwrap_or(0.0)),
+            Dynamic::from_int,
+        ),
+        Value::String(s) => Dynamic::from(s.clone()),
+        Value::Array(items) => Dynamic::from_array(items.iter().map(from_json).collect()),
+        Value::Object(map) => Dynamic::from_map(
+            map.iter()
+                .map(|(k, v)| (k.as_str().into(), from_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Text or secret, as a value the bridge sends but never shows.
+fn maybe_secret(function: &str, value: &Dynamic) -> HostResult<MaybeSecret> {
+    if let Some(secret) = value.clone().try_cast::<ScriptSecret>() {
+        return Ok(MaybeSecret::Secret(secret.0));
+    }
+    Ok(MaybeSecret::Plain(plain_text(function, value)?))
+}
+
+fn secret_of(function: &str, value: &Dynamic) -> HostResult<Secret> {
+    Ok(match maybe_secret(function, value)? {
+        MaybeSecret::Plain(text) => Secret::new(text),
+        MaybeSecret::Secret(secret) => secret,
+    })
+}
+
+/// Builds a request from `#{headers, basic, bearer, json, form, body, content_type}`.
+fn outbound_request(method: Method, url: &Dynamic, options: &Map) -> HostResult<OutboundRequest> {
+    const FUNCTION: &str = "http::request";
+    let url = match url.clone().try_cast::<ScriptSecret>() {
+        Some(secret) => secret.0,
+        None => Secret::new(plain_text(FUNCTION, url)?),
+    };
+    let mut request = OutboundRequest::new(method, url.expose());
+    for (key, value) in options {
+        match key.as_str() {
+            "headers" => {
+                let headers = value.clone().try_cast::<Map>().ok_or_else(|| failure("http: headers must be a map"))?;
+                for (name, value) in &headers {
+                    request.headers.push((name.to_string(), maybe_secret(FUNCTION, value)?));
+                }
+            }
+            "basic" => {
+                let pair = value.clone().try_cast::<Array>().filter(|a| a.len() == 2);
+                let pair = pair.ok_or_else(|| failure("http: basic must be [user, password]"))?;
+                request.auth = Some(Auth::Basic { user: plain_text(FUNCTION, &pair[0])?, password: secret_of(FUNCTION, &pair[1])? });
+            }
+            "bearer" => request.auth = Some(Auth::Bearer(secret_of(FUNCTION, value)?)),
+            "json" => request.body = Body::Json(to_json(value)?),
+            "form" => {
+                let fields = value.clone().try_cast::<Map>().ok_or_else(|| failure("http: form must be a map"))?;
+                let fields = fields.iter().map(|(k, v)| Ok((k.to_string(), maybe_secret(FUNCTION, v)?))).collect::<HostResult<_>>()?;
+                request.body = Body::Form(fields);
+            }
+            "body" => {
+                let content_type = options
+                    .get("content_type")
+                    .map(|c| plain_text(FUNCTION, c))
+                    .transpose()?
+                    .unwrap_or_else(|| "text/plain; charset=utf-8".into());
+                request.body = Body::Text { content_type, text: secret_of(FUNCTION, value)? };
+            }
+            "content_type" => {}
+            other => return Err(failure(format!("http: unknown option {other:?} (headers, basic, bearer, json, form, body, content_type)"))),
+        }
+    }
+    Ok(request)
+}
+
+/// Sends and describes the outcome as `#{ok, status, headers, body, json, error}`; transport
+/// failures are answers with `ok: false, status: 0`, not script errors.
+fn perform(call: &CallEnv, method: Method, url: &Dynamic, options: &Map) -> HostResult<Map> {
+    let request = outbound_request(method, url, options)?;
+    let started = std::time::Instant::now();
+    let result = call.http.send(&request);
+    let context = &call.context;
+    let (acr, login) = (context.acr.as_str(), context.correlation_id.as_str());
+    let shown = url::Url::parse(request.url.expose())
+        .map(|u| redacted(&u))
+        .unwrap_or_else(|_| "?".into());
+    let millis = started.elapsed().as_millis();
+    let mut answer = Map::new();
+    match result {
+        Ok(response) => {
+            tracing::info!(target: "server", acr, login, "http {method:?} {shown} -> {} in {millis} ms", response.status);
+            answer.insert("ok".into(), Dynamic::from_bool(response.is_success()));
+            answer.insert(
+                "status".into(),
+                Dynamic::from_int(i64::from(response.status)),
+            );
+            let headers: Map = response
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
+                .collect();
+            answer.insert("headers".into(), Dynamic::from_map(headers));
+            answer.insert(
+                "json".into(),
+                response.json().as_ref().map_or(Dynamic::UNIT, from_json),
+            );
+            answer.insert("body".into(), Dynamic::from(response.body));
+            answer.insert("error".into(), Dynamic::UNIT);
+        }
+        Err(error) => {
+            let message = context.mask(&error.to_string());
+            tracing::warn!(target: "server", acr, login, "http {method:?} failed: {message}");
+            answer.insert("ok".into(), Dynamic::from_bool(false));
+            answer.insert("status".into(), Dynamic::from_int(0));
+            answer.insert("headers".into(), Dynamic::from_map(Map::new()));
+            answer.insert("json".into(), Dynamic::UNIT);
+            answer.insert("body".into(), Dynamic::from(String::new()));
+            answer.insert("error".into(), Dynamic::from(message));
+        }
+    }
+    Ok(answer)
+}
+
+fn register_http(engine: &mut Engine) {
+    let mut module = Module::new();
+    for (name, method) in [
+        ("get", Method::Get),
+        ("post", Method::Post),
+        ("put", Method::Put),
+        ("patch", Method::Patch),
+        ("delete", Method::Delete),
+    ] {
+        FuncRegistration::new(name).set_into_module(
+            &mut module,
+            move |url: Dynamic| -> HostResult<Map> {
+                with_call("http", |call| perform(call, method, &url, &Map::new()))
+            },
+        );
+        FuncRegistration::new(name).set_into_module(
+            &mut module,
+            move |url: Dynamic, options: Map| -> HostResult<Map> {
+                with_call("http", |call| perform(call, method, &url, &options))
+            },
+        );
+    }
+    engine.register_static_module("http", module.into());
 }
 
 fn register_secret_type(engine: &mut Engine) {
@@ -336,4 +528,5 @@ pub(crate) fn register(engine: &mut Engine) {
     register_users(engine);
     register_otp(engine);
     register_sms(engine);
+    register_http(engine);
 }

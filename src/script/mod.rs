@@ -19,6 +19,7 @@ use crate::flow::hooks::{
     AcrStatus, HookCall, HookContext, HookError, HookFailureKind, HookValue, HostServices,
     ParamValue, RequestParams, ScriptRuntime,
 };
+use crate::sms::ProviderSet;
 pub use api::ScriptSecret;
 use revision::{compile, describe_error, read_script};
 pub use revision::{LoadError, ScriptRevision};
@@ -73,6 +74,8 @@ pub struct ReloadSummary {
 pub struct ScriptHost {
     engine: Engine,
     services: Arc<HostServices>,
+    /// SMS providers (and the HTTP bridge scripts use).
+    providers: ProviderSet,
     config_path: PathBuf,
     scripts_dir: PathBuf,
     hook_timeout: Duration,
@@ -142,11 +145,17 @@ fn hook_value(value: Dynamic) -> HookValue {
 
 impl ScriptHost {
     /// Builds the host; nothing is loaded until [`ScriptHost::reconcile`].
-    pub fn new(config: Config, config_path: &Path, services: Arc<HostServices>) -> Self {
+    pub fn new(
+        config: Config,
+        config_path: &Path,
+        services: Arc<HostServices>,
+        providers: ProviderSet,
+    ) -> Self {
         let engine = sandbox::build_engine(&config.sandbox);
         ScriptHost {
             engine,
             services,
+            providers,
             config_path: config_path.to_owned(),
             scripts_dir: config.paths.scripts_dir.clone(),
             hook_timeout: config.sandbox.hook_timeout(),
@@ -201,6 +210,8 @@ impl ScriptHost {
         }
         let guard = enter(ActiveCall {
             context: context.clone(),
+            sms: revision.sms.clone(),
+            http: self.providers.bridge().clone(),
             deadline: Instant::now() + self.hook_timeout,
             at_top_level: false,
             top_level_side_effect: false,
@@ -226,10 +237,17 @@ impl ScriptHost {
     fn build(&self, entry: &ScriptEntry, number: u64) -> Result<Arc<ScriptRevision>, LoadError> {
         let source = read_script(&self.scripts_dir, &entry.file, self.max_script_bytes)?;
         let (properties, _) = entry.resolved_properties();
-        let revision = Arc::new(compile(&self.engine, entry, &source, &properties, number)?);
+        let mut revision = compile(&self.engine, entry, &source, &properties, number)?;
+        match self.providers.for_script(entry, &properties) {
+            Ok(sms) => revision.sms = sms,
+            Err(error) => revision.sms_error = Some(error.to_string()),
+        }
+        let revision = Arc::new(revision);
         let context = HookContext::for_lifecycle(&entry.acr, self.services.clone());
         let guard = enter(ActiveCall {
             context,
+            sms: revision.sms.clone(),
+            http: self.providers.bridge().clone(),
             deadline: Instant::now() + self.hook_timeout,
             at_top_level: true,
             top_level_side_effect: false,
@@ -256,7 +274,13 @@ impl ScriptHost {
     fn initialise(&self, revision: &Arc<ScriptRevision>) -> Result<(), LoadError> {
         let context = HookContext::for_lifecycle(&revision.acr, self.services.clone());
         match self.run(revision, HookCall::Init, &context) {
-            Ok(value) if value.is_true() => Ok(()),
+            Ok(value) if value.is_true() => match &revision.sms_error {
+                Some(error) => Err(LoadError::Refused(format!(
+                    "{}: SMS provider: {error}",
+                    revision.source_name
+                ))),
+                None => Ok(()),
+            },
             Ok(value) => Err(LoadError::Refused(format!(
                 "{}: init returned {value:?}, not true",
                 revision.source_name

@@ -9,8 +9,10 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{PropertyValue, ScriptEntry};
 use crate::flow::hooks::{HookError, HookFailureKind};
+use crate::ports::SmsSender;
 use crate::script::api::ScriptSecret;
 use crate::script::sandbox::DEADLINE_TOKEN;
+use crate::sms::RefusingSms;
 
 /// One compiled version of one script, with the properties it was loaded with. Immutable:
 /// a reload builds a new one and swaps it in.
@@ -27,6 +29,10 @@ pub struct ScriptRevision {
     /// Where each function is defined (line, column): errors without a position of their own
     /// (a deadline) point at the hook that ran.
     definitions: HashMap<String, (usize, usize)>,
+    /// The SMS provider `sms::send` uses in this revision.
+    pub(crate) sms: Arc<dyn SmsSender>,
+    /// Why the provider could not be set up; refuses the revision after `init` had its say.
+    pub(crate) sms_error: Option<String>,
 }
 
 impl ScriptRevision {
@@ -204,6 +210,10 @@ pub fn compile(
         config: config_map(properties),
         hooks,
         definitions: function_definitions(&source.text),
+        sms: Arc::new(RefusingSms(
+            "no SMS provider is set up for this script".into(),
+        )),
+        sms_error: None,
     })
 }
 

@@ -10,11 +10,16 @@ use rhai::{Dynamic, Engine, EvalAltResult, Position};
 
 use crate::config::SandboxConfig;
 use crate::flow::hooks::HookContext;
+use crate::outbound::HttpBridge;
+use crate::ports::SmsSender;
 use crate::script::api;
 
 /// What runs on this thread right now: set around every hook call and top-level evaluation.
 pub(crate) struct ActiveCall {
     pub context: Arc<HookContext>,
+    /// The running revision's SMS provider.
+    pub sms: Arc<dyn SmsSender>,
+    pub http: Arc<HttpBridge>,
     pub deadline: Instant,
     /// Evaluating the script's top level at load: host calls and printing are refused.
     pub at_top_level: bool,
@@ -50,12 +55,27 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// What a host function may use during a hook call.
+pub(crate) struct CallEnv {
+    pub context: Arc<HookContext>,
+    pub sms: Arc<dyn SmsSender>,
+    pub http: Arc<HttpBridge>,
+}
+
 /// Runs `f` with the current hook's context; an error if the host is called at the top level.
 pub(crate) fn with_context<R>(
     function: &str,
     f: impl FnOnce(&HookContext) -> Result<R, Box<EvalAltResult>>,
 ) -> Result<R, Box<EvalAltResult>> {
-    let context = ACTIVE.with(|a| {
+    with_call(function, |call| f(&call.context))
+}
+
+/// Like [`with_context`], with the running revision's SMS provider and the HTTP bridge.
+pub(crate) fn with_call<R>(
+    function: &str,
+    f: impl FnOnce(&CallEnv) -> Result<R, Box<EvalAltResult>>,
+) -> Result<R, Box<EvalAltResult>> {
+    let call = ACTIVE.with(|a| {
         let mut active = a.borrow_mut();
         match active.as_mut() {
             Some(call) if call.at_top_level => {
@@ -65,12 +85,12 @@ pub(crate) fn with_context<R>(
                      declare constants and functions; call it from init() or a hook"
                 ))
             }
-            Some(call) => Ok(call.context.clone()),
+            Some(call) => Ok(CallEnv { context: call.context.clone(), sms: call.sms.clone(), http: call.http.clone() }),
             None => Err(format!("{function} called outside a hook")),
         }
     });
-    match context {
-        Ok(context) => f(&context),
+    match call {
+        Ok(call) => f(&call),
         Err(message) => Err(Box::new(EvalAltResult::ErrorRuntime(
             message.into(),
             Position::NONE,
