@@ -320,7 +320,7 @@ fn register_sms(engine: &mut Engine) {
 }
 
 /// Script values to JSON; secrets are sent as their value (they are going to the provider).
-fn to_json(value: &Dynamic) -> HostResult<serde_json::Value> {
+fn to_json(value: &Dynamic, allow_secrets: bool) -> HostResult<serde_json::Value> {
     use serde_json::Value;
     Ok(if value.is_unit() {
         Value::Null
@@ -331,6 +331,9 @@ fn to_json(value: &Dynamic) -> HostResult<serde_json::Value> {
     } else if let Some(f) = value.clone().try_cast::<f64>() {
         serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
     } else if let Some(secret) = value.clone().try_cast::<ScriptSecret>() {
+        if !allow_secrets {
+            return Err(failure("json::encode: a secret cannot be encoded"));
+        }
         Value::String(secret.0.expose().to_owned())
     } else if value.is_string() {
         Value::String(value.clone().into_string().unwrap_or_default())
@@ -341,14 +344,14 @@ fn to_json(value: &Dynamic) -> HostResult<serde_json::Value> {
                 .into_array()
                 .unwrap_or_default()
                 .iter()
-                .map(to_json)
+                .map(|v| to_json(v, allow_secrets))
                 .collect::<HostResult<_>>()?,
         )
     } else if value.is_map() {
         let map = value.clone().cast::<Map>();
         Value::Object(
             map.iter()
-                .map(|(k, v)| Ok((k.to_string(), to_json(v)?)))
+                .map(|(k, v)| Ok((k.to_string(), to_json(v, allow_secrets)?)))
                 .collect::<HostResult<_>>()?,
         )
     } else {
@@ -415,7 +418,7 @@ fn outbound_request(method: Method, url: &Dynamic, options: &Map) -> HostResult<
                 request.auth = Some(Auth::Basic { user: plain_text(FUNCTION, &pair[0])?, password: secret_of(FUNCTION, &pair[1])? });
             }
             "bearer" => request.auth = Some(Auth::Bearer(secret_of(FUNCTION, value)?)),
-            "json" => request.body = Body::Json(to_json(value)?),
+            "json" => request.body = Body::Json(to_json(value, true)?),
             "form" => {
                 let fields = value.clone().try_cast::<Map>().ok_or_else(|| failure("http: form must be a map"))?;
                 let fields = fields.iter().map(|(k, v)| Ok((k.to_string(), maybe_secret(FUNCTION, v)?))).collect::<HostResult<_>>()?;
@@ -484,6 +487,18 @@ fn perform(call: &CallEnv, method: Method, url: &Dynamic, options: &Map) -> Host
     Ok(answer)
 }
 
+fn register_json(engine: &mut Engine) {
+    let mut module = Module::new();
+    FuncRegistration::new("decode").set_into_module(&mut module, |text: &str| -> Dynamic {
+        serde_json::from_str::<serde_json::Value>(text).map_or(Dynamic::UNIT, |v| from_json(&v))
+    });
+    FuncRegistration::new("encode")
+        .set_into_module(&mut module, |value: Dynamic| -> HostResult<String> {
+            Ok(to_json(&value, false)?.to_string())
+        });
+    engine.register_static_module("json", module.into());
+}
+
 fn register_http(engine: &mut Engine) {
     let mut module = Module::new();
     for (name, method) in [
@@ -529,4 +544,5 @@ pub(crate) fn register(engine: &mut Engine) {
     register_otp(engine);
     register_sms(engine);
     register_http(engine);
+    register_json(engine);
 }

@@ -486,10 +486,29 @@ impl ScriptHost {
                     }
                     Ok(revision)
                 });
-                let (revision, error) = match result {
+                let (revision, mut error) = match result {
                     Ok(revision) => (Some(revision), None),
                     Err(error) => (None, Some(error.to_string())),
                 };
+                // Say which properties are empty because their variable is unset, so turning a
+                // script on is a matter of exporting what is listed.
+                let (_, unset) = entry.resolved_properties();
+                if !unset.is_empty() {
+                    let listed: Vec<String> = unset
+                        .iter()
+                        .map(|u| {
+                            format!(
+                                "property {} is missing: environment variable {} is not set",
+                                u.property, u.variable
+                            )
+                        })
+                        .collect();
+                    let listed = listed.join("; ");
+                    error = Some(match error {
+                        Some(error) => format!("{error}; {listed}"),
+                        None => listed,
+                    });
+                }
                 let state = match (&error, entry.enabled) {
                     (_, false) => ScriptState::Disabled,
                     (None, true) => ScriptState::Active,

@@ -160,7 +160,7 @@ impl ProviderSet {
         };
         let api_base = properties
             .get("twilio_api_base")
-            .map_or_else(|| TWILIO_API_BASE.to_owned(), |v| text_of(v));
+            .map_or_else(|| TWILIO_API_BASE.to_owned(), text_of);
         let sender = TwilioSms::new(
             self.bridge.clone(),
             text("twilio_sid").expose(),

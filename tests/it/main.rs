@@ -1,7 +1,9 @@
 //! Gatehouse integration tests: one binary, one module per concern.
 
+mod bridge;
 mod login;
 mod logs;
+mod providers;
 mod reload;
 mod sandbox;
 mod support;

@@ -167,10 +167,13 @@ fn symlinks_out_of_the_folder_and_oversize_files_are_refused() {
         EnvOptions {
             sandbox: "max_script_bytes = 4096".into(),
             watch: true,
+            ..EnvOptions::default()
         },
     );
-    std::fs::remove_file(env.script_path("r")).unwrap();
-    std::os::unix::fs::symlink(outside.path().join("evil.rhai"), env.script_path("r")).unwrap();
+    // Put the symlink in place atomically (a rename), so the folder never lacks r.rhai.
+    let link = env.root().join("scripts/.link.tmp");
+    std::os::unix::fs::symlink(outside.path().join("evil.rhai"), &link).unwrap();
+    std::fs::rename(&link, env.script_path("r")).unwrap();
     env.wait_for_log("a symlink out of the scripts directory");
     // Refused like any broken edit: the last good revision keeps serving.
     assert_eq!(env.revision("r"), Some(1));

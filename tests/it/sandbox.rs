@@ -23,7 +23,7 @@ fn run_beside_a_good_login(body: &str) -> (Duration, String) {
         ],
         EnvOptions {
             sandbox: "hook_timeout_ms = 1500\nmax_operations = 1000000000".into(),
-            watch: false,
+            ..EnvOptions::default()
         },
     );
     let bad = env.start(Some("bad")).unwrap();
@@ -40,7 +40,8 @@ fn run_beside_a_good_login(body: &str) -> (Duration, String) {
         (elapsed, good.join().unwrap())
     });
     let (elapsed, _) = good_done;
-    (elapsed, env.log_text())
+    // The runaway's failure line is the last thing it logs.
+    (elapsed, env.wait_for_log("(in authenticate, revision 1)"))
 }
 
 #[test]
@@ -77,7 +78,7 @@ fn operation_limit_stops_busy_work() {
         )],
         EnvOptions {
             sandbox: "max_operations = 100000".into(),
-            watch: false,
+            ..EnvOptions::default()
         },
     );
     let page = env.start(None).unwrap();

@@ -1,5 +1,7 @@
 //! Shared test helpers: a temp deployment (config, users, scripts, logs), an SMS sink that
-//! captures messages, and polling with a deadline (no sleeps as synchronisation).
+//! captures messages, provider mocks, and polling with a deadline (no sleeps as synchronisation).
+
+pub mod mock_http;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -18,8 +20,26 @@ pub const BOB_MOBILE: &str = "+15551234567";
 
 /// The shipped script, so tests exercise what operators run.
 pub fn shipped_script() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sms_otp.rhai"))
-        .unwrap()
+    shipped("sms_otp")
+}
+
+/// A shipped script by acr.
+pub fn shipped(acr: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("scripts/{acr}.rhai")),
+    )
+    .unwrap()
+}
+
+/// Asserts that none of `forbidden` appears anywhere in the log directory.
+pub fn assert_log_clean(env: &TestEnv, forbidden: &[&str]) {
+    let log = env.log_text();
+    for needle in forbidden.iter().filter(|n| !n.is_empty()) {
+        assert!(
+            !log.contains(needle),
+            "{needle:?} leaked into the log:\n{log}"
+        );
+    }
 }
 
 fn password_hash() -> &'static str {
@@ -111,11 +131,16 @@ pub struct TestEnv {
 pub struct EnvOptions {
     pub sandbox: String,
     pub watch: bool,
+    /// More config sections (e.g. [sms.providers.NAME]).
+    pub extra_config: String,
 }
 
-pub fn config_text(root: &Path, scripts: &[ScriptSpec], sandbox: &str) -> String {
+/// Provider mocks listen on 127.0.0.1 over plain http: the test config allows exactly that.
+pub const TEST_HTTP: &str = "[http]\ninsecure_http_hosts = [\"127.0.0.1\"]\nallow_addresses = [\"127.0.0.1\"]\ntimeout_ms = 1500\nconnect_timeout_ms = 1000\n";
+
+pub fn config_text(root: &Path, scripts: &[ScriptSpec], sandbox: &str, extra: &str) -> String {
     let mut text = format!(
-        "[paths]\nscripts_dir = {:?}\nlog_dir = {:?}\nusers_file = {:?}\n\n[login]\ndefault_acr = {:?}\n\n[log]\nlevel = \"debug\"\nconsole = false\n\n[sandbox]\n{sandbox}\n",
+        "[paths]\nscripts_dir = {:?}\nlog_dir = {:?}\nusers_file = {:?}\n\n[login]\ndefault_acr = {:?}\n\n[log]\nlevel = \"debug\"\nconsole = false\n\n[sandbox]\n{sandbox}\n\n{TEST_HTTP}\n{extra}\n",
         root.join("scripts"),
         root.join("logs"),
         root.join("config/users.toml"),
@@ -159,7 +184,7 @@ impl TestEnv {
         }
         std::fs::write(
             root.join("config/gatehouse.toml"),
-            config_text(root, &scripts, &options.sandbox),
+            config_text(root, &scripts, &options.sandbox, &options.extra_config),
         )
         .unwrap();
         let sms = Arc::new(CapturedSms::default());
