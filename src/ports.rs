@@ -127,23 +127,40 @@ pub trait SmsSender: Send + Sync {
     fn send(&self, message: &SmsMessage) -> Result<SmsReceipt, SmsError>;
 }
 
-/// Masks a phone number for logs and pages.
+/// Masks a phone number for logs and pages: the country code and the last four digits stay.
 ///
 /// ```
 /// assert_eq!(gatehouse::ports::mask_phone("+447700900123"), "+44******0123");
+/// assert_eq!(gatehouse::ports::mask_phone("+15551234567"), "+1******4567");
 /// ```
 pub fn mask_phone(number: &str) -> String {
     let chars: Vec<char> = number.chars().collect();
-    let keep_head = if chars.first() == Some(&'+') { 3 } else { 2 };
-    if chars.len() <= keep_head + 4 {
+    let keep_head = match number.strip_prefix('+') {
+        Some(rest) => 1 + country_code_len(rest),
+        None => 0,
+    };
+    // Too short to show four digits and still hide enough: hide everything.
+    if chars.len() < keep_head + 7 {
         return "*".repeat(chars.len());
     }
     let tail = chars.len() - 4;
-    chars
-        .iter()
-        .enumerate()
-        .map(|(i, c)| if i < keep_head || i >= tail { *c } else { '*' })
-        .collect()
+    chars.iter().enumerate().map(|(i, c)| if i < keep_head || i >= tail { *c } else { '*' }).collect()
+}
+
+/// Length of the E.164 country calling code at the start of `digits` (ITU-T E.164 zones).
+fn country_code_len(digits: &str) -> usize {
+    let d: Vec<u8> = digits.bytes().take(2).map(|b| b.wrapping_sub(b'0')).collect();
+    match d.as_slice() {
+        [1, ..] | [7, ..] => 1,
+        [2, 0] | [2, 7] => 2,
+        [3, 0..=4] | [3, 6] | [3, 9] => 2,
+        [4, 0] | [4, 1] | [4, 3..=9] => 2,
+        [5, 1..=8] => 2,
+        [6, 0..=6] => 2,
+        [8, 1] | [8, 2] | [8, 4] | [8, 6] => 2,
+        [9, 0..=5] | [9, 8] => 2,
+        _ => 3,
+    }
 }
 
 #[cfg(test)]
@@ -153,7 +170,9 @@ mod tests {
     #[test]
     fn phone_masking_keeps_country_and_last_four() {
         assert_eq!(mask_phone("+447700900123"), "+44******0123");
-        assert_eq!(mask_phone("+15551234567"), "+15*****4567");
+        assert_eq!(mask_phone("+15551234567"), "+1******4567");
+        assert_eq!(mask_phone("+353861234567"), "+353*****4567");
+        assert_eq!(mask_phone("07700900123"), "*******0123");
         assert_eq!(mask_phone("12345"), "*****");
     }
 }
