@@ -10,6 +10,7 @@ use crate::flow::hooks::HostServices;
 use crate::flow::otp::{OtpError, OtpService};
 use crate::flow::LoginEngine;
 use crate::logging::{LogError, ScriptLog};
+use crate::oidc::{KeyError, Provider, SigningKey};
 use crate::outbound::{HttpBridge, HttpError};
 use crate::ports::{DirectoryError, SmsSender, StateStore, UserDirectory};
 use crate::script::reload::{self, ReloadWatcher, WatchError};
@@ -17,6 +18,8 @@ use crate::script::{ReloadSummary, ScriptHost};
 use crate::sms::{ProviderSet, RefusingSms, SmsSetupError};
 use crate::store::MemoryStore;
 use crate::users::FileDirectory;
+use crate::web::pages::Pages;
+use crate::web::WebState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -32,6 +35,8 @@ pub enum StartError {
     Watch(#[from] WatchError),
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
     #[error(transparent)]
     Sms(#[from] SmsSetupError),
 }
@@ -53,6 +58,9 @@ pub struct Gatehouse {
     pub store: Arc<dyn StateStore>,
     pub users: Arc<dyn UserDirectory>,
     pub services: Arc<HostServices>,
+    /// The OpenID Connect provider (not built for `check`).
+    pub provider: Option<Arc<Provider>>,
+    pub pages: Arc<Pages>,
     pub log: ScriptLog,
     watcher: Option<ReloadWatcher>,
 }
@@ -138,6 +146,18 @@ impl Builder {
             services.clone(),
             providers,
         ));
+        let provider = match self.mode {
+            Mode::Check => None,
+            Mode::Serve => {
+                let path = &config.oidc.signing_key_file;
+                let (key, created) = SigningKey::load_or_create(path)?;
+                if created {
+                    log.scope(|| tracing::warn!(target: "server", "generated a new ID-token signing key {} (kid {}): keep it secret and back it up", path.display(), key.kid));
+                }
+                Some(Arc::new(Provider::new(store.clone(), users.clone(), key)))
+            }
+        };
+        let pages = Arc::new(Pages::new(config.paths.pages_dir.clone()));
         let engine = Arc::new(LoginEngine::new(
             host.clone(),
             store.clone(),
@@ -153,6 +173,8 @@ impl Builder {
             store,
             users,
             services,
+            provider,
+            pages,
             log,
             watcher: None,
         })
@@ -174,6 +196,18 @@ impl Gatehouse {
             self.log.dispatch.clone(),
         )?);
         Ok(())
+    }
+
+    /// What the HTTP layer needs; `None` for a `check` instance.
+    pub fn web_state(&self) -> Option<WebState> {
+        Some(WebState {
+            host: self.host.clone(),
+            engine: self.engine.clone(),
+            provider: self.provider.clone()?,
+            store: self.store.clone(),
+            pages: self.pages.clone(),
+            log: self.log.dispatch.clone(),
+        })
     }
 
     pub fn log_path(&self) -> PathBuf {

@@ -45,6 +45,10 @@ pub struct Config {
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
+    pub oidc: OidcConfig,
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
     pub scripts: Vec<ScriptEntry>,
@@ -72,6 +76,8 @@ pub struct PathsConfig {
     pub scripts_dir: PathBuf,
     pub log_dir: PathBuf,
     pub users_file: PathBuf,
+    /// Templates here override the built-in pages by name (login.html, otp_sms.html, error.html...).
+    pub pages_dir: Option<PathBuf>,
 }
 
 impl Default for PathsConfig {
@@ -80,6 +86,7 @@ impl Default for PathsConfig {
             scripts_dir: "scripts".into(),
             log_dir: "logs".into(),
             users_file: "config/users.toml".into(),
+            pages_dir: None,
         }
     }
 }
@@ -154,6 +161,67 @@ impl Default for SandboxConfig {
 impl SandboxConfig {
     pub fn hook_timeout(&self) -> Duration {
         Duration::from_millis(self.hook_timeout_ms)
+    }
+}
+
+/// The OpenID Connect provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcConfig {
+    /// The issuer URL applications see; `https://...` in production (turns on Secure cookies, HSTS).
+    pub issuer: String,
+    /// RS256 signing key, generated on first start if missing (keep it secret, keep it stable).
+    pub signing_key_file: PathBuf,
+    pub code_ttl_seconds: u64,
+    pub access_token_ttl_seconds: u64,
+    pub id_token_ttl_seconds: u64,
+    /// How long a signed-in browser skips the login (single sign-on).
+    pub sso_ttl_seconds: u64,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        OidcConfig {
+            issuer: "http://localhost:8080".into(),
+            signing_key_file: "config/oidc-signing-key.pem".into(),
+            code_ttl_seconds: 60,
+            access_token_ttl_seconds: 3600,
+            id_token_ttl_seconds: 3600,
+            sso_ttl_seconds: 8 * 3600,
+        }
+    }
+}
+
+impl OidcConfig {
+    pub fn is_https(&self) -> bool {
+        self.issuer.starts_with("https://")
+    }
+}
+
+/// A registered application (relying party).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub client_id: String,
+    /// May be `${env:NAME}`.
+    pub client_secret: String,
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Used when the application sends no acr_values.
+    #[serde(default)]
+    pub default_acr_values: Vec<String>,
+    /// PKCE (S256) is required unless this is false.
+    #[serde(default = "yes")]
+    pub require_pkce: bool,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("client_id", &self.client_id)
+            .field("redirect_uris", &self.redirect_uris)
+            .finish_non_exhaustive()
     }
 }
 
@@ -364,6 +432,10 @@ pub struct ScriptEntry {
     /// any other through `[sms] provider`.
     #[serde(default)]
     pub sms_provider: Option<String>,
+    /// Authentication method references put in ID tokens (RFC 8176), e.g. ["pwd", "sms", "mfa"].
+    /// Default: ["pwd"] for one step, ["pwd", "mfa"] for more.
+    #[serde(default)]
+    pub amr: Option<Vec<String>>,
     /// Properties to treat as secret in addition to the names matched by default.
     #[serde(default)]
     pub secret_properties: Vec<String>,
@@ -552,6 +624,53 @@ impl Config {
             crate::outbound::policy::parse_allowed(entry)
                 .map_err(|m| invalid(format!("http.allow_addresses[{i}]"), m))?;
         }
+        let issuer = url::Url::parse(&self.oidc.issuer).map_err(|e| {
+            invalid(
+                "oidc.issuer".into(),
+                format!("{:?} is not a URL: {e}", self.oidc.issuer),
+            )
+        })?;
+        if !matches!(issuer.scheme(), "http" | "https")
+            || issuer.query().is_some()
+            || issuer.fragment().is_some()
+        {
+            return Err(invalid(
+                "oidc.issuer".into(),
+                "use an http(s) URL without query or fragment".into(),
+            ));
+        }
+        let mut client_ids = HashSet::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            let key = format!("clients[{i}]");
+            if client.client_id.is_empty() || !client_ids.insert(client.client_id.as_str()) {
+                return Err(invalid(
+                    format!("{key}.client_id"),
+                    "must be present and unique".into(),
+                ));
+            }
+            if client.redirect_uris.is_empty() {
+                return Err(invalid(
+                    format!("{key}.redirect_uris"),
+                    "register at least one redirect URI".into(),
+                ));
+            }
+            for (j, uri) in client
+                .redirect_uris
+                .iter()
+                .chain(&client.post_logout_redirect_uris)
+                .enumerate()
+            {
+                let parsed = url::Url::parse(uri).map_err(|e| {
+                    invalid(format!("{key}.redirect_uris[{j}]"), format!("{uri:?}: {e}"))
+                })?;
+                if parsed.fragment().is_some() || !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(invalid(
+                        format!("{key}.redirect_uris[{j}]"),
+                        format!("{uri:?}: use an http(s) URL without fragment"),
+                    ));
+                }
+            }
+        }
         if let Some(default_acr) = &self.login.default_acr {
             if !self.scripts.iter().any(|s| &s.acr == default_acr) {
                 return Err(invalid(
@@ -572,6 +691,13 @@ impl Config {
             ("http.connect_timeout_ms", self.http.connect_timeout_ms),
             ("http.timeout_ms", self.http.timeout_ms),
             ("http.max_response_bytes", self.http.max_response_bytes),
+            ("oidc.code_ttl_seconds", self.oidc.code_ttl_seconds),
+            (
+                "oidc.access_token_ttl_seconds",
+                self.oidc.access_token_ttl_seconds,
+            ),
+            ("oidc.id_token_ttl_seconds", self.oidc.id_token_ttl_seconds),
+            ("oidc.sso_ttl_seconds", self.oidc.sso_ttl_seconds),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -591,6 +717,10 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    pub fn client(&self, client_id: &str) -> Option<&ClientConfig> {
+        self.clients.iter().find(|c| c.client_id == client_id)
     }
 
     pub fn script(&self, acr: &str) -> Option<&ScriptEntry> {

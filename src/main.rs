@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use gatehouse::script::ScriptState;
 use gatehouse::secret::Secret;
 use gatehouse::users::password::hash_password;
-use gatehouse::web::{self, WebState};
+use gatehouse::web;
 use gatehouse::{Builder, Mode};
 
 #[derive(Parser)]
@@ -81,9 +81,10 @@ fn serve(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<Exi
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let router = web::router(WebState {
-        host: app.host.clone(),
-    });
+    let router = web::router(
+        app.web_state()
+            .context("the web layer needs a serving instance")?,
+    );
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -144,12 +144,20 @@ pub fn mask_phone(number: &str) -> String {
         return "*".repeat(chars.len());
     }
     let tail = chars.len() - 4;
-    chars.iter().enumerate().map(|(i, c)| if i < keep_head || i >= tail { *c } else { '*' }).collect()
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| if i < keep_head || i >= tail { *c } else { '*' })
+        .collect()
 }
 
 /// Length of the E.164 country calling code at the start of `digits` (ITU-T E.164 zones).
 fn country_code_len(digits: &str) -> usize {
-    let d: Vec<u8> = digits.bytes().take(2).map(|b| b.wrapping_sub(b'0')).collect();
+    let d: Vec<u8> = digits
+        .bytes()
+        .take(2)
+        .map(|b| b.wrapping_sub(b'0'))
+        .collect();
     match d.as_slice() {
         [1, ..] | [7, ..] => 1,
         [2, 0] | [2, 7] => 2,

@@ -308,6 +308,19 @@ impl LoginEngine {
         Ok(StepOutcome::Next(self.page(login, &txn)))
     }
 
+    /// Runs the `logout` hook of `acr` for `user` (RP-initiated logout). A failing hook is logged
+    /// by the runtime and does not stop the logout.
+    pub fn logout(&self, acr: &str, user: &str, params: &RequestParams) -> bool {
+        self.logged(|| {
+            let correlation_id = random::hex_token(6).unwrap_or_else(|_| "-".into());
+            let state = hooks::HookState { user: Some(user.to_owned()), ..Default::default() };
+            let context = HookContext::for_login(acr, &correlation_id, "logout", self.services.clone(), state, Some(params));
+            let done = self.runtime.call(acr, HookCall::Logout { params }, &context).map(|v| v.is_true()).unwrap_or(false);
+            tracing::info!(target: "server", acr, login = correlation_id.as_str(), "logout of {user}: hook returned {done}");
+            done
+        })
+    }
+
     /// Abandons a login (the user cancelled): forgets its state and code.
     pub fn abandon(&self, login: &LoginHandle) -> Result<(), FlowError> {
         self.store.delete(&login.store_key())?;

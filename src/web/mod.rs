@@ -1,18 +1,112 @@
-//! HTTP surface (axum). Handlers stay thin: parse, call the flow or the host, map the result.
-//! This module is the only one that knows axum.
+//! HTTP surface (axum). Handlers stay thin: parse, call the flow or the OIDC provider on the
+//! blocking pool (ports may block), map the result. The only module that knows axum.
 
+mod login;
+mod oidc;
+pub mod pages;
+mod security;
+mod session;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
+use crate::flow::LoginEngine;
+use crate::oidc::Provider;
+use crate::ports::StateStore;
 use crate::script::{ScriptHost, ScriptState, ScriptStatus};
+use pages::Pages;
+
+/// Forms and queries larger than this are refused (413).
+const BODY_LIMIT: usize = 16 * 1024;
 
 #[derive(Clone)]
 pub struct WebState {
     pub host: Arc<ScriptHost>,
+    pub engine: Arc<LoginEngine>,
+    pub provider: Arc<Provider>,
+    pub store: Arc<dyn StateStore>,
+    pub pages: Arc<Pages>,
+    pub log: tracing::Dispatch,
+}
+
+impl WebState {
+    fn log_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        tracing::dispatcher::with_default(&self.log, f)
+    }
+
+    /// Enabled interactive methods that serve, in level order (for discovery and acr choice).
+    fn interactive_acrs(&self) -> Vec<String> {
+        let mut scripts: Vec<ScriptStatus> = self
+            .host
+            .statuses()
+            .into_iter()
+            .filter(|s| s.enabled && s.state == ScriptState::Active && s.usage.allows_interactive())
+            .collect();
+        scripts.sort_by(|a, b| a.level.cmp(&b.level).then_with(|| a.acr.cmp(&b.acr)));
+        scripts.into_iter().map(|s| s.acr).collect()
+    }
+
+    /// A plain page for the user; the detail for the operator goes to the log.
+    fn error_page(
+        &self,
+        status: StatusCode,
+        heading: &str,
+        detail: &str,
+        request_id: &str,
+    ) -> Response {
+        let html = self
+            .pages
+            .render(
+                "error.html",
+                minijinja::context! { heading, detail, request_id },
+            )
+            .unwrap_or_else(|e| {
+                self.log_scope(|| tracing::error!(target: "server", "{e}"));
+                format!("<!doctype html><title>Error</title><p>{status}</p>")
+            });
+        (status, Html(html)).into_response()
+    }
+}
+
+/// Runs blocking work (scripts, password hashing, stores) off the async workers.
+async fn blocking<F>(state: &WebState, work: F) -> Response
+where
+    F: FnOnce() -> Response + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(response) => response,
+        Err(error) => {
+            state
+                .log_scope(|| tracing::error!(target: "server", "request handler failed: {error}"));
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// First value of each name; a repeated name is refused (RFC 6749 section 3.1).
+fn single_values(pairs: Vec<(String, String)>) -> Result<BTreeMap<String, String>, String> {
+    let mut values = BTreeMap::new();
+    for (name, value) in pairs {
+        if values.insert(name.clone(), value).is_some() {
+            return Err(name);
+        }
+    }
+    Ok(values)
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(security::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned()
 }
 
 #[derive(Serialize)]
@@ -33,8 +127,38 @@ async fn health(State(state): State<WebState>) -> Json<Health> {
     })
 }
 
+async fn stylesheet() -> Response {
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/css; charset=utf-8"),
+        ),
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=3600"),
+        ),
+    ];
+    (headers, pages::STYLESHEET).into_response()
+}
+
 pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/static/gatehouse.css", get(stylesheet))
+        .route("/.well-known/openid-configuration", get(oidc::discovery))
+        .route("/jwks", get(oidc::jwks))
+        .route(
+            "/authorize",
+            get(login::authorize_get).post(login::authorize_post),
+        )
+        .route("/login", get(login::show_step).post(login::submit_step))
+        .route("/token", axum::routing::post(oidc::token))
+        .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo))
+        .route("/end_session", get(oidc::end_session))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::headers_and_log,
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -1,0 +1,448 @@
+//! `/authorize` and the login pages: start a login for the application's acr, show each step's
+//! page, take its form, and on success send the browser back with a code.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Form, Query, State};
+use axum::http::header::{CONTENT_SECURITY_POLICY, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::flow::hooks::{AcrStatus, RequestParams, ScriptRuntime};
+use crate::flow::{FlowError, LoginHandle, StepOutcome, StepPage};
+use crate::oidc::{AuthorizationRequest, AuthorizeError, CodeGrant, ErrorRedirect};
+use crate::web::security::DEFAULT_CSP;
+use crate::web::session::{self, Session, SignedIn};
+use crate::web::{blocking, request_id, single_values, WebState};
+
+fn see_other(location: &str, headers: HeaderMap) -> Response {
+    let mut response = (StatusCode::SEE_OTHER, headers).into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    response
+}
+
+pub async fn authorize_get(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    let app = state.clone();
+    blocking(&state, move || {
+        app.log_scope(|| authorize(&app, &headers, pairs))
+    })
+    .await
+}
+
+pub async fn authorize_post(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    let app = state.clone();
+    blocking(&state, move || {
+        app.log_scope(|| authorize(&app, &headers, pairs))
+    })
+    .await
+}
+
+fn redirect_error(state: &WebState, config: &Config, error: ErrorRedirect) -> Response {
+    tracing::info!(target: "server", "authorization refused: {} ({})", error.error, error.description);
+    let _ = state;
+    see_other(
+        &error.location(config.oidc.issuer.trim_end_matches('/')),
+        HeaderMap::new(),
+    )
+}
+
+fn authorize(state: &WebState, headers: &HeaderMap, pairs: Vec<(String, String)>) -> Response {
+    let config = state.host.config();
+    let id = request_id(headers);
+    let params = match single_values(pairs) {
+        Ok(params) => params,
+        Err(name) => {
+            return state.error_page(
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                &format!("The parameter {name} is repeated."),
+                &id,
+            )
+        }
+    };
+    let request = match state.provider.validate_authorization(&config, &params) {
+        Ok(request) => request,
+        Err(AuthorizeError::Page(detail)) => {
+            tracing::warn!(target: "server", request = id.as_str(), "authorization refused: {detail}");
+            return state.error_page(
+                StatusCode::BAD_REQUEST,
+                "This application cannot sign you in",
+                &detail,
+                &id,
+            );
+        }
+        Err(AuthorizeError::Redirect(error)) => return redirect_error(state, &config, error),
+    };
+    let refuse = |error: &'static str, description: &str| {
+        redirect_error(
+            state,
+            &config,
+            ErrorRedirect {
+                redirect_uri: request.redirect_uri.clone(),
+                state: request.state.clone(),
+                error,
+                description: description.to_owned(),
+            },
+        )
+    };
+    let mut session = match session::load(state.store.as_ref(), &config.oidc, headers) {
+        Ok(session) => session,
+        Err(e) => return unavailable(state, &e.to_string(), &id),
+    };
+    let client = config.client(&request.client_id).expect("validated");
+    let wanted: &[String] = if request.acr_values.is_empty() {
+        &client.default_acr_values
+    } else {
+        &request.acr_values
+    };
+    // Single sign-on: a browser signed in with an acceptable method skips the login.
+    if let Some(signed_in) = session
+        .data
+        .signed_in
+        .clone()
+        .filter(|_| !request.prompt_login)
+    {
+        if wanted.is_empty() || wanted.contains(&signed_in.acr) {
+            tracing::info!(target: "server", acr = signed_in.acr.as_str(), "single sign-on for {} to {}", signed_in.user, request.client_id);
+            return finish(state, &config, &mut session, &request, signed_in, &id);
+        }
+    }
+    if request.prompt_none {
+        return refuse(
+            "login_required",
+            "the user is not signed in with a requested method",
+        );
+    }
+    let acr = if wanted.is_empty() {
+        None
+    } else {
+        match wanted.iter().find(|acr| {
+            matches!(
+                state.host.status(acr),
+                AcrStatus::Active {
+                    interactive: true,
+                    ..
+                }
+            )
+        }) {
+            Some(acr) => Some(acr.clone()),
+            None => {
+                tracing::warn!(target: "server", "none of the acr_values {wanted:?} is enabled for {}", request.client_id);
+                return refuse(
+                    "invalid_request",
+                    "none of the requested acr_values is available",
+                );
+            }
+        }
+    };
+    let page = match state.engine.start(acr.as_deref()) {
+        Ok(page) => page,
+        Err(error) => {
+            tracing::warn!(target: "server", "cannot start a login: {error}");
+            return refuse(
+                "temporarily_unavailable",
+                "the requested authentication method is not available",
+            );
+        }
+    };
+    tracing::info!(target: "server", acr = page.acr.as_str(), login = page.correlation_id.as_str(), "authorization request from {}", request.client_id);
+    session.data.login = Some(page.login.as_str().to_owned());
+    session.data.authorization = Some(request);
+    match session.save(state.store.as_ref(), &config.oidc) {
+        Ok(cookie) => see_other("/login", session::with_cookie(HeaderMap::new(), cookie)),
+        Err(e) => unavailable(state, &e.to_string(), &id),
+    }
+}
+
+fn unavailable(state: &WebState, detail: &str, id: &str) -> Response {
+    tracing::error!(target: "server", request = id, "{detail}");
+    state.error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again in a moment",
+        "The service is temporarily unavailable.",
+        id,
+    )
+}
+
+/// Issues the code and sends the browser back to the application.
+fn finish(
+    state: &WebState,
+    config: &Config,
+    session: &mut Session,
+    request: &AuthorizationRequest,
+    signed_in: SignedIn,
+    id: &str,
+) -> Response {
+    let grant = CodeGrant {
+        client_id: request.client_id.clone(),
+        redirect_uri: request.redirect_uri.clone(),
+        user: signed_in.user.clone(),
+        acr: signed_in.acr.clone(),
+        amr: signed_in.amr.clone(),
+        auth_time: signed_in.auth_time,
+        nonce: request.nonce.clone(),
+        scope: request.scope.clone(),
+        code_challenge: request.code_challenge.clone(),
+    };
+    let code = match state.provider.issue_code(config, &grant) {
+        Ok(code) => code,
+        Err(e) => return unavailable(state, &e.to_string(), id),
+    };
+    session.data.signed_in = Some(signed_in);
+    session.data.login = None;
+    session.data.authorization = None;
+    let cookie = match session.rotate(state.store.as_ref(), &config.oidc) {
+        Ok(cookie) => cookie,
+        Err(e) => return unavailable(state, &e.to_string(), id),
+    };
+    let mut location =
+        url::Url::parse(&request.redirect_uri).expect("registered redirect URIs are valid URLs");
+    {
+        let mut query = location.query_pairs_mut();
+        query.append_pair("code", &code);
+        if let Some(state_value) = &request.state {
+            query.append_pair("state", state_value);
+        }
+        query.append_pair("iss", config.oidc.issuer.trim_end_matches('/'));
+    }
+    see_other(
+        location.as_str(),
+        session::with_cookie(HeaderMap::new(), Some(cookie)),
+    )
+}
+
+#[derive(Serialize)]
+struct StepView<'a> {
+    csrf: &'a str,
+    step: u32,
+    acr: &'a str,
+    message: Option<&'a str>,
+    sent_to: Option<&'a str>,
+    working: &'a BTreeMap<String, String>,
+}
+
+fn template_for(page: &str) -> Option<String> {
+    if page.is_empty() {
+        return Some("login.html".into());
+    }
+    let plain = page
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    plain.then(|| format!("{page}.html"))
+}
+
+fn render_step(state: &WebState, session: &Session, page: &StepPage, id: &str) -> Response {
+    let Some(template) = template_for(&page.page).filter(|t| state.pages.exists(t)) else {
+        tracing::error!(target: "server", acr = page.acr.as_str(), login = page.correlation_id.as_str(), "getPageForStep named page {:?}, which has no template: add {}.html to the pages directory", page.page, page.page);
+        return state.error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Sign-in is not available",
+            "This sign-in step cannot be shown.",
+            id,
+        );
+    };
+    let view = StepView {
+        csrf: &session.data.csrf,
+        step: page.step,
+        acr: &page.acr,
+        message: page.message.as_deref(),
+        sent_to: page.working.get("sent_to").map(String::as_str),
+        working: &page.working,
+    };
+    match state.pages.render(&template, &view) {
+        Ok(html) => {
+            // The last step's answer redirects to the application: allow that origin as a form target.
+            let target = session
+                .data
+                .authorization
+                .as_ref()
+                .and_then(|a| url::Url::parse(&a.redirect_uri).ok())
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or_default();
+            let csp = DEFAULT_CSP.replace(
+                "form-action 'self'",
+                &format!("form-action 'self' {target}"),
+            );
+            let mut response = Html(html).into_response();
+            if let Ok(value) = HeaderValue::from_str(&csp) {
+                response
+                    .headers_mut()
+                    .insert(CONTENT_SECURITY_POLICY, value);
+            }
+            response
+        }
+        Err(error) => {
+            tracing::error!(target: "server", acr = page.acr.as_str(), "{error}");
+            state.error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sign-in is not available",
+                "This sign-in step cannot be shown.",
+                id,
+            )
+        }
+    }
+}
+
+fn no_login(state: &WebState, id: &str) -> Response {
+    state.error_page(
+        StatusCode::BAD_REQUEST,
+        "No sign-in in progress",
+        "Your sign-in has expired or was never started. Go back to the application and start again.",
+        id,
+    )
+}
+
+fn current_login(session: &Session) -> Option<LoginHandle> {
+    session.data.login.as_deref().and_then(LoginHandle::parse)
+}
+
+pub async fn show_step(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let app = state.clone();
+    blocking(&state, move || {
+        app.log_scope(|| {
+            let config = app.host.config();
+            let id = request_id(&headers);
+            let session = match session::load(app.store.as_ref(), &config.oidc, &headers) {
+                Ok(session) => session,
+                Err(e) => return unavailable(&app, &e.to_string(), &id),
+            };
+            let Some(login) = current_login(&session).filter(|_| session.id.is_some()) else {
+                return no_login(&app, &id);
+            };
+            match app.engine.current(&login) {
+                Ok(page) => render_step(&app, &session, &page, &id),
+                Err(error) => flow_failure(&app, error, &id),
+            }
+        })
+    })
+    .await
+}
+
+pub async fn submit_step(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    let app = state.clone();
+    blocking(&state, move || {
+        app.log_scope(|| submit(&app, &headers, pairs))
+    })
+    .await
+}
+
+fn submit(state: &WebState, headers: &HeaderMap, pairs: Vec<(String, String)>) -> Response {
+    let config = state.host.config();
+    let id = request_id(headers);
+    let mut session = match session::load(state.store.as_ref(), &config.oidc, headers) {
+        Ok(session) => session,
+        Err(e) => return unavailable(state, &e.to_string(), &id),
+    };
+    let Some(login) = current_login(&session).filter(|_| session.id.is_some()) else {
+        return no_login(state, &id);
+    };
+    let csrf = pairs
+        .iter()
+        .find(|(n, _)| n == "csrf")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    let csrf_ok: bool =
+        subtle::ConstantTimeEq::ct_eq(csrf.as_bytes(), session.data.csrf.as_bytes()).into();
+    if !csrf_ok {
+        tracing::warn!(target: "server", request = id.as_str(), "login form refused: missing or wrong CSRF token");
+        return state.error_page(
+            StatusCode::FORBIDDEN,
+            "This form has expired",
+            "Go back to the application and start again.",
+            &id,
+        );
+    }
+    let Some(step) = pairs
+        .iter()
+        .find(|(n, _)| n == "step")
+        .and_then(|(_, v)| v.parse::<u32>().ok())
+    else {
+        return state.error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid form",
+            "The form is missing its step.",
+            &id,
+        );
+    };
+    let params = RequestParams::from_pairs(
+        pairs
+            .into_iter()
+            .filter(|(n, _)| n != "csrf" && n != "step"),
+    );
+    match state.engine.submit(&login, step, &params) {
+        Ok(StepOutcome::Next(_)) => match session.rotate(state.store.as_ref(), &config.oidc) {
+            Ok(cookie) => see_other(
+                "/login",
+                session::with_cookie(HeaderMap::new(), Some(cookie)),
+            ),
+            Err(e) => unavailable(state, &e.to_string(), &id),
+        },
+        Ok(StepOutcome::Retry(_)) => see_other("/login", HeaderMap::new()),
+        Ok(StepOutcome::Authenticated(done)) => {
+            let Some(request) = session.data.authorization.clone() else {
+                return no_login(state, &id);
+            };
+            let amr = config
+                .script(&done.acr)
+                .and_then(|s| s.amr.clone())
+                .unwrap_or_else(|| {
+                    if done.steps_passed.len() > 1 {
+                        vec!["pwd".into(), "mfa".into()]
+                    } else {
+                        vec!["pwd".into()]
+                    }
+                });
+            let signed_in = SignedIn {
+                user: done.user,
+                acr: done.acr,
+                amr,
+                auth_time: done.auth_time,
+            };
+            finish(state, &config, &mut session, &request, signed_in, &id)
+        }
+        Err(error) => flow_failure(state, error, &id),
+    }
+}
+
+/// The one place login flow errors become responses.
+fn flow_failure(state: &WebState, error: FlowError, id: &str) -> Response {
+    match error {
+        FlowError::StepOutOfOrder { .. } | FlowError::Conflict => {
+            see_other("/login", HeaderMap::new())
+        }
+        FlowError::LoginNotFound => no_login(state, id),
+        FlowError::UnknownAcr(_)
+        | FlowError::DisabledAcr(_)
+        | FlowError::UnavailableAcr { .. }
+        | FlowError::NotInteractive(_)
+        | FlowError::NoDefaultAcr
+        | FlowError::MethodNotValid(_)
+        | FlowError::StepNotPrepared { .. }
+        | FlowError::Script(_) => {
+            tracing::error!(target: "server", request = id, "login cannot continue: {error}");
+            state.error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in is not available",
+                "Please try again later.",
+                id,
+            )
+        }
+        FlowError::Store(_) | FlowError::Corrupt(_) => unavailable(state, &error.to_string(), id),
+    }
+}

@@ -1,0 +1,237 @@
+//! OpenID Connect endpoints: discovery, JWKS, token, userinfo, RP-initiated logout.
+
+use axum::extract::{Form, Query, State};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+
+use crate::flow::hooks::RequestParams;
+use crate::web::session;
+use crate::web::{blocking, request_id, single_values, WebState};
+
+pub async fn discovery(State(state): State<WebState>) -> Response {
+    let config = state.host.config();
+    let document = state.provider.discovery(&config, &state.interactive_acrs());
+    (
+        [(
+            CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        )],
+        Json(document),
+    )
+        .into_response()
+}
+
+pub async fn jwks(State(state): State<WebState>) -> Response {
+    (
+        [(
+            CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        )],
+        Json(state.provider.jwks()),
+    )
+        .into_response()
+}
+
+/// `Authorization: Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 section 2.3.1).
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let unescape = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    Some((unescape(id)?, unescape(secret)?))
+}
+
+fn token_error(status: u16, error: &str, description: &str, basic: bool) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = (
+        status,
+        Json(serde_json::json!({ "error": error, "error_description": description })),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED && basic {
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"gatehouse\""),
+        );
+    }
+    response
+        .headers_mut()
+        .insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+pub async fn token(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    let app = state.clone();
+    blocking(&state, move || {
+        app.log_scope(|| {
+            let basic = basic_credentials(&headers);
+            let used_basic = headers.contains_key(AUTHORIZATION);
+            let form = match single_values(pairs) {
+                Ok(form) => form,
+                Err(name) => return token_error(400, "invalid_request", &format!("parameter {name} is repeated"), used_basic),
+            };
+            let config = app.host.config();
+            match app.provider.exchange_code(&config, &form, basic) {
+                Ok(tokens) => {
+                    tracing::info!(target: "server", request = request_id(&headers).as_str(), "tokens issued ({})", tokens.scope);
+                    let mut response = Json(tokens).into_response();
+                    response.headers_mut().insert(PRAGMA, HeaderValue::from_static("no-cache"));
+                    response
+                }
+                Err(error) => {
+                    tracing::warn!(target: "server", request = request_id(&headers).as_str(), "token request refused: {} ({})", error.error, error.description);
+                    token_error(error.status, error.error, &error.description, used_basic)
+                }
+            }
+        })
+    })
+    .await
+}
+
+pub async fn userinfo(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let app = state.clone();
+    blocking(&state, move || {
+        let refuse = || {
+            let mut response = StatusCode::UNAUTHORIZED.into_response();
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+            response
+        };
+        let token = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let Some(token) = token else { return refuse() };
+        match app.provider.userinfo(token.trim()) {
+            Ok(Some(claims)) => Json(claims).into_response(),
+            Ok(None) => refuse(),
+            Err(e) => {
+                app.log_scope(|| tracing::error!(target: "server", "userinfo: {e}"));
+                StatusCode::SERVICE_UNAVAILABLE.into_response()
+            }
+        }
+    })
+    .await
+}
+
+pub async fn end_session(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    let app = state.clone();
+    blocking(&state, move || {
+        app.log_scope(|| {
+            let config = app.host.config();
+            let id = request_id(&headers);
+            let params = match single_values(pairs) {
+                Ok(params) => params,
+                Err(name) => {
+                    return app.error_page(
+                        StatusCode::BAD_REQUEST,
+                        "Invalid request",
+                        &format!("The parameter {name} is repeated."),
+                        &id,
+                    )
+                }
+            };
+            let hint = params
+                .get("id_token_hint")
+                .and_then(|t| app.provider.logout_hint(&config, t));
+            if params.contains_key("id_token_hint") && hint.is_none() {
+                return app.error_page(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid request",
+                    "The id_token_hint is not valid.",
+                    &id,
+                );
+            }
+            let client_id = hint
+                .as_ref()
+                .map(|h| h.client_id.clone())
+                .or_else(|| params.get("client_id").cloned());
+            // Only a registered post-logout URI of the client is ever a redirect target.
+            let target = match params.get("post_logout_redirect_uri") {
+                Some(uri) => {
+                    let registered = client_id
+                        .as_deref()
+                        .and_then(|c| config.client(c))
+                        .is_some_and(|c| c.post_logout_redirect_uris.iter().any(|r| r == uri));
+                    if !registered {
+                        return app.error_page(
+                            StatusCode::BAD_REQUEST,
+                            "Invalid request",
+                            "The post_logout_redirect_uri is not registered for this application.",
+                            &id,
+                        );
+                    }
+                    Some(uri.clone())
+                }
+                None => None,
+            };
+            let mut session = match session::load(app.store.as_ref(), &config.oidc, &headers) {
+                Ok(session) => session,
+                Err(e) => {
+                    tracing::error!(target: "server", "{e}");
+                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+            };
+            if let Some(signed_in) = session.data.signed_in.clone() {
+                let same_user = hint.as_ref().is_none_or(|h| h.user == signed_in.user);
+                if same_user {
+                    let params = RequestParams::from_pairs(
+                        params
+                            .iter()
+                            .filter(|(n, _)| *n != "id_token_hint")
+                            .map(|(k, v)| (k.clone(), v.clone())),
+                    );
+                    app.engine.logout(&signed_in.acr, &signed_in.user, &params);
+                }
+            }
+            let cookie = session.destroy(app.store.as_ref(), &config.oidc).ok();
+            let headers = session::with_cookie(HeaderMap::new(), cookie);
+            match target {
+                Some(uri) => {
+                    let mut location = url::Url::parse(&uri).expect("registered URIs are valid");
+                    if let Some(state_value) = params.get("state") {
+                        location.query_pairs_mut().append_pair("state", state_value);
+                    }
+                    let mut response = (StatusCode::SEE_OTHER, headers).into_response();
+                    if let Ok(value) = HeaderValue::from_str(location.as_str()) {
+                        response
+                            .headers_mut()
+                            .insert(axum::http::header::LOCATION, value);
+                    }
+                    response
+                }
+                None => {
+                    let html = app
+                        .pages
+                        .render("signed_out.html", minijinja::context! {})
+                        .unwrap_or_default();
+                    (headers, Html(html)).into_response()
+                }
+            }
+        })
+    })
+    .await
+}
