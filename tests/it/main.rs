@@ -3,6 +3,7 @@
 mod bridge;
 mod login;
 mod logs;
+mod oidc_e2e;
 mod providers;
 mod reload;
 mod sandbox;

@@ -2,6 +2,7 @@
 //! captures messages, provider mocks, and polling with a deadline (no sleeps as synchronisation).
 
 pub mod mock_http;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -125,6 +126,9 @@ pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub app: Gatehouse,
     pub sms: Arc<CapturedSms>,
+    /// `http://127.0.0.1:PORT` when serving HTTP.
+    pub base: Option<String>,
+    pub server: Option<web::WebServer>,
 }
 
 #[derive(Default)]
@@ -133,10 +137,38 @@ pub struct EnvOptions {
     pub watch: bool,
     /// More config sections (e.g. [sms.providers.NAME]).
     pub extra_config: String,
+    /// Serve HTTP on 127.0.0.1 (the issuer is that address).
+    pub web: bool,
+    /// Overrides the issuer written to the config (e.g. an https one, to check cookie flags).
+    pub issuer: Option<String>,
 }
 
 /// Provider mocks listen on 127.0.0.1 over plain http: the test config allows exactly that.
 pub const TEST_HTTP: &str = "[http]\ninsecure_http_hosts = [\"127.0.0.1\"]\nallow_addresses = [\"127.0.0.1\"]\ntimeout_ms = 1500\nconnect_timeout_ms = 1000\n";
+
+/// The relying party registered in every test deployment.
+pub const RP_ID: &str = "rp";
+pub const RP_SECRET: &str = "rp-secret-0f3c";
+pub const RP_REDIRECT: &str = "http://127.0.0.1:9/callback";
+pub const RP_LOGOUT: &str = "http://127.0.0.1:9/signed-out";
+
+/// One RSA key for the whole test run (generating one per test would cost seconds).
+fn signing_key_pem() -> &'static str {
+    static PEM: OnceLock<String> = OnceLock::new();
+    PEM.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        gatehouse::oidc::SigningKey::load_or_create(&path).unwrap();
+        std::fs::read_to_string(path).unwrap()
+    })
+}
+
+fn oidc_text(root: &Path, issuer: &str) -> String {
+    format!(
+        "[oidc]\nissuer = {issuer:?}\nsigning_key_file = {:?}\n\n[[clients]]\nclient_id = {RP_ID:?}\nclient_secret = {RP_SECRET:?}\nredirect_uris = [{RP_REDIRECT:?}]\npost_logout_redirect_uris = [{RP_LOGOUT:?}]\n\n[[clients]]\nclient_id = \"legacy\"\nclient_secret = \"legacy-secret\"\nredirect_uris = [{RP_REDIRECT:?}]\nrequire_pkce = false\n",
+        root.join("config/signing-key.pem")
+    )
+}
 
 pub fn config_text(root: &Path, scripts: &[ScriptSpec], sandbox: &str, extra: &str) -> String {
     let mut text = format!(
@@ -166,6 +198,18 @@ impl TestEnv {
         for sub in ["config", "scripts", "logs"] {
             std::fs::create_dir_all(root.join(sub)).unwrap();
         }
+        std::fs::write(root.join("config/signing-key.pem"), signing_key_pem()).unwrap();
+        let listener = options
+            .web
+            .then(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        let base = listener
+            .as_ref()
+            .map(|l| format!("http://{}", l.local_addr().unwrap()));
+        let issuer = options
+            .issuer
+            .clone()
+            .or(base.clone())
+            .unwrap_or_else(|| "http://localhost:8080".into());
         let users = format!(
             "[users.alice]\npassword = {:?}\n[users.alice.attributes]\nphoneNumberVerified = {ALICE_PHONE:?}\n\n\
              [users.bob]\npassword = {:?}\n[users.bob.attributes]\nmobile = {BOB_MOBILE:?}\n\n\
@@ -184,7 +228,12 @@ impl TestEnv {
         }
         std::fs::write(
             root.join("config/gatehouse.toml"),
-            config_text(root, &scripts, &options.sandbox, &options.extra_config),
+            config_text(
+                root,
+                &scripts,
+                &options.sandbox,
+                &format!("{}\n{}", oidc_text(root, &issuer), options.extra_config),
+            ),
         )
         .unwrap();
         let sms = Arc::new(CapturedSms::default());
@@ -197,7 +246,15 @@ impl TestEnv {
         if options.watch {
             app.watch().unwrap();
         }
-        TestEnv { dir, app, sms }
+        let server =
+            listener.map(|listener| web::WebServer::start(listener, app.web_state().unwrap()));
+        TestEnv {
+            dir,
+            app,
+            sms,
+            base,
+            server,
+        }
     }
 
     pub fn root(&self) -> &Path {

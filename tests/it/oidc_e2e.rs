@@ -1,0 +1,196 @@
+//! End to end with a real relying-party library (the `openidconnect` crate): discovery, an
+//! authorization URL with acr_values, PKCE and nonce, the login forms posted by a cookie-keeping
+//! client, the code exchange, the ID token verified (signature via JWKS, nonce, acr), userinfo.
+//! Once for each shipped script.
+
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreUserInfoClaims,
+};
+use openidconnect::{
+    AuthenticationContextClass, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl,
+    Nonce, OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+};
+
+use crate::support::mock_http::{MockResponse, MockServer};
+use crate::support::web::{csrf_of, location, query_param, Browser};
+use crate::support::*;
+
+/// Logs in through the pages: password, then the code `code_for()` finds after step 1.
+fn log_in_with_pages(
+    browser: &Browser,
+    base: &str,
+    authorize_url: &str,
+    code_for: impl Fn() -> String,
+) -> String {
+    let start = browser.get(authorize_url);
+    assert_eq!(start.status(), 303, "{}", start.text().unwrap_or_default());
+    assert_eq!(location(&start), "/login");
+    let page = browser.get(&format!("{base}/login")).text().unwrap();
+    assert!(page.contains("name=\"password\""), "{page}");
+    let csrf = csrf_of(&page);
+    let step = browser.post(
+        &format!("{base}/login"),
+        &[
+            ("csrf", &csrf),
+            ("step", "1"),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+        ],
+    );
+    assert_eq!(location(&step), "/login");
+    let page = browser.get(&format!("{base}/login")).text().unwrap();
+    assert!(
+        page.contains("autocomplete=\"one-time-code\"") && page.contains("+44******0123"),
+        "{page}"
+    );
+    let csrf = csrf_of(&page);
+    let done = browser.post(
+        &format!("{base}/login"),
+        &[("csrf", &csrf), ("step", "2"), ("passcode", &code_for())],
+    );
+    assert_eq!(done.status(), 303);
+    location(&done)
+}
+
+fn relying_party_login(env: &TestEnv, acr: &str, code_for: impl Fn() -> String) {
+    let base = env.base.clone().unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let metadata =
+        CoreProviderMetadata::discover(&IssuerUrl::new(base.clone()).unwrap(), &http).unwrap();
+    let supported: Vec<String> = metadata
+        .acr_values_supported()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().to_owned())
+        .collect();
+    assert!(
+        supported.contains(&acr.to_owned()),
+        "{acr} in acr_values_supported {supported:?}"
+    );
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(RP_ID.into()),
+        Some(ClientSecret::new(RP_SECRET.into())),
+    )
+    .set_redirect_uri(RedirectUrl::new(RP_REDIRECT.into()).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (authorize_url, state, nonce) = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("profile".into()))
+        .add_scope(Scope::new("phone".into()))
+        .add_scope(Scope::new("email".into()))
+        .add_auth_context_value(AuthenticationContextClass::new(acr.into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let browser = Browser::new();
+    let callback = log_in_with_pages(&browser, &base, authorize_url.as_str(), code_for);
+    assert!(callback.starts_with(RP_REDIRECT), "{callback}");
+    assert_eq!(
+        query_param(&callback, "state").as_deref(),
+        Some(state.secret().as_str())
+    );
+    assert_eq!(
+        query_param(&callback, "iss").as_deref(),
+        Some(base.as_str())
+    );
+    let code = query_param(&callback, "code").unwrap();
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(code))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request(&http)
+        .unwrap();
+    let id_token = tokens.id_token().expect("an ID token");
+    let claims = id_token
+        .claims(&client.id_token_verifier(), &nonce)
+        .expect("signature, issuer, audience, nonce verified");
+    assert_eq!(claims.subject().as_str(), "alice");
+    assert_eq!(claims.auth_context_ref().map(|a| a.as_str()), Some(acr));
+    let amr: Vec<String> = claims
+        .auth_method_refs()
+        .unwrap()
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    assert_eq!(amr, ["pwd", "sms", "mfa"]);
+    let userinfo: CoreUserInfoClaims = client
+        .user_info(tokens.access_token().clone(), None)
+        .unwrap()
+        .request(&http)
+        .unwrap();
+    assert_eq!(userinfo.subject().as_str(), "alice");
+    assert_eq!(
+        userinfo.phone_number().map(|p| p.as_str()),
+        Some(ALICE_PHONE)
+    );
+}
+
+fn web_env(scripts: Vec<ScriptSpec>) -> TestEnv {
+    TestEnv::with_options(
+        scripts,
+        EnvOptions {
+            web: true,
+            ..EnvOptions::default()
+        },
+    )
+}
+
+const AMR: &str = "amr = [\"pwd\", \"sms\", \"mfa\"]";
+
+#[test]
+fn relying_party_logs_in_with_sms_otp() {
+    let env = web_env(vec![script("sms_otp", &shipped_script()).with(AMR)]);
+    relying_party_login(&env, "sms_otp", || env.sms.last_code());
+    assert_log_clean(&env, &[&env.sms.last_code(), ALICE_PASSWORD, RP_SECRET]);
+}
+
+#[test]
+fn relying_party_logs_in_with_twilio_sms() {
+    let twilio = MockServer::sequence(vec![MockResponse::json(201, r#"{"sid":"SM9"}"#)]);
+    let env = web_env(vec![
+        script("sms_otp", &shipped_script()).with(AMR),
+        script("twilio_sms", &shipped("twilio_sms")).with(&format!(
+            "{AMR}\n[scripts.properties]\ntwilio_sid = \"AC1\"\ntwilio_token = \"tw-tok-x\"\nfrom_number = \"+15550001111\"\ntwilio_api_base = {:?}",
+            twilio.url()
+        )),
+    ]);
+    relying_party_login(&env, "twilio_sms", || {
+        twilio.requests().last().unwrap().form()[2].1[..6].to_owned()
+    });
+    assert_eq!(twilio.requests().len(), 1);
+    assert_eq!(env.sms.count(), 0, "the default provider was not used");
+}
+
+#[test]
+fn relying_party_logs_in_with_stytch() {
+    let stytch = MockServer::start(|request| match request.path.as_str() {
+        "/v1/otps/sms/login_or_create" => MockResponse::json(
+            200,
+            r#"{"status_code":200,"phone_id":"phone-number-test-e2e"}"#,
+        ),
+        "/v1/otps/authenticate" if request.json()["code"] == "135790" => {
+            MockResponse::json(200, r#"{"status_code":200}"#)
+        }
+        _ => MockResponse::json(404, r#"{"status_code":404,"error_message":"nope"}"#),
+    });
+    let base = stytch.url();
+    let env = web_env(vec![
+        script("sms_otp", &shipped_script()).with(AMR),
+        script("stytch", &shipped("stytch")).with(&format!(
+            "{AMR}\n[scripts.properties]\nSMS_ENDPOINT = \"{base}/v1/otps/sms/send\"\nAUTH_ENDPOINT = \"{base}/v1/otps/authenticate\"\nENROLL_ENDPOINT = \"{base}/v1/otps/sms/login_or_create\"\nPROJECT_ID = \"project-test-e2e\"\nSECRET = \"secret-test-e2e\""
+        )),
+    ]);
+    relying_party_login(&env, "stytch", || "135790".to_owned());
+    assert_eq!(
+        stytch.requests().len(),
+        2,
+        "one enrolment/send, one authenticate"
+    );
+}
