@@ -8,3 +8,4 @@ mod providers;
 mod reload;
 mod sandbox;
 mod support;
+mod web;

@@ -128,6 +128,8 @@ pub struct TestEnv {
     pub sms: Arc<CapturedSms>,
     /// `http://127.0.0.1:PORT` when serving HTTP.
     pub base: Option<String>,
+    /// Held for its `Drop`, which stops the server.
+    #[allow(dead_code)]
     pub server: Option<web::WebServer>,
 }
 
@@ -141,6 +143,8 @@ pub struct EnvOptions {
     pub web: bool,
     /// Overrides the issuer written to the config (e.g. an https one, to check cookie flags).
     pub issuer: Option<String>,
+    /// More keys for the [oidc] section.
+    pub oidc_extra: String,
 }
 
 /// Provider mocks listen on 127.0.0.1 over plain http: the test config allows exactly that.
@@ -163,9 +167,9 @@ fn signing_key_pem() -> &'static str {
     })
 }
 
-fn oidc_text(root: &Path, issuer: &str) -> String {
+fn oidc_text(root: &Path, issuer: &str, extra: &str) -> String {
     format!(
-        "[oidc]\nissuer = {issuer:?}\nsigning_key_file = {:?}\n\n[[clients]]\nclient_id = {RP_ID:?}\nclient_secret = {RP_SECRET:?}\nredirect_uris = [{RP_REDIRECT:?}]\npost_logout_redirect_uris = [{RP_LOGOUT:?}]\n\n[[clients]]\nclient_id = \"legacy\"\nclient_secret = \"legacy-secret\"\nredirect_uris = [{RP_REDIRECT:?}]\nrequire_pkce = false\n",
+        "[oidc]\nissuer = {issuer:?}\nsigning_key_file = {:?}\n{extra}\n\n[[clients]]\nclient_id = {RP_ID:?}\nclient_secret = {RP_SECRET:?}\nredirect_uris = [{RP_REDIRECT:?}]\npost_logout_redirect_uris = [{RP_LOGOUT:?}]\n\n[[clients]]\nclient_id = \"legacy\"\nclient_secret = \"legacy-secret\"\nredirect_uris = [{RP_REDIRECT:?}]\nrequire_pkce = false\n",
         root.join("config/signing-key.pem")
     )
 }
@@ -232,7 +236,11 @@ impl TestEnv {
                 root,
                 &scripts,
                 &options.sandbox,
-                &format!("{}\n{}", oidc_text(root, &issuer), options.extra_config),
+                &format!(
+                    "{}\n{}",
+                    oidc_text(root, &issuer, &options.oidc_extra),
+                    options.extra_config
+                ),
             ),
         )
         .unwrap();

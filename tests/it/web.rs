@@ -1,0 +1,612 @@
+//! The web login and OIDC endpoints refuse what they must: wrong redirect URIs, replayed or
+//! expired codes, PKCE mistakes, unknown acrs, CSRF failures, out-of-order steps; and they send
+//! the cookie flags and security headers they promise.
+
+use std::time::Duration;
+
+use reqwest::blocking::Response;
+
+use crate::support::web::{csrf_of, location, query_param, session_cookie, Browser};
+use crate::support::*;
+
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r7wW1gFWFOEjXk";
+const CHALLENGE: &str = "bwWFMyPfdG9qreDhH2lmftFx_dFeLDalzcT1gb_j68g";
+
+fn web_env_with(options: EnvOptions) -> TestEnv {
+    let scripts = vec![
+        script("sms_otp", &shipped_script()).with("level = 10"),
+        script("second", &shipped_script()).with("level = 5"),
+        script("off", &shipped_script()).with("enabled = false"),
+    ];
+    TestEnv::with_options(
+        scripts,
+        EnvOptions {
+            web: true,
+            ..options
+        },
+    )
+}
+
+fn web_env() -> TestEnv {
+    web_env_with(EnvOptions::default())
+}
+
+fn authorize_url(env: &TestEnv, extra: &[(&str, &str)]) -> String {
+    let mut url = url::Url::parse(&format!("{}/authorize", env.base.as_ref().unwrap())).unwrap();
+    {
+        let mut query = url.query_pairs_mut();
+        for (name, value) in [
+            ("client_id", RP_ID),
+            ("redirect_uri", RP_REDIRECT),
+            ("response_type", "code"),
+            ("scope", "openid profile"),
+            ("state", "s-1"),
+            ("nonce", "n-1"),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ] {
+            if !extra.iter().any(|(n, _)| *n == name) {
+                query.append_pair(name, value);
+            }
+        }
+        for (name, value) in extra.iter().filter(|(_, v)| !v.is_empty()) {
+            query.append_pair(name, value);
+        }
+    }
+    url.to_string()
+}
+
+fn login_page(env: &TestEnv, browser: &Browser) -> String {
+    browser
+        .get(&format!("{}/login", env.base.as_ref().unwrap()))
+        .text()
+        .unwrap()
+}
+
+fn post_step(env: &TestEnv, browser: &Browser, fields: &[(&str, &str)]) -> Response {
+    browser.post(&format!("{}/login", env.base.as_ref().unwrap()), fields)
+}
+
+/// Logs in through the pages and returns the callback URL.
+fn full_login(env: &TestEnv, browser: &Browser, url: &str) -> String {
+    assert_eq!(location(&browser.get(url)), "/login");
+    let csrf = csrf_of(&login_page(env, browser));
+    post_step(
+        env,
+        browser,
+        &[
+            ("csrf", &csrf),
+            ("step", "1"),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+        ],
+    );
+    let csrf = csrf_of(&login_page(env, browser));
+    let done = post_step(
+        env,
+        browser,
+        &[
+            ("csrf", &csrf),
+            ("step", "2"),
+            ("passcode", &env.sms.last_code()),
+        ],
+    );
+    location(&done)
+}
+
+fn token_request(
+    env: &TestEnv,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> (u16, serde_json::Value) {
+    let client = reqwest::blocking::Client::new();
+    let mut request = client
+        .post(format!("{}/token", env.base.as_ref().unwrap()))
+        .form(form);
+    if let Some((user, password)) = basic {
+        request = request.basic_auth(user, Some(password));
+    }
+    let response = request.send().unwrap();
+    (response.status().as_u16(), response.json().unwrap())
+}
+
+fn exchange(env: &TestEnv, code: &str, verifier: Option<&str>) -> (u16, serde_json::Value) {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", RP_REDIRECT),
+    ];
+    if let Some(verifier) = verifier {
+        form.push(("code_verifier", verifier));
+    }
+    token_request(env, &form, Some((RP_ID, RP_SECRET)))
+}
+
+#[test]
+fn discovery_lists_enabled_interactive_acrs_in_level_order() {
+    let env = web_env();
+    let doc: serde_json::Value = Browser::new()
+        .get(&format!(
+            "{}/.well-known/openid-configuration",
+            env.base.as_ref().unwrap()
+        ))
+        .json()
+        .unwrap();
+    assert_eq!(doc["issuer"], env.base.clone().unwrap());
+    assert_eq!(
+        doc["acr_values_supported"],
+        serde_json::json!(["second", "sms_otp"])
+    );
+    assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(
+        doc["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(
+        doc["id_token_signing_alg_values_supported"],
+        serde_json::json!(["RS256"])
+    );
+    let jwks: serde_json::Value = Browser::new()
+        .get(doc["jwks_uri"].as_str().unwrap())
+        .json()
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "RSA");
+    assert!(jwks["keys"][0]["kid"]
+        .as_str()
+        .is_some_and(|k| k.len() == 16));
+}
+
+#[test]
+fn redirect_uri_must_match_exactly_and_a_mismatch_is_never_a_redirect() {
+    let env = web_env();
+    for variant in [
+        "http://127.0.0.1:9/callback2",
+        "http://127.0.0.1:9/callback?x=1",
+        "http://127.0.0.1:9/Callback",
+        "HTTP://127.0.0.1:9/callback",
+        "http://127.0.0.1:10/callback",
+        "http://127.0.0.1:9/callback/",
+        "http://127.0.0.1:9/callback#frag",
+        "https://127.0.0.1:9/callback",
+    ] {
+        let response = Browser::new().get(&authorize_url(&env, &[("redirect_uri", variant)]));
+        assert_eq!(response.status(), 400, "{variant}");
+        assert!(
+            location(&response).is_empty(),
+            "{variant} must not redirect"
+        );
+        assert!(
+            response.text().unwrap().contains("not registered"),
+            "{variant}"
+        );
+    }
+    let unknown = Browser::new().get(&authorize_url(&env, &[("client_id", "nobody")]));
+    assert_eq!(unknown.status(), 400);
+    assert!(location(&unknown).is_empty());
+}
+
+#[test]
+fn protocol_errors_go_back_to_the_application_with_the_state() {
+    let env = web_env();
+    for (extra, error) in [
+        (vec![("code_challenge_method", "plain")], "invalid_request"),
+        (
+            vec![("code_challenge", ""), ("code_challenge_method", "")],
+            "invalid_request",
+        ),
+        (
+            vec![("response_type", "token")],
+            "unsupported_response_type",
+        ),
+        (vec![("scope", "profile")], "invalid_scope"),
+        (vec![("acr_values", "no_such_acr")], "invalid_request"),
+        (vec![("acr_values", "off")], "invalid_request"),
+        (vec![("prompt", "none")], "login_required"),
+    ] {
+        let response = Browser::new().get(&authorize_url(&env, &extra));
+        assert_eq!(response.status(), 303, "{extra:?}");
+        let target = location(&response);
+        assert!(target.starts_with(RP_REDIRECT), "{target}");
+        assert_eq!(
+            query_param(&target, "error").as_deref(),
+            Some(error),
+            "{extra:?}: {target}"
+        );
+        assert_eq!(query_param(&target, "state").as_deref(), Some("s-1"));
+    }
+    // Without PKCE, a client configured not to need it is fine.
+    let legacy = Browser::new().get(&authorize_url(
+        &env,
+        &[
+            ("client_id", "legacy"),
+            ("code_challenge", ""),
+            ("code_challenge_method", ""),
+        ],
+    ));
+    assert_eq!(location(&legacy), "/login");
+}
+
+#[test]
+fn first_enabled_acr_wins_and_state_is_echoed_byte_for_byte() {
+    let env = web_env();
+    let browser = Browser::new();
+    let odd_state = "a b+c/%20&=ü\"<>";
+    let url = authorize_url(
+        &env,
+        &[
+            ("acr_values", "off no_such second sms_otp"),
+            ("state", odd_state),
+        ],
+    );
+    let callback = full_login(&env, &browser, &url);
+    assert_eq!(query_param(&callback, "state").as_deref(), Some(odd_state));
+    let log = env.wait_for_log("authenticated user alice");
+    assert!(
+        log.contains("acr=second") && log.contains("authenticated user alice"),
+        "{log}"
+    );
+}
+
+#[test]
+fn codes_are_single_use_and_pkce_is_checked() {
+    let env = web_env();
+    let browser = Browser::new();
+    let code = query_param(
+        &full_login(&env, &browser, &authorize_url(&env, &[])),
+        "code",
+    )
+    .unwrap();
+    let (status, body) = exchange(
+        &env,
+        &code,
+        Some("dBjftJeZ4CVP-mB92K27uhbUJU1p1r7wW1gFWFOEjXx"),
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "wrong verifier"
+    );
+    // The failed attempt used the code up: the right verifier is too late.
+    let (status, body) = exchange(&env, &code, Some(VERIFIER));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+
+    let code = query_param(
+        &full_login(&env, &browser, &authorize_url(&env, &[("prompt", "login")])),
+        "code",
+    )
+    .unwrap();
+    let (status, body) = exchange(&env, &code, None);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "missing verifier"
+    );
+
+    let code = query_param(
+        &full_login(&env, &browser, &authorize_url(&env, &[("prompt", "login")])),
+        "code",
+    )
+    .unwrap();
+    let (status, body) = exchange(&env, &code, Some(VERIFIER));
+    assert_eq!(status, 200, "{body}");
+    assert!(body["id_token"].is_string() && body["access_token"].is_string());
+    let (status, body) = exchange(&env, &code, Some(VERIFIER));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "replay"
+    );
+}
+
+#[test]
+fn expired_codes_are_refused() {
+    let env = web_env_with(EnvOptions {
+        oidc_extra: "code_ttl_seconds = 1".into(),
+        ..EnvOptions::default()
+    });
+    let browser = Browser::new();
+    let code = query_param(
+        &full_login(&env, &browser, &authorize_url(&env, &[])),
+        "code",
+    )
+    .unwrap();
+    // Letting the one-second lifetime pass is the point of this test.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (status, body) = exchange(&env, &code, Some(VERIFIER));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+}
+
+#[test]
+fn client_authentication_basic_and_post() {
+    let env = web_env();
+    let browser = Browser::new();
+    let code = query_param(
+        &full_login(&env, &browser, &authorize_url(&env, &[])),
+        "code",
+    )
+    .unwrap();
+    let (status, body) = token_request(
+        &env,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", RP_REDIRECT),
+            ("code_verifier", VERIFIER),
+            ("client_id", RP_ID),
+            ("client_secret", "wrong"),
+        ],
+        None,
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let code = query_param(
+        &full_login(&env, &browser, &authorize_url(&env, &[("prompt", "login")])),
+        "code",
+    )
+    .unwrap();
+    let (status, body) = token_request(
+        &env,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", RP_REDIRECT),
+            ("code_verifier", VERIFIER),
+            ("client_id", RP_ID),
+            ("client_secret", RP_SECRET),
+        ],
+        None,
+    );
+    assert_eq!(status, 200, "client_secret_post: {body}");
+    let access = body["access_token"].as_str().unwrap();
+    let info: serde_json::Value = reqwest::blocking::Client::new()
+        .get(format!("{}/userinfo", env.base.as_ref().unwrap()))
+        .bearer_auth(access)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(info["sub"], "alice");
+    assert_eq!(
+        info["given_name"],
+        serde_json::Value::Null,
+        "alice has no givenName in tests"
+    );
+    let refused = reqwest::blocking::Client::new()
+        .get(format!("{}/userinfo", env.base.as_ref().unwrap()))
+        .bearer_auth("nope")
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+}
+
+#[test]
+fn csrf_token_is_required_and_checked() {
+    let env = web_env();
+    let browser = Browser::new();
+    browser.get(&authorize_url(&env, &[]));
+    let csrf = csrf_of(&login_page(&env, &browser));
+    for bad in [None, Some("0".repeat(64)), Some(String::new())] {
+        let mut fields = vec![
+            ("step", "1"),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+        ];
+        if let Some(bad) = &bad {
+            fields.push(("csrf", bad.as_str()));
+        }
+        let response = post_step(&env, &browser, &fields);
+        assert_eq!(response.status(), 403, "{bad:?}");
+    }
+    assert_eq!(env.sms.count(), 0, "nothing was tried");
+    let ok = post_step(
+        &env,
+        &browser,
+        &[
+            ("csrf", &csrf),
+            ("step", "1"),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+        ],
+    );
+    assert_eq!(location(&ok), "/login");
+    assert_eq!(env.sms.count(), 1);
+}
+
+#[test]
+fn step_two_cannot_be_reached_before_step_one() {
+    let env = web_env();
+    let browser = Browser::new();
+    browser.get(&authorize_url(&env, &[]));
+    let csrf = csrf_of(&login_page(&env, &browser));
+    let response = post_step(
+        &env,
+        &browser,
+        &[("csrf", &csrf), ("step", "2"), ("passcode", "123456")],
+    );
+    assert_eq!(location(&response), "/login");
+    let page = login_page(&env, &browser);
+    assert!(
+        page.contains("name=\"password\""),
+        "still the password page: {page}"
+    );
+    assert_eq!(env.sms.count(), 0);
+}
+
+#[test]
+fn step_one_failures_look_the_same_and_send_nothing() {
+    let env = web_env();
+    let mut pages = Vec::new();
+    for (user, password) in [
+        ("alice", "wrong"),
+        ("nobody", ALICE_PASSWORD),
+        ("carol", ALICE_PASSWORD),
+    ] {
+        let browser = Browser::new();
+        browser.get(&authorize_url(&env, &[]));
+        let csrf = csrf_of(&login_page(&env, &browser));
+        let response = post_step(
+            &env,
+            &browser,
+            &[
+                ("csrf", &csrf),
+                ("step", "1"),
+                ("username", user),
+                ("password", password),
+            ],
+        );
+        assert_eq!(location(&response), "/login");
+        let page = login_page(&env, &browser);
+        pages.push(page.replace(&csrf_of(&page), "CSRF"));
+    }
+    assert!(pages[0].contains("Failed to authenticate."));
+    assert_eq!(pages[0], pages[1]);
+    assert_eq!(pages[1], pages[2]);
+    assert_eq!(env.sms.count(), 0);
+}
+
+#[test]
+fn cookie_flags_session_rotation_and_security_headers() {
+    let env = web_env();
+    let browser = Browser::new();
+    let start = browser.get(&authorize_url(&env, &[]));
+    let first = session_cookie(&start).unwrap();
+    assert!(
+        first.starts_with("gatehouse_session=")
+            && first.contains("HttpOnly")
+            && first.contains("SameSite=Lax")
+            && first.contains("Path=/"),
+        "{first}"
+    );
+    assert!(
+        !first.contains("Secure"),
+        "no Secure flag over http: {first}"
+    );
+    let page = browser.get(&format!("{}/login", env.base.as_ref().unwrap()));
+    for (name, expected) in [
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(page.headers()[name], expected, "{name}");
+    }
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("frame-ancestors 'none'")
+            && csp.contains("form-action 'self' http://127.0.0.1:9"),
+        "{csp}"
+    );
+    assert!(page.headers().contains_key("x-request-id"));
+    let csrf = csrf_of(&page.text().unwrap());
+    let passed = post_step(
+        &env,
+        &browser,
+        &[
+            ("csrf", &csrf),
+            ("step", "1"),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+        ],
+    );
+    let second = session_cookie(&passed).expect("a new session id after a passed step");
+    assert_ne!(first.split(';').next(), second.split(';').next());
+    // The old session id is worthless now.
+    let stale = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let old = stale
+        .get(format!("{}/login", env.base.as_ref().unwrap()))
+        .header("cookie", first.split(';').next().unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(old.status(), 400);
+    for path in ["/.well-known/openid-configuration", "/health", "/authorize"] {
+        let response = Browser::new().get(&format!("{}{path}", env.base.as_ref().unwrap()));
+        assert_eq!(response.headers()["x-frame-options"], "DENY", "{path}");
+        assert!(
+            response.headers().contains_key("content-security-policy"),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn https_issuer_turns_on_host_prefix_secure_cookies_and_hsts() {
+    let env = web_env_with(EnvOptions {
+        issuer: Some("https://login.example.test".into()),
+        ..EnvOptions::default()
+    });
+    let start = Browser::new().get(&authorize_url(&env, &[]));
+    let cookie = session_cookie(&start).unwrap();
+    assert!(
+        cookie.starts_with("__Host-gatehouse=")
+            && cookie.contains("; Secure")
+            && cookie.contains("Path=/"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Domain="));
+    assert!(start.headers()["strict-transport-security"]
+        .to_str()
+        .unwrap()
+        .starts_with("max-age="));
+}
+
+#[test]
+fn single_sign_on_and_logout() {
+    let env = web_env();
+    let browser = Browser::new();
+    let callback = full_login(&env, &browser, &authorize_url(&env, &[]));
+    let code = query_param(&callback, "code").unwrap();
+    let (_, tokens) = exchange(&env, &code, Some(VERIFIER));
+    let sent = env.sms.count();
+    // Signed in: the next authorization skips the login.
+    let again = browser.get(&authorize_url(&env, &[("state", "s-2")]));
+    let target = location(&again);
+    assert!(
+        target.starts_with(RP_REDIRECT) && query_param(&target, "code").is_some(),
+        "{target}"
+    );
+    assert_eq!(env.sms.count(), sent);
+    // prompt=login forces a new login; an acr the session did not use does too.
+    assert_eq!(
+        location(&browser.get(&authorize_url(&env, &[("prompt", "login")]))),
+        "/login"
+    );
+    assert_eq!(
+        location(&browser.get(&authorize_url(&env, &[("acr_values", "second")]))),
+        "/login"
+    );
+    // Logout: only to a registered URI, with the state echoed.
+    let base = env.base.clone().unwrap();
+    let id_token = tokens["id_token"].as_str().unwrap();
+    let bad = browser.get(&format!(
+        "{base}/end_session?id_token_hint={id_token}&post_logout_redirect_uri=http://evil.test/"
+    ));
+    assert_eq!(bad.status(), 400);
+    assert!(location(&bad).is_empty());
+    let out = browser.get(&format!("{base}/end_session?id_token_hint={id_token}&post_logout_redirect_uri={RP_LOGOUT}&state=bye-1"));
+    assert_eq!(location(&out), format!("{RP_LOGOUT}?state=bye-1"));
+    env.wait_for_log("logout of alice: hook returned true");
+    assert_eq!(
+        location(&browser.get(&authorize_url(&env, &[]))),
+        "/login",
+        "signed out"
+    );
+}
