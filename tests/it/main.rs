@@ -1,6 +1,7 @@
 //! Gatehouse integration tests: one binary, one module per concern.
 
 mod bridge;
+mod browser;
 mod login;
 mod logs;
 mod oidc_e2e;
