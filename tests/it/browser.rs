@@ -25,7 +25,11 @@ impl Drop for Chromedriver {
 }
 
 fn start_chromedriver() -> Chromedriver {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
@@ -33,7 +37,9 @@ fn start_chromedriver() -> Chromedriver {
         .spawn()
         .expect("chromedriver is needed for the browser test: apt-get install chromium chromium-driver (.ci/run does)");
     let driver = Chromedriver { child, port };
-    let up = wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let up = wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     assert!(up, "chromedriver did not start on port {port}");
     driver
 }
@@ -48,8 +54,11 @@ fn save(dir: &Path, name: &str, png: &[u8]) {
 
 #[test]
 fn headless_chromium_logs_in_to_the_demo_flow() {
-    let application = MockServer::sequence(vec![MockResponse::text(200, "<html><title>App</title>signed in</html>")
-        .with_header("Content-Type", "text/html")]);
+    let application = MockServer::sequence(vec![MockResponse::text(
+        200,
+        "<html><title>App</title>signed in</html>",
+    )
+    .with_header("Content-Type", "text/html")]);
     let callback = format!("{}/callback", application.url());
     let env = TestEnv::with_options(
         vec![script("sms_otp", &shipped_script()).with("amr = [\"pwd\", \"sms\", \"mfa\"]")],
@@ -68,7 +77,10 @@ fn headless_chromium_logs_in_to_the_demo_flow() {
     );
     let driver = start_chromedriver();
     let profile = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let landed = runtime.block_on(async {
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
@@ -119,9 +131,23 @@ fn headless_chromium_logs_in_to_the_demo_flow() {
     });
     assert!(landed.as_str().starts_with(&callback), "{landed}");
     let pairs: Vec<(String, String)> = landed.query_pairs().into_owned().collect();
-    assert!(pairs.iter().any(|(k, v)| k == "state" && v == "br-1"), "{landed}");
-    assert!(pairs.iter().any(|(k, v)| k == "code" && v.len() == 64), "{landed}");
-    for shot in ["1-password.png", "2-passcode.png", "3-wrong-code.png", "4-application.png"] {
-        assert!(std::fs::metadata(shots.join(shot)).unwrap().len() > 1000, "{shot}");
+    assert!(
+        pairs.iter().any(|(k, v)| k == "state" && v == "br-1"),
+        "{landed}"
+    );
+    assert!(
+        pairs.iter().any(|(k, v)| k == "code" && v.len() == 64),
+        "{landed}"
+    );
+    for shot in [
+        "1-password.png",
+        "2-passcode.png",
+        "3-wrong-code.png",
+        "4-application.png",
+    ] {
+        assert!(
+            std::fs::metadata(shots.join(shot)).unwrap().len() > 1000,
+            "{shot}"
+        );
     }
 }

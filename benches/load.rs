@@ -1,0 +1,289 @@
+//! Load harness: starts Gatehouse on 127.0.0.1 and measures, in one run, requests/s of
+//! `/health`, requests/s of the passcode POST of logins in flight, and complete logins/s (with the
+//! argon2id cost measured on its own), then prints the ratios. Loopback only, bounded in time.
+//!
+//! Run: `cargo bench --bench load` (GATEHOUSE_LOAD_SECONDS sets each phase's length, default 3).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gatehouse::ports::{SmsError, SmsMessage, SmsReceipt, SmsSender};
+use gatehouse::secret::Secret;
+use gatehouse::users::password::{hash_password, PasswordChecker};
+use gatehouse::Builder;
+
+const USERS: usize = 64;
+const CLIENTS: usize = 8;
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r7wW1gFWFOEjXk";
+const CHALLENGE: &str = "bwWFMyPfdG9qreDhH2lmftFx_dFeLDalzcT1gb_j68g";
+
+/// Keeps the last code sent to each number.
+#[derive(Default)]
+struct Sink(Mutex<HashMap<String, String>>);
+
+impl SmsSender for Sink {
+    fn provider(&self) -> &str {
+        "load"
+    }
+    fn send(&self, message: &SmsMessage) -> Result<SmsReceipt, SmsError> {
+        let code = message
+            .text
+            .expose()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        self.0.lock().unwrap().insert(message.to.clone(), code);
+        Ok(SmsReceipt {
+            provider_message_id: None,
+        })
+    }
+}
+
+fn phone(user: usize) -> String {
+    format!("+4477009{user:05}")
+}
+
+struct Browser(reqwest::blocking::Client);
+
+impl Browser {
+    fn new() -> Self {
+        Browser(
+            reqwest::blocking::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        )
+    }
+
+    fn csrf(&self, base: &str) -> String {
+        let page = self
+            .0
+            .get(format!("{base}/login"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let start = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+        page[start..start + 64].to_owned()
+    }
+
+    /// Authorize and pass the password step; afterwards the login waits for its passcode.
+    fn start_login(&self, base: &str, user: usize) -> String {
+        let authorize = format!(
+            "{base}/authorize?client_id=load&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&response_type=code&scope=openid&state=s&code_challenge={CHALLENGE}&code_challenge_method=S256"
+        );
+        assert_eq!(self.0.get(authorize).send().unwrap().status(), 303);
+        let csrf = self.csrf(base);
+        let username = format!("user{user}");
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("step", "1"),
+            ("username", username.as_str()),
+            ("password", "load-test"),
+        ];
+        assert_eq!(
+            self.0
+                .post(format!("{base}/login"))
+                .form(&form)
+                .send()
+                .unwrap()
+                .status(),
+            303
+        );
+        self.csrf(base)
+    }
+
+    /// Posts the passcode; returns the authorization code from the redirect.
+    fn finish_login(&self, base: &str, csrf: &str, passcode: &str) -> String {
+        let form = [("csrf", csrf), ("step", "2"), ("passcode", passcode)];
+        let response = self
+            .0
+            .post(format!("{base}/login"))
+            .form(&form)
+            .send()
+            .unwrap();
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        location
+            .split("code=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn exchange(&self, base: &str, code: &str) {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("code_verifier", VERIFIER),
+        ];
+        let response = self
+            .0
+            .post(format!("{base}/token"))
+            .basic_auth("load", Some("load-secret"))
+            .form(&form)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+}
+
+/// Runs `work` on `threads` threads for `seconds`; returns completed operations per second.
+fn rate(threads: usize, seconds: f64, work: impl Fn(usize) + Sync) -> f64 {
+    let stop = AtomicBool::new(false);
+    let done = AtomicU64::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (stop, done, work) = (&stop, &done, &work);
+            s.spawn(move || {
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    work(i);
+                    done.fetch_add(1, Ordering::Relaxed);
+                    i += threads;
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        stop.store(true, Ordering::Relaxed);
+    });
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let seconds: f64 = std::env::var("GATEHOUSE_LOAD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for sub in ["config", "scripts", "logs"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    let hash = hash_password(&Secret::new("load-test")).unwrap();
+    let users: String = (0..USERS)
+        .map(|i| format!("[users.user{i}]\npassword = {hash:?}\n[users.user{i}.attributes]\nphoneNumberVerified = {:?}\n", phone(i)))
+        .collect();
+    std::fs::write(root.join("config/users.toml"), users).unwrap();
+    let script = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sms_otp.rhai"),
+    )
+    .unwrap();
+    std::fs::write(root.join("scripts/sms_otp.rhai"), script).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::fs::write(
+        root.join("config/gatehouse.toml"),
+        format!(
+            "[paths]\nscripts_dir = {:?}\nlog_dir = {:?}\nusers_file = {:?}\n[login]\ndefault_acr = \"sms_otp\"\n[log]\nconsole = false\nlevel = \"warn\"\n[oidc]\nissuer = {base:?}\nsigning_key_file = {:?}\n[[clients]]\nclient_id = \"load\"\nclient_secret = \"load-secret\"\nredirect_uris = [\"http://127.0.0.1:9/cb\"]\n[[scripts]]\nacr = \"sms_otp\"\nfile = \"sms_otp.rhai\"\n",
+            root.join("scripts"),
+            root.join("logs"),
+            root.join("config/users.toml"),
+            root.join("config/key.pem")
+        ),
+    )
+    .unwrap();
+    let sink = Arc::new(Sink::default());
+    let app = Builder::new(root.join("config/gatehouse.toml"))
+        .sms(sink.clone())
+        .console_log(false)
+        .build()
+        .unwrap();
+    app.load_scripts();
+    let router = gatehouse::web::router(app.web_state().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, router).await.unwrap();
+        });
+    });
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    println!(
+        "load harness: {base}, {CLIENTS} client threads, {seconds} s per phase, {cores} cores"
+    );
+
+    // Baseline: the cheapest endpoint.
+    let clients: Vec<reqwest::blocking::Client> = (0..CLIENTS)
+        .map(|_| reqwest::blocking::Client::new())
+        .collect();
+    let health = rate(CLIENTS, seconds, |i| {
+        assert!(clients[i % CLIENTS]
+            .get(format!("{base}/health"))
+            .send()
+            .unwrap()
+            .status()
+            .is_success());
+    });
+    println!("GET /health                         {health:>10.0} req/s");
+
+    // Passcode POSTs of logins in flight: prepare a batch of logins (one per user, so each code
+    // is known), then time only their final POSTs, sent concurrently.
+    let in_flight = 256;
+    let mut posted = 0usize;
+    let mut post_time = Duration::ZERO;
+    while posted < in_flight {
+        let batch: Vec<(Browser, String, String)> = (0..USERS.min(in_flight - posted))
+            .map(|user| {
+                let browser = Browser::new();
+                let csrf = browser.start_login(&base, user);
+                let code = sink.0.lock().unwrap()[&phone(user)].clone();
+                (browser, csrf, code)
+            })
+            .collect();
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for chunk in batch.chunks(batch.len().div_ceil(CLIENTS)) {
+                let base = &base;
+                s.spawn(move || {
+                    for (browser, csrf, code) in chunk {
+                        browser.finish_login(base, csrf, code);
+                    }
+                });
+            }
+        });
+        post_time += started.elapsed();
+        posted += batch.len();
+    }
+    let passcode = posted as f64 / post_time.as_secs_f64();
+    println!("POST /login passcode (in flight)    {passcode:>10.0} req/s   ({posted} logins)");
+
+    // Complete logins: authorize, password, passcode, token.
+    let logins = rate(CLIENTS.min(USERS), seconds, |i| {
+        let user = i % USERS;
+        let browser = Browser::new();
+        let csrf = browser.start_login(&base, user);
+        let code = sink.0.lock().unwrap()[&phone(user)].clone();
+        let authorization = browser.finish_login(&base, &csrf, &code);
+        browser.exchange(&base, &authorization);
+    });
+    println!("complete logins (authorize..token)  {logins:>10.1} logins/s");
+
+    // The password hash on its own: what bounds complete logins.
+    let checker = PasswordChecker::with_parallelism(1);
+    let samples = 10;
+    let started = Instant::now();
+    for _ in 0..samples {
+        assert!(checker.verify(Some(&hash), &Secret::new("load-test")));
+    }
+    let hash_ms = started.elapsed().as_secs_f64() * 1000.0 / samples as f64;
+    let bound = cores as f64 * 1000.0 / hash_ms;
+    println!("argon2id verify (one thread)        {hash_ms:>10.1} ms   -> at most {bound:.0} logins/s on {cores} cores");
+    println!();
+    println!("ratios: passcode POST / health = {:.3}; logins / health = {:.4}; logins / argon2 bound = {:.2}", passcode / health, logins / health, logins / bound);
+}
