@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::config::{Config, ConfigError, CONSOLE_PROVIDER};
 use crate::flow::hooks::HostServices;
-use crate::flow::otp::{OtpError, OtpService};
+use crate::flow::otp::{AccountPolicy, OtpError, OtpService};
 use crate::flow::LoginEngine;
 use crate::logging::{LogError, ScriptLog};
 use crate::oidc::{KeyError, Provider, SigningKey};
@@ -131,11 +131,7 @@ impl Builder {
                 )
             });
         }
-        let otp = OtpService::new(
-            store.clone(),
-            config.otp.max_attempts,
-            config.otp.ttl_seconds,
-        )?;
+        let otp = OtpService::new(store.clone(), AccountPolicy::from_config(&config.otp))?;
         let services = Arc::new(HostServices {
             users: users.clone(),
             otp,

@@ -109,22 +109,56 @@ impl Default for LoginConfig {
     }
 }
 
+/// The code policy (server-wide) and the protection of each account's SMS factor. Numbers are
+/// read signed so that a negative value is refused with the key's name, not a type error.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtpConfig {
-    /// Lifetime of an issued code when the script names none.
-    pub ttl_seconds: u64,
+    /// Characters per code, 4 to 10.
+    pub length: i64,
+    pub alphabet: CodeAlphabet,
+    /// Lifetime of a code, at most 600 seconds.
+    pub ttl_seconds: i64,
     /// Wrong guesses that burn a code.
-    pub max_attempts: u32,
+    pub max_attempts: i64,
+    /// Consecutive wrong codes (across logins and resends) that lock the account's SMS factor.
+    pub lock_after_failures: i64,
+    /// First lock; each further lock doubles it.
+    pub lock_minutes: i64,
+    /// Consecutive wrong codes that disable the SMS factor until an operator resets it.
+    pub disable_after_failures: i64,
 }
 
 impl Default for OtpConfig {
     fn default() -> Self {
         OtpConfig {
+            length: 6,
+            alphabet: CodeAlphabet::Numeric,
             ttl_seconds: 300,
             max_attempts: 5,
+            lock_after_failures: 10,
+            lock_minutes: 15,
+            disable_after_failures: 50,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodeAlphabet {
+    Numeric,
+    /// Upper-case letters and digits, without look-alikes (0/O, 1/I/L).
+    Alphanumeric,
+}
+
+/// A script's own code policy: each value may only tighten the server's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtpOverride {
+    pub length: Option<i64>,
+    pub alphabet: Option<CodeAlphabet>,
+    pub ttl_seconds: Option<i64>,
+    pub max_attempts: Option<i64>,
 }
 
 /// Limits applied to every script hook call.
@@ -436,6 +470,9 @@ pub struct ScriptEntry {
     /// Default: ["pwd"] for one step, ["pwd", "mfa"] for more.
     #[serde(default)]
     pub amr: Option<Vec<String>>,
+    /// This script's code policy: may only tighten `[otp]`.
+    #[serde(default)]
+    pub otp: Option<OtpOverride>,
     /// Properties to treat as secret in addition to the names matched by default.
     #[serde(default)]
     pub secret_properties: Vec<String>,
@@ -683,8 +720,6 @@ impl Config {
         }
         let positive = [
             ("login.ttl_seconds", self.login.ttl_seconds),
-            ("otp.ttl_seconds", self.otp.ttl_seconds),
-            ("otp.max_attempts", u64::from(self.otp.max_attempts)),
             ("sandbox.max_operations", self.sandbox.max_operations),
             ("sandbox.hook_timeout_ms", self.sandbox.hook_timeout_ms),
             ("sandbox.max_script_bytes", self.sandbox.max_script_bytes),
@@ -704,11 +739,13 @@ impl Config {
                 return Err(invalid(key.into(), "must be greater than 0".into()));
             }
         }
-        if self.otp.ttl_seconds > 600 {
-            return Err(invalid(
-                "otp.ttl_seconds".into(),
-                "must be at most 600 (10 minutes)".into(),
-            ));
+        validate_otp(&self.otp).map_err(|(key, message)| invalid(key, message))?;
+        for (i, script) in self.scripts.iter().enumerate() {
+            if let Some(custom) = &script.otp {
+                validate_override(&self.otp, custom).map_err(|(key, message)| {
+                    invalid(format!("scripts[{i}].otp.{key}"), message)
+                })?;
+            }
         }
         if !["trace", "debug", "info", "warn", "error"].contains(&self.log.level.as_str()) {
             return Err(invalid(
@@ -726,6 +763,105 @@ impl Config {
     pub fn script(&self, acr: &str) -> Option<&ScriptEntry> {
         self.scripts.iter().find(|s| s.acr == acr)
     }
+}
+
+fn in_range(
+    key: &str,
+    value: i64,
+    low: i64,
+    high: i64,
+    unit: &str,
+) -> Result<(), (String, String)> {
+    if value < low || value > high {
+        return Err((
+            key.to_owned(),
+            format!("{value} is out of range: use {low} to {high}{unit}"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_otp(otp: &OtpConfig) -> Result<(), (String, String)> {
+    in_range("otp.length", otp.length, 4, 10, " characters")?;
+    in_range(
+        "otp.ttl_seconds",
+        otp.ttl_seconds,
+        1,
+        600,
+        " seconds (codes never live longer than 10 minutes)",
+    )?;
+    in_range(
+        "otp.max_attempts",
+        otp.max_attempts,
+        1,
+        10,
+        " wrong guesses",
+    )?;
+    in_range(
+        "otp.lock_after_failures",
+        otp.lock_after_failures,
+        1,
+        1000,
+        "",
+    )?;
+    in_range("otp.lock_minutes", otp.lock_minutes, 1, 24 * 60, " minutes")?;
+    in_range(
+        "otp.disable_after_failures",
+        otp.disable_after_failures,
+        1,
+        10_000,
+        "",
+    )?;
+    if otp.disable_after_failures < otp.lock_after_failures {
+        return Err((
+            "otp.disable_after_failures".into(),
+            "must be at least otp.lock_after_failures".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A script may ask for longer codes, shorter lifetimes, fewer guesses, a larger alphabet.
+fn validate_override(server: &OtpConfig, custom: &OtpOverride) -> Result<(), (String, String)> {
+    if let Some(length) = custom.length {
+        in_range(
+            "length",
+            length,
+            server.length,
+            10,
+            &format!(" characters (at least [otp] length = {})", server.length),
+        )?;
+    }
+    if let Some(ttl) = custom.ttl_seconds {
+        in_range(
+            "ttl_seconds",
+            ttl,
+            1,
+            server.ttl_seconds,
+            &format!(
+                " seconds (at most [otp] ttl_seconds = {})",
+                server.ttl_seconds
+            ),
+        )?;
+    }
+    if let Some(attempts) = custom.max_attempts {
+        in_range(
+            "max_attempts",
+            attempts,
+            1,
+            server.max_attempts,
+            &format!(" (at most [otp] max_attempts = {})", server.max_attempts),
+        )?;
+    }
+    if custom.alphabet == Some(CodeAlphabet::Numeric)
+        && server.alphabet == CodeAlphabet::Alphanumeric
+    {
+        return Err((
+            "alphabet".into(),
+            "numeric would loosen [otp] alphabet = \"alphanumeric\"".into(),
+        ));
+    }
+    Ok(())
 }
 
 pub fn is_valid_acr(acr: &str) -> bool {
@@ -771,6 +907,38 @@ mod tests {
             err.starts_with("gatehouse.toml: line 3, column 1: unknown field `default_arc`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn otp_policy_values_are_checked_with_their_key() {
+        for (text, key) in [
+            (
+                "[otp]\nttl_seconds = 601\n",
+                "otp.ttl_seconds: 601 is out of range",
+            ),
+            ("[otp]\nlength = 3\n", "otp.length: 3 is out of range"),
+            ("[otp]\nlength = 11\n", "otp.length: 11 is out of range"),
+            (
+                "[otp]\nmax_attempts = -1\n",
+                "otp.max_attempts: -1 is out of range",
+            ),
+            (
+                "[otp]\nlock_minutes = 0\n",
+                "otp.lock_minutes: 0 is out of range",
+            ),
+            (
+                "[[scripts]]\nacr = \"a\"\nfile = \"a.rhai\"\n[scripts.otp]\nttl_seconds = 900\n",
+                "scripts[0].otp.ttl_seconds: 900 is out of range",
+            ),
+            (
+                "[[scripts]]\nacr = \"a\"\nfile = \"a.rhai\"\n[scripts.otp]\nlength = 5\n",
+                "scripts[0].otp.length: 5 is out of range",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        assert!(parse("[[scripts]]\nacr = \"a\"\nfile = \"a.rhai\"\n[scripts.otp]\nlength = 8\nttl_seconds = 120\n").is_ok());
     }
 
     #[test]

@@ -19,6 +19,8 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
 pub const LOG_FILE: &str = "script.log";
+/// Daily files kept before the oldest is deleted.
+const RETAINED_DAYS: usize = 30;
 
 #[derive(Debug, thiserror::Error)]
 #[error("log directory {path}: {source}")]
@@ -187,6 +189,7 @@ impl ScriptLog {
         let appender = RollingFileAppender::builder()
             .rotation(Rotation::DAILY)
             .filename_prefix(LOG_FILE)
+            .max_log_files(RETAINED_DAYS)
             .build(dir)
             .map_err(|e| error(io::Error::other(e)))?;
         relink(dir);

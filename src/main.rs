@@ -43,6 +43,21 @@ enum Command {
     },
     /// Read a password from standard input and print its argon2id hash for config/users.toml.
     HashPassword,
+    /// Manage users of the embedded directory.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Re-enable SMS sign-in for a user whose SMS factor was disabled after too many wrong codes.
+    ResetSms {
+        name: String,
+        #[arg(long, default_value = "config/gatehouse.toml")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,6 +66,9 @@ fn main() -> ExitCode {
         Command::Serve { config, listen } => serve(config, listen),
         Command::Check { config } => check(config),
         Command::HashPassword => hash(),
+        Command::Users {
+            command: UsersCommand::ResetSms { name, config },
+        } => reset_sms(&name, config),
     };
     match result {
         Ok(code) => code,
@@ -174,5 +192,26 @@ fn hash() -> anyhow::Result<ExitCode> {
         "empty password: type one, or pipe it: printf %s 'secret' | gatehouse hash-password"
     );
     println!("{}", hash_password(&Secret::new(password))?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reset_sms(name: &str, config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    use gatehouse::ports::{AttributeChange, UserDirectory};
+    let config = gatehouse::config::Config::load(&config_path)?;
+    let users = gatehouse::users::FileDirectory::open(&config.paths.users_file)?;
+    anyhow::ensure!(
+        users.find(name)?.is_some(),
+        "no user {name:?} in {}",
+        config.paths.users_file.display()
+    );
+    let attribute = gatehouse::flow::hooks::SMS_DISABLED_ATTRIBUTE.to_owned();
+    users.update(
+        name,
+        AttributeChange::Replace {
+            attribute,
+            values: Vec::new(),
+        },
+    )?;
+    println!("SMS sign-in re-enabled for {name} (a running server picks the change up at once)");
     Ok(ExitCode::SUCCESS)
 }

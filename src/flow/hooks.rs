@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::flow::otp::{OtpCheck, OtpError, OtpService};
+use crate::flow::otp::{CodePolicy, OtpCheck, OtpError, OtpService};
 use crate::ports::{
     mask_phone, AttributeChange, DirectoryError, SmsError, SmsMessage, SmsSender, UserDirectory,
     UserEntry,
@@ -22,6 +22,19 @@ pub enum ParamValue {
     Plain(String),
     /// Reaches the script as an opaque value that prints as `***`.
     Secret(Secret),
+}
+
+/// User attribute that marks a disabled SMS factor; an operator removes it to reset
+/// (`gatehouse users reset-sms NAME`).
+pub const SMS_DISABLED_ATTRIBUTE: &str = "gatehouseSmsDisabled";
+const DISABLED_MESSAGE: &str =
+    "Sign-in by text message is disabled for this account. Contact your administrator.";
+
+fn locked_message(seconds: u64) -> String {
+    format!(
+        "Too many wrong codes. Sign-in by text message is locked for {} minutes.",
+        seconds.div_ceil(60)
+    )
 }
 
 /// Parameters delivered to scripts as opaque secrets.
@@ -260,6 +273,8 @@ pub struct HookContext {
     state: Mutex<HookState>,
     /// Values masked in anything this login logs: password, passcodes, issued codes.
     masked: Mutex<Vec<String>>,
+    /// A message the host's policy sets (a lock): it wins over whatever the script says.
+    policy_message: Mutex<Option<String>>,
 }
 
 impl HookContext {
@@ -272,6 +287,7 @@ impl HookContext {
             login_key: None,
             state: Mutex::new(HookState::default()),
             masked: Mutex::new(Vec::new()),
+            policy_message: Mutex::new(None),
         })
     }
 
@@ -293,6 +309,7 @@ impl HookContext {
             login_key: Some(login_key.to_owned()),
             state: Mutex::new(state),
             masked: Mutex::new(masked),
+            policy_message: Mutex::new(None),
         })
     }
 
@@ -303,7 +320,24 @@ impl HookContext {
     }
 
     pub fn take_state(&self) -> HookState {
-        self.state().clone()
+        let mut state = self.state().clone();
+        if let Some(message) = self
+            .policy_message
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            state.message = Some(message);
+        }
+        state
+    }
+
+    /// Sets the message of a policy decision (lock, disable); scripts cannot replace it.
+    fn set_policy_message(&self, message: &str) {
+        *self
+            .policy_message
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(message.to_owned());
     }
 
     /// Replaces every sensitive value in `text` by `***`.
@@ -395,15 +429,55 @@ impl HookContext {
 
     // ------------------------------------------------------------ codes and SMS
 
-    /// Issues a code bound to this login; the host keeps only a keyed hash of it.
-    pub fn issue_code(&self, digits: u32, ttl_seconds: Option<u64>) -> Result<String, HostError> {
+    /// Whether an operator reset is needed before this user's SMS factor works again.
+    fn sms_disabled(&self, user: &str) -> Result<bool, HostError> {
+        Ok(self
+            .services
+            .users
+            .find(user)?
+            .is_some_and(|u| u.first(SMS_DISABLED_ATTRIBUTE) == Some("true")))
+    }
+
+    /// Issues a code bound to this login under `policy` (a script may only ask for longer codes
+    /// or shorter lifetimes); the host keeps only a keyed hash of it. Refused while the user's
+    /// SMS factor is locked or disabled, whatever path the login took.
+    pub fn issue_code(
+        &self,
+        policy: &CodePolicy,
+        length: Option<u32>,
+        ttl_seconds: Option<u64>,
+    ) -> Result<String, HostError> {
         let key = self
             .login_key
             .as_deref()
             .ok_or(HostError::NoLogin("otp::issue"))?;
-        let code = self.services.otp.issue(key, digits, ttl_seconds)?;
-        self.add_masked(&code);
-        Ok(code)
+        let user = self.user();
+        if let Some(user) = &user {
+            if self.sms_disabled(user)? {
+                self.set_policy_message(DISABLED_MESSAGE);
+                return Err(OtpError::Disabled.into());
+            }
+        }
+        match self
+            .services
+            .otp
+            .issue(key, user.as_deref(), policy, length, ttl_seconds)
+        {
+            Ok(code) => {
+                self.add_masked(&code);
+                Ok(code)
+            }
+            Err(OtpError::Locked {
+                retry_after_seconds,
+            }) => {
+                self.set_policy_message(&locked_message(retry_after_seconds));
+                Err(OtpError::Locked {
+                    retry_after_seconds,
+                }
+                .into())
+            }
+            Err(other) => Err(other.into()),
+        }
     }
 
     pub fn verify_code(&self, passcode: &str) -> Result<OtpCheck, HostError> {
@@ -412,13 +486,39 @@ impl HookContext {
             .login_key
             .as_deref()
             .ok_or(HostError::NoLogin("otp::verify"))?;
-        let check = self.services.otp.verify(key, passcode)?;
+        let user = self.user();
+        if let Some(user) = &user {
+            if self.sms_disabled(user)? {
+                self.set_policy_message(DISABLED_MESSAGE);
+                return Ok(OtpCheck::Disabled);
+            }
+        }
+        let check = self.services.otp.verify(key, user.as_deref(), passcode)?;
         let outcome = match &check {
             OtpCheck::Accepted => "accepted".to_owned(),
             OtpCheck::Rejected { remaining } => format!("rejected, {remaining} guesses left"),
             OtpCheck::Burned => "rejected, code burned after too many wrong guesses".to_owned(),
             OtpCheck::Expired => "rejected, code expired".to_owned(),
             OtpCheck::NoCode => "rejected, no code was issued for this login".to_owned(),
+            OtpCheck::Locked {
+                retry_after_seconds,
+            } => {
+                self.set_policy_message(&locked_message(*retry_after_seconds));
+                format!(
+                    "refused, the SMS factor of this account is locked for {retry_after_seconds} s"
+                )
+            }
+            OtpCheck::Disabled => {
+                self.set_policy_message(DISABLED_MESSAGE);
+                if let Some(user) = &user {
+                    let change = AttributeChange::Replace {
+                        attribute: SMS_DISABLED_ATTRIBUTE.into(),
+                        values: vec!["true".into()],
+                    };
+                    self.services.users.update(user, change)?;
+                }
+                "rejected, the SMS factor of this account is now disabled until an operator resets it".to_owned()
+            }
         };
         tracing::info!(target: "server", acr = self.acr.as_str(), login = self.correlation_id.as_str(), "passcode {outcome}");
         Ok(check)

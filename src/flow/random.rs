@@ -12,15 +12,24 @@ fn fill(buf: &mut [u8]) -> Result<(), RandomError> {
 
 /// `count` uniformly random decimal digits (rejection sampling: no modulo bias).
 pub fn digits(count: usize) -> Result<String, RandomError> {
+    from_alphabet(count, b"0123456789")
+}
+
+/// `count` characters drawn uniformly from `alphabet` (at most 256 symbols), by rejection sampling.
+pub fn from_alphabet(count: usize, alphabet: &[u8]) -> Result<String, RandomError> {
+    let size = alphabet.len();
+    assert!((1..=256).contains(&size), "alphabet of 1 to 256 symbols");
+    // The largest multiple of `size` that fits in a byte: bytes at or above it are redrawn.
+    let limit = 256 - 256 % size;
     let mut out = String::with_capacity(count);
     let mut buf = [0u8; 32];
     while out.len() < count {
         fill(&mut buf)?;
-        for &b in buf.iter().filter(|&&b| b < 250) {
+        for &b in buf.iter().filter(|&&b| usize::from(b) < limit) {
             if out.len() == count {
                 break;
             }
-            out.push(char::from(b'0' + b % 10));
+            out.push(char::from(alphabet[usize::from(b) % size]));
         }
     }
     Ok(out)

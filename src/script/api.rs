@@ -244,6 +244,8 @@ fn check_name(check: &OtpCheck) -> &'static str {
         OtpCheck::Burned => "burned",
         OtpCheck::Expired => "expired",
         OtpCheck::NoCode => "no_code",
+        OtpCheck::Locked { .. } => "locked",
+        OtpCheck::Disabled => "disabled",
     }
 }
 
@@ -254,32 +256,33 @@ fn verify_passcode(c: &HookContext, passcode: &Dynamic) -> HostResult<OtpCheck> 
         .map_err(|e| host_failure("otp::verify", e))
 }
 
+/// `otp::issue()`, `otp::issue(length)`, `otp::issue(length, ttl_seconds)`: only tighter than the policy.
+fn issue(length: Option<i64>, ttl_seconds: Option<i64>) -> HostResult<String> {
+    with_call("otp::issue", |call| {
+        let length = length
+            .map(|l| {
+                u32::try_from(l).map_err(|_| failure("otp::issue: the length must be positive"))
+            })
+            .transpose()?;
+        let ttl = ttl_seconds
+            .map(|t| {
+                u64::try_from(t).map_err(|_| failure("otp::issue: the lifetime must be positive"))
+            })
+            .transpose()?;
+        call.context
+            .issue_code(&call.code_policy, length, ttl)
+            .map_err(|e| host_failure("otp::issue", e))
+    })
+}
+
 fn register_otp(engine: &mut Engine) {
     let mut module = Module::new();
-    FuncRegistration::new("issue").set_into_module(
-        &mut module,
-        |digits: i64| -> HostResult<String> {
-            with_context("otp::issue", |c| {
-                let digits = u32::try_from(digits)
-                    .map_err(|_| failure("otp::issue: digits must be positive"))?;
-                c.issue_code(digits, None)
-                    .map_err(|e| host_failure("otp::issue", e))
-            })
-        },
-    );
-    FuncRegistration::new("issue").set_into_module(
-        &mut module,
-        |digits: i64, ttl_seconds: i64| -> HostResult<String> {
-            with_context("otp::issue", |c| {
-                let digits = u32::try_from(digits)
-                    .map_err(|_| failure("otp::issue: digits must be positive"))?;
-                let ttl = u64::try_from(ttl_seconds)
-                    .map_err(|_| failure("otp::issue: lifetime must be positive"))?;
-                c.issue_code(digits, Some(ttl))
-                    .map_err(|e| host_failure("otp::issue", e))
-            })
-        },
-    );
+    FuncRegistration::new("issue").set_into_module(&mut module, || issue(None, None));
+    FuncRegistration::new("issue")
+        .set_into_module(&mut module, |length: i64| issue(Some(length), None));
+    FuncRegistration::new("issue").set_into_module(&mut module, |length: i64, ttl_seconds: i64| {
+        issue(Some(length), Some(ttl_seconds))
+    });
     FuncRegistration::new("verify").set_into_module(
         &mut module,
         |passcode: Dynamic| -> HostResult<bool> {

@@ -19,6 +19,7 @@ use crate::flow::hooks::{
     AcrStatus, HookCall, HookContext, HookError, HookFailureKind, HookValue, HostServices,
     ParamValue, RequestParams, ScriptRuntime,
 };
+use crate::flow::otp::CodePolicy;
 use crate::sms::ProviderSet;
 pub use api::ScriptSecret;
 use revision::{compile, describe_error, read_script};
@@ -76,6 +77,8 @@ pub struct ScriptHost {
     services: Arc<HostServices>,
     /// SMS providers (and the HTTP bridge scripts use).
     providers: ProviderSet,
+    /// The server's `[otp]` code policy (read at start-up).
+    code_policy: CodePolicy,
     config_path: PathBuf,
     scripts_dir: PathBuf,
     hook_timeout: Duration,
@@ -156,6 +159,7 @@ impl ScriptHost {
             engine,
             services,
             providers,
+            code_policy: CodePolicy::from_config(&config.otp),
             config_path: config_path.to_owned(),
             scripts_dir: config.paths.scripts_dir.clone(),
             hook_timeout: config.sandbox.hook_timeout(),
@@ -212,6 +216,7 @@ impl ScriptHost {
             context: context.clone(),
             sms: revision.sms.clone(),
             http: self.providers.bridge().clone(),
+            code_policy: revision.code_policy,
             deadline: Instant::now() + self.hook_timeout,
             at_top_level: false,
             top_level_side_effect: false,
@@ -237,7 +242,15 @@ impl ScriptHost {
     fn build(&self, entry: &ScriptEntry, number: u64) -> Result<Arc<ScriptRevision>, LoadError> {
         let source = read_script(&self.scripts_dir, &entry.file, self.max_script_bytes)?;
         let (properties, _) = entry.resolved_properties();
-        let mut revision = compile(&self.engine, entry, &source, &properties, number)?;
+        let code_policy = self.code_policy.tightened(entry.otp.as_ref());
+        let mut revision = compile(
+            &self.engine,
+            entry,
+            &source,
+            &properties,
+            number,
+            code_policy,
+        )?;
         match self.providers.for_script(entry, &properties) {
             Ok(sms) => revision.sms = sms,
             Err(error) => revision.sms_error = Some(error.to_string()),
@@ -248,6 +261,7 @@ impl ScriptHost {
             context,
             sms: revision.sms.clone(),
             http: self.providers.bridge().clone(),
+            code_policy: revision.code_policy,
             deadline: Instant::now() + self.hook_timeout,
             at_top_level: true,
             top_level_side_effect: false,

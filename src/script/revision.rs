@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{PropertyValue, ScriptEntry};
 use crate::flow::hooks::{HookError, HookFailureKind};
+use crate::flow::otp::CodePolicy;
 use crate::ports::SmsSender;
 use crate::script::api::ScriptSecret;
 use crate::script::sandbox::DEADLINE_TOKEN;
@@ -33,6 +34,8 @@ pub struct ScriptRevision {
     pub(crate) sms: Arc<dyn SmsSender>,
     /// Why the provider could not be set up; refuses the revision after `init` had its say.
     pub(crate) sms_error: Option<String>,
+    /// `[otp]` as this script's `[scripts.otp]` tightens it.
+    pub(crate) code_policy: CodePolicy,
 }
 
 impl ScriptRevision {
@@ -169,6 +172,7 @@ pub fn compile(
     source: &ScriptSource,
     properties: &BTreeMap<String, PropertyValue>,
     number: u64,
+    code_policy: CodePolicy,
 ) -> Result<ScriptRevision, LoadError> {
     let mut ast = engine.compile(&source.text).map_err(|e| {
         let (line, column) = (
@@ -214,6 +218,7 @@ pub fn compile(
             "no SMS provider is set up for this script".into(),
         )),
         sms_error: None,
+        code_policy,
     })
 }
 

@@ -10,6 +10,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Position};
 
 use crate::config::SandboxConfig;
 use crate::flow::hooks::HookContext;
+use crate::flow::otp::CodePolicy;
 use crate::outbound::HttpBridge;
 use crate::ports::SmsSender;
 use crate::script::api;
@@ -20,6 +21,8 @@ pub(crate) struct ActiveCall {
     /// The running revision's SMS provider.
     pub sms: Arc<dyn SmsSender>,
     pub http: Arc<HttpBridge>,
+    /// The running revision's code policy.
+    pub code_policy: CodePolicy,
     pub deadline: Instant,
     /// Evaluating the script's top level at load: host calls and printing are refused.
     pub at_top_level: bool,
@@ -60,6 +63,7 @@ pub(crate) struct CallEnv {
     pub context: Arc<HookContext>,
     pub sms: Arc<dyn SmsSender>,
     pub http: Arc<HttpBridge>,
+    pub code_policy: CodePolicy,
 }
 
 /// Runs `f` with the current hook's context; an error if the host is called at the top level.
@@ -85,7 +89,7 @@ pub(crate) fn with_call<R>(
                      declare constants and functions; call it from init() or a hook"
                 ))
             }
-            Some(call) => Ok(CallEnv { context: call.context.clone(), sms: call.sms.clone(), http: call.http.clone() }),
+            Some(call) => Ok(CallEnv { context: call.context.clone(), sms: call.sms.clone(), http: call.http.clone(), code_policy: call.code_policy }),
             None => Err(format!("{function} called outside a hook")),
         }
     });

@@ -368,6 +368,17 @@ fn submit(state: &WebState, headers: &HeaderMap, pairs: Vec<(String, String)>) -
             &id,
         );
     }
+    // A repeated field (two passcodes, two passwords) is refused, never guessed at.
+    let mut seen = std::collections::HashSet::new();
+    if let Some((name, _)) = pairs.iter().find(|(n, _)| !seen.insert(n.as_str())) {
+        tracing::warn!(target: "server", request = id.as_str(), "login form refused: field {name} is repeated");
+        return state.error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid form",
+            "A field of the form is repeated.",
+            &id,
+        );
+    }
     let Some(step) = pairs
         .iter()
         .find(|(n, _)| n == "step")

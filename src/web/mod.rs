@@ -127,6 +127,22 @@ async fn health(State(state): State<WebState>) -> Json<Health> {
     })
 }
 
+/// A landing page for people who open the server's address: where to look next.
+async fn home(State(state): State<WebState>) -> Html<String> {
+    let issuer = state
+        .host
+        .config()
+        .oidc
+        .issuer
+        .trim_end_matches('/')
+        .to_owned();
+    let acrs = state.interactive_acrs().join(", ");
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Gatehouse</title><link rel=\"stylesheet\" href=\"/static/gatehouse.css\"></head><body><main class=\"card\"><h1>Gatehouse</h1><p>This is an OpenID Connect provider. Applications start at <a href=\"/.well-known/openid-configuration\">{issuer}/.well-known/openid-configuration</a>.</p><p>Authentication methods: {}</p><p><a href=\"/health\">Health</a></p></main></body></html>",
+        minijinja::HtmlEscape(&acrs)
+    ))
+}
+
 async fn stylesheet() -> Response {
     let headers = [
         (
@@ -143,6 +159,7 @@ async fn stylesheet() -> Response {
 
 pub fn router(state: WebState) -> Router {
     Router::new()
+        .route("/", get(home))
         .route("/health", get(health))
         .route("/static/gatehouse.css", get(stylesheet))
         .route("/.well-known/openid-configuration", get(oidc::discovery))

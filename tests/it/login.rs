@@ -122,10 +122,7 @@ fn five_wrong_codes_burn_the_code() {
 
 #[test]
 fn expired_code_is_refused() {
-    let source = shipped_script().replace(
-        "otp::issue(global::CODE_DIGITS)",
-        "otp::issue(global::CODE_DIGITS, 1)",
-    );
+    let source = shipped_script().replace("otp::issue()", "otp::issue(6, 1)");
     let env = TestEnv::new(vec![script("sms_otp", &source)]);
     let login = env.pass_password(None);
     let code = env.sms.last_code();

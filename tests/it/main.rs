@@ -5,6 +5,7 @@ mod browser;
 mod login;
 mod logs;
 mod oidc_e2e;
+mod otp_policy;
 mod providers;
 mod reload;
 mod sandbox;

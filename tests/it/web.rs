@@ -426,6 +426,44 @@ fn csrf_token_is_required_and_checked() {
 }
 
 #[test]
+fn repeated_form_fields_are_refused() {
+    let env = web_env();
+    let browser = Browser::new();
+    browser.get(&authorize_url(&env, &[]));
+    let csrf = csrf_of(&login_page(&env, &browser));
+    post_step(
+        &env,
+        &browser,
+        &[
+            ("csrf", &csrf),
+            ("step", "1"),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+        ],
+    );
+    let csrf = csrf_of(&login_page(&env, &browser));
+    let code = env.sms.last_code();
+    let response = post_step(
+        &env,
+        &browser,
+        &[
+            ("csrf", &csrf),
+            ("step", "2"),
+            ("passcode", "000000"),
+            ("passcode", &code),
+        ],
+    );
+    assert_eq!(response.status(), 400);
+    // Nothing was evaluated: the right code still works.
+    let done = post_step(
+        &env,
+        &browser,
+        &[("csrf", &csrf), ("step", "2"), ("passcode", &code)],
+    );
+    assert!(location(&done).starts_with(RP_REDIRECT));
+}
+
+#[test]
 fn step_two_cannot_be_reached_before_step_one() {
     let env = web_env();
     let browser = Browser::new();

@@ -145,6 +145,8 @@ pub struct EnvOptions {
     pub issuer: Option<String>,
     /// More keys for the [oidc] section.
     pub oidc_extra: String,
+    /// Keys for the [otp] section.
+    pub otp: String,
 }
 
 /// Provider mocks listen on 127.0.0.1 over plain http: the test config allows exactly that.
@@ -237,7 +239,8 @@ impl TestEnv {
                 &scripts,
                 &options.sandbox,
                 &format!(
-                    "{}\n{}",
+                    "[otp]\n{}\n\n{}\n{}",
+                    options.otp,
                     oidc_text(root, &issuer, &options.oidc_extra),
                     options.extra_config
                 ),

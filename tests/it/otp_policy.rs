@@ -1,0 +1,221 @@
+//! The code policy and the protection of each account's SMS factor, enforced by the host around
+//! the scripts: a script can tighten the policy, never loosen it.
+
+use gatehouse::flow::StepOutcome;
+
+use crate::support::*;
+
+fn wrong_for(code: &str) -> String {
+    if code.starts_with('1') {
+        "2".repeat(code.len())
+    } else {
+        "1".repeat(code.len())
+    }
+}
+
+fn fail_one_code(env: &TestEnv, guesses: usize) -> Option<String> {
+    let login = env.pass_password(None);
+    let wrong = wrong_for(&env.sms.last_code());
+    let mut last = None;
+    for _ in 0..guesses {
+        match env.submit(&login, 2, &[("passcode", &wrong)]).unwrap() {
+            StepOutcome::Retry(page) => last = page.message,
+            other => panic!("{other:?}"),
+        }
+    }
+    last
+}
+
+#[test]
+fn alphanumeric_codes_of_the_configured_length() {
+    let env = TestEnv::with_options(
+        vec![script("sms_otp", &shipped_script())],
+        EnvOptions {
+            otp: "length = 8\nalphabet = \"alphanumeric\"".into(),
+            ..EnvOptions::default()
+        },
+    );
+    let login = env.pass_password(None);
+    let (_, text) = env.sms.last();
+    let code = text.strip_prefix("Your code is ").unwrap().to_owned();
+    assert_eq!(code.len(), 8);
+    assert!(
+        code.bytes()
+            .all(|b| b"23456789ABCDEFGHJKMNPQRSTUVWXYZ".contains(&b)),
+        "{code}"
+    );
+    // Case and look-alikes are not guessed at: only the exact characters match.
+    expect_retry(
+        env.submit(&login, 2, &[("passcode", &code.to_lowercase())])
+            .unwrap(),
+    );
+    expect_authenticated(
+        env.submit(&login, 2, &[("passcode", &format!("  {code}\t"))])
+            .unwrap(),
+    );
+}
+
+#[test]
+fn a_script_can_tighten_the_policy_but_never_loosen_it() {
+    let shorter = shipped_script().replace("otp::issue()", "otp::issue(4)");
+    let longer_life = shipped_script().replace("otp::issue()", "otp::issue(6, 900)");
+    let tighter = shipped_script().replace("otp::issue()", "otp::issue(8, 60)");
+    let env = TestEnv::new(vec![
+        script("sms_otp", &tighter),
+        script("shorter", &shorter),
+        script("longer", &longer_life),
+        script("own", &shipped_script())
+            .with("[scripts.otp]\nlength = 9\nttl_seconds = 120\nmax_attempts = 2"),
+    ]);
+    let login = env.pass_password(Some("sms_otp"));
+    assert_eq!(env.sms.last_code().len(), 8);
+    expect_authenticated(
+        env.submit(&login, 2, &[("passcode", &env.sms.last_code())])
+            .unwrap(),
+    );
+    for acr in ["shorter", "longer"] {
+        let page = env.start(Some(acr)).unwrap();
+        expect_retry(
+            env.submit(
+                &page.login,
+                1,
+                &[("username", "alice"), ("password", ALICE_PASSWORD)],
+            )
+            .unwrap(),
+        );
+    }
+    let log = env.wait_for_log("not 900");
+    assert!(
+        log.contains("the policy asks for at least 6), not 4"),
+        "{log}"
+    );
+    // The per-script policy: 9 characters, and 2 guesses burn the code.
+    let login = env.pass_password(Some("own"));
+    let code = env.sms.last_code();
+    assert_eq!(code.len(), 9);
+    expect_retry(
+        env.submit(&login, 2, &[("passcode", &wrong_for(&code))])
+            .unwrap(),
+    );
+    let burned = expect_retry(
+        env.submit(&login, 2, &[("passcode", &wrong_for(&code))])
+            .unwrap(),
+    );
+    assert_eq!(
+        burned.message.as_deref(),
+        Some("Too many wrong codes. Start again to get a new one.")
+    );
+}
+
+#[test]
+fn ten_wrong_codes_across_logins_lock_the_sms_factor_on_every_path() {
+    let mobile = shipped_script().replace("\"phoneNumberVerified\";", "\"mobile\";");
+    let env = TestEnv::new(vec![
+        script("sms_otp", &shipped_script()),
+        script(
+            "other",
+            &shipped("twilio_sms")
+                .replace("for name in global::REQUIRED_PROPERTIES", "for name in []"),
+        ),
+        script("mobile", &mobile),
+    ]);
+    // Five wrong codes burn the first code; five more on a new login reach ten.
+    fail_one_code(&env, 5);
+    let message = fail_one_code(&env, 5);
+    assert_eq!(
+        message.as_deref(),
+        Some("Too many wrong codes. Sign-in by text message is locked for 15 minutes.")
+    );
+    let sent = env.sms.count();
+    // A new login, and a login through another acr: the password passes, no code is sent.
+    for acr in ["sms_otp", "other"] {
+        let page = env.start(Some(acr)).unwrap();
+        let retry = expect_retry(
+            env.submit(
+                &page.login,
+                1,
+                &[("username", "alice"), ("password", ALICE_PASSWORD)],
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            retry.message.as_deref(),
+            Some("Too many wrong codes. Sign-in by text message is locked for 15 minutes."),
+            "{acr}"
+        );
+    }
+    assert_eq!(env.sms.count(), sent, "no SMS while locked");
+    env.wait_for_log("locked for 900 s");
+    // Other accounts are not affected.
+    let page = env.start(Some("mobile")).unwrap();
+    expect_next(
+        env.submit(
+            &page.login,
+            1,
+            &[("username", "bob"), ("password", ALICE_PASSWORD)],
+        )
+        .unwrap(),
+    );
+}
+
+#[test]
+fn a_right_code_resets_the_count() {
+    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    fail_one_code(&env, 4);
+    let login = env.pass_password(None);
+    let code = env.sms.last_code();
+    for _ in 0..4 {
+        expect_retry(
+            env.submit(&login, 2, &[("passcode", &wrong_for(&code))])
+                .unwrap(),
+        );
+    }
+    expect_authenticated(env.submit(&login, 2, &[("passcode", &code)]).unwrap());
+    // Eight failures were forgiven: nine more do not lock.
+    fail_one_code(&env, 5);
+    let message = fail_one_code(&env, 4);
+    assert_eq!(message.as_deref(), Some("Wrong code. Please try again."));
+}
+
+#[test]
+fn the_disable_threshold_needs_an_operator_reset() {
+    let env = TestEnv::with_options(
+        vec![script("sms_otp", &shipped_script())],
+        EnvOptions {
+            otp: "lock_after_failures = 5\ndisable_after_failures = 5".into(),
+            ..EnvOptions::default()
+        },
+    );
+    let message = fail_one_code(&env, 5);
+    assert_eq!(
+        message.as_deref(),
+        Some("Sign-in by text message is disabled for this account. Contact your administrator.")
+    );
+    let users = std::fs::read_to_string(env.root().join("config/users.toml")).unwrap();
+    assert!(users.contains("gatehouseSmsDisabled = \"true\""), "{users}");
+    let page = env.start(None).unwrap();
+    let retry = expect_retry(
+        env.submit(
+            &page.login,
+            1,
+            &[("username", "alice"), ("password", ALICE_PASSWORD)],
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        retry.message.as_deref(),
+        Some("Sign-in by text message is disabled for this account. Contact your administrator.")
+    );
+    // The operator's reset: `gatehouse users reset-sms alice`.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["users", "reset-sms", "alice", "--config"])
+        .arg(env.root().join("config/gatehouse.toml"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let login = env.pass_password(None);
+    expect_authenticated(
+        env.submit(&login, 2, &[("passcode", &env.sms.last_code())])
+            .unwrap(),
+    );
+}
