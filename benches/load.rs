@@ -201,7 +201,7 @@ fn main() {
         .build()
         .unwrap();
     app.load_scripts();
-    let router = gatehouse::web::router(app.web_state().unwrap());
+    let state = app.web_state().unwrap();
     listener.set_nonblocking(true).unwrap();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -210,7 +210,9 @@ fn main() {
             .unwrap();
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, router).await.unwrap();
+            gatehouse::web::serve(listener, state, std::future::pending())
+                .await
+                .unwrap();
         });
     });
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, CONSOLE_PROVIDER};
-use crate::flow::hooks::HostServices;
+use crate::flow::hooks::{HostServices, PasswordThrottle};
 use crate::flow::otp::{AccountPolicy, OtpError, OtpService};
+use crate::flow::throttle::{DelayPolicy, Throttle};
 use crate::flow::LoginEngine;
 use crate::logging::{LogError, ScriptLog};
 use crate::oidc::{KeyError, Provider, SigningKey};
@@ -132,9 +133,22 @@ impl Builder {
             });
         }
         let otp = OtpService::new(store.clone(), AccountPolicy::from_config(&config.otp))?;
+        let delays = |free: i64| DelayPolicy {
+            free_failures: free as u32,
+            max_delay_seconds: config.login.password_max_delay_seconds as u64,
+            memory: Duration::from_secs(3600),
+        };
+        let password_attempts = PasswordThrottle {
+            accounts: Throttle::new(store.clone(), delays(config.login.password_free_failures)),
+            addresses: Throttle::new(
+                store.clone(),
+                delays(config.login.password_free_failures * 4),
+            ),
+        };
         let services = Arc::new(HostServices {
             users: users.clone(),
             otp,
+            password_attempts,
         });
         let host = Arc::new(ScriptHost::new(
             config.clone(),

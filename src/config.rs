@@ -59,12 +59,16 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address the HTTP server listens on.
     pub listen: String,
+    /// Reverse proxies (IPs or CIDR ranges) whose X-Forwarded-For is believed. Empty: the peer
+    /// address is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:8080".into(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -98,6 +102,10 @@ pub struct LoginConfig {
     pub default_acr: Option<String>,
     /// How long an unfinished login is kept.
     pub ttl_seconds: u64,
+    /// Wrong passwords per account before delays start (per client address: four times this).
+    pub password_free_failures: i64,
+    /// The longest delay after wrong passwords (delays double from 1 s).
+    pub password_max_delay_seconds: i64,
 }
 
 impl Default for LoginConfig {
@@ -105,6 +113,8 @@ impl Default for LoginConfig {
         LoginConfig {
             default_acr: None,
             ttl_seconds: 900,
+            password_free_failures: 3,
+            password_max_delay_seconds: 300,
         }
     }
 }
@@ -657,6 +667,10 @@ impl Config {
                 }
             }
         }
+        for (i, entry) in self.server.trusted_proxies.iter().enumerate() {
+            crate::outbound::policy::parse_allowed(entry)
+                .map_err(|m| invalid(format!("server.trusted_proxies[{i}]"), m))?;
+        }
         for (i, entry) in self.http.allow_addresses.iter().enumerate() {
             crate::outbound::policy::parse_allowed(entry)
                 .map_err(|m| invalid(format!("http.allow_addresses[{i}]"), m))?;
@@ -740,6 +754,23 @@ impl Config {
             }
         }
         validate_otp(&self.otp).map_err(|(key, message)| invalid(key, message))?;
+        in_range(
+            "login.password_free_failures",
+            self.login.password_free_failures,
+            0,
+            100,
+            "",
+        )
+        .and_then(|_| {
+            in_range(
+                "login.password_max_delay_seconds",
+                self.login.password_max_delay_seconds,
+                1,
+                3600,
+                " seconds",
+            )
+        })
+        .map_err(|(key, message)| invalid(key, message))?;
         for (i, script) in self.scripts.iter().enumerate() {
             if let Some(custom) = &script.otp {
                 validate_override(&self.otp, custom).map_err(|(key, message)| {

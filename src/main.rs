@@ -99,10 +99,9 @@ fn serve(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<Exi
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let router = web::router(
-        app.web_state()
-            .context("the web layer needs a serving instance")?,
-    );
+    let state = app
+        .web_state()
+        .context("the web layer needs a serving instance")?;
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -110,8 +109,7 @@ fn serve(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<Exi
         let local = listener.local_addr()?;
         app.log
             .scope(|| tracing::info!(target: "server", "listening on http://{local}"));
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown_signal())
+        web::serve(listener, state, shutdown_signal())
             .await
             .context("serving HTTP")
     });

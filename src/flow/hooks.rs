@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use std::net::IpAddr;
+
 use crate::flow::otp::{CodePolicy, OtpCheck, OtpError, OtpService};
+use crate::flow::throttle::Throttle;
 use crate::ports::{
     mask_phone, AttributeChange, DirectoryError, SmsError, SmsMessage, SmsSender, UserDirectory,
     UserEntry,
@@ -15,6 +18,8 @@ use crate::secret::Secret;
 #[derive(Debug, Clone, Default)]
 pub struct RequestParams {
     values: BTreeMap<String, ParamValue>,
+    /// Where the request came from (after trusted proxies), for per-address limits.
+    client_ip: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +74,15 @@ impl RequestParams {
             params.values.insert(name, value);
         }
         params
+    }
+
+    pub fn with_client_ip(mut self, ip: Option<IpAddr>) -> Self {
+        self.client_ip = ip;
+        self
+    }
+
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &ParamValue)> {
@@ -237,6 +251,13 @@ pub trait ScriptRuntime: Send + Sync {
 pub struct HostServices {
     pub users: Arc<dyn UserDirectory>,
     pub otp: OtpService,
+    /// Progressive delays after wrong passwords, per account and per client address.
+    pub password_attempts: PasswordThrottle,
+}
+
+pub struct PasswordThrottle {
+    pub accounts: Throttle,
+    pub addresses: Throttle,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +270,8 @@ pub enum HostError {
     Otp(#[from] OtpError),
     #[error(transparent)]
     Sms(#[from] SmsError),
+    #[error(transparent)]
+    Store(#[from] crate::ports::StoreError),
 }
 
 /// Mutable per-login state a hook can read and change; the flow persists it between steps.
@@ -275,6 +298,7 @@ pub struct HookContext {
     masked: Mutex<Vec<String>>,
     /// A message the host's policy sets (a lock): it wins over whatever the script says.
     policy_message: Mutex<Option<String>>,
+    client_ip: Option<IpAddr>,
 }
 
 impl HookContext {
@@ -288,6 +312,7 @@ impl HookContext {
             state: Mutex::new(HookState::default()),
             masked: Mutex::new(Vec::new()),
             policy_message: Mutex::new(None),
+            client_ip: None,
         })
     }
 
@@ -310,6 +335,7 @@ impl HookContext {
             state: Mutex::new(state),
             masked: Mutex::new(masked),
             policy_message: Mutex::new(None),
+            client_ip: params.and_then(RequestParams::client_ip),
         })
     }
 
@@ -377,13 +403,37 @@ impl HookContext {
     // ------------------------------------------------------------ users
 
     /// Checks a username and password; on success the login is bound to that user.
+    /// After repeated failures the account and the client address must wait (doubling delays):
+    /// a password tried too early is refused unchecked, with the same answer as a wrong one.
     pub fn authenticate_user(&self, username: &str, password: &Secret) -> Result<bool, HostError> {
         self.add_masked(password.expose());
-        let ok = !username.is_empty()
-            && !password.is_empty()
-            && self.services.users.verify_password(username, password)?;
+        if username.is_empty() || password.is_empty() {
+            return Ok(false);
+        }
+        let throttle = &self.services.password_attempts;
+        let account_key = format!("pwfail:user:{username}");
+        let address_key = self.client_ip.map(|ip| format!("pwfail:ip:{ip}"));
+        let wait = throttle
+            .accounts
+            .wait(&account_key)?
+            .into_iter()
+            .chain(match &address_key {
+                Some(key) => throttle.addresses.wait(key)?,
+                None => None,
+            });
+        if let Some(seconds) = wait.max() {
+            tracing::warn!(target: "server", acr = self.acr.as_str(), login = self.correlation_id.as_str(), "password not checked: too many recent failures for {username} or this address (wait {seconds} s)");
+            return Ok(false);
+        }
+        let ok = self.services.users.verify_password(username, password)?;
         if ok {
+            throttle.accounts.clear(&account_key)?;
             self.state().user = Some(username.to_owned());
+        } else {
+            throttle.accounts.fail(&account_key)?;
+            if let Some(key) = &address_key {
+                throttle.addresses.fail(key)?;
+            }
         }
         Ok(ok)
     }

@@ -4,6 +4,7 @@
 pub mod hooks;
 pub mod otp;
 pub mod random;
+pub mod throttle;
 pub mod transaction;
 
 use std::sync::Arc;

@@ -7,13 +7,14 @@ use axum::extract::{Form, Query, State};
 use axum::http::header::{CONTENT_SECURITY_POLICY, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
+use axum::Extension;
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::flow::hooks::{AcrStatus, RequestParams, ScriptRuntime};
 use crate::flow::{FlowError, LoginHandle, StepOutcome, StepPage};
 use crate::oidc::{AuthorizationRequest, AuthorizeError, CodeGrant, ErrorRedirect};
-use crate::web::security::DEFAULT_CSP;
+use crate::web::security::{ClientIp, DEFAULT_CSP};
 use crate::web::session::{self, Session, SignedIn};
 use crate::web::{blocking, request_id, single_values, WebState};
 
@@ -332,17 +333,23 @@ pub async fn show_step(State(state): State<WebState>, headers: HeaderMap) -> Res
 
 pub async fn submit_step(
     State(state): State<WebState>,
+    Extension(client): Extension<ClientIp>,
     headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     let app = state.clone();
     blocking(&state, move || {
-        app.log_scope(|| submit(&app, &headers, pairs))
+        app.log_scope(|| submit(&app, &headers, client, pairs))
     })
     .await
 }
 
-fn submit(state: &WebState, headers: &HeaderMap, pairs: Vec<(String, String)>) -> Response {
+fn submit(
+    state: &WebState,
+    headers: &HeaderMap,
+    client: ClientIp,
+    pairs: Vec<(String, String)>,
+) -> Response {
     let config = state.host.config();
     let id = request_id(headers);
     let mut session = match session::load(state.store.as_ref(), &config.oidc, headers) {
@@ -395,7 +402,8 @@ fn submit(state: &WebState, headers: &HeaderMap, pairs: Vec<(String, String)>) -
         pairs
             .into_iter()
             .filter(|(n, _)| n != "csrf" && n != "step"),
-    );
+    )
+    .with_client_ip(client.0);
     match state.engine.submit(&login, step, &params) {
         Ok(StepOutcome::Next(_)) => match session.rotate(state.store.as_ref(), &config.oidc) {
             Ok(cookie) => see_other(

@@ -157,6 +157,19 @@ async fn stylesheet() -> Response {
     (headers, pages::STYLESHEET).into_response()
 }
 
+/// Serves `state` on `listener` until `shutdown` completes (peer addresses are recorded for the
+/// per-address limits).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: WebState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/", get(home))

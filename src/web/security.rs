@@ -1,6 +1,9 @@
 //! Every response: a request id, security headers, no caching; and one access-log line.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
+
+use axum::extract::ConnectInfo;
 
 use axum::extract::{Request, State};
 use axum::http::header::{self, HeaderName, HeaderValue};
@@ -18,19 +21,57 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const DEFAULT_CSP: &str =
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// The client's address: the peer, or, behind a trusted proxy, the last X-Forwarded-For entry
+/// that is not itself a trusted proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+fn client_ip(request: &Request, trusted: &[String]) -> Option<IpAddr> {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())?;
+    let trusted: Vec<ipnet::IpNet> = trusted
+        .iter()
+        .filter_map(|t| crate::outbound::policy::parse_allowed(t).ok())
+        .collect();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|part| part.trim().parse().ok())
+        .collect();
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .unwrap_or(peer),
+    )
+}
+
 pub async fn headers_and_log(
     State(state): State<WebState>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let config = state.host.config();
+    let client = ClientIp(client_ip(&request, &config.server.trusted_proxies));
+    request.extensions_mut().insert(client);
     let id = random::hex_token(8).unwrap_or_else(|_| "-".into());
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     if let Ok(value) = HeaderValue::from_str(&id) {
         request.headers_mut().insert(REQUEST_ID, value);
     }
     let mut response = next.run(request).with_subscriber(state.log.clone()).await;
-    let https = state.host.config().oidc.is_https();
+    let https = config.oidc.is_https();
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(REQUEST_ID, value);

@@ -219,3 +219,72 @@ fn the_disable_threshold_needs_an_operator_reset() {
             .unwrap(),
     );
 }
+
+fn password_attempt(env: &TestEnv, user: &str, password: &str, ip: &str) -> StepOutcome {
+    let page = env.start(None).unwrap();
+    let params = gatehouse::flow::hooks::RequestParams::from_pairs([
+        ("username", user),
+        ("password", password),
+    ])
+    .with_client_ip(Some(ip.parse().unwrap()));
+    env.app.engine.submit(&page.login, 1, &params).unwrap()
+}
+
+#[test]
+fn wrong_passwords_bring_growing_delays_per_account_without_touching_the_sms_factor() {
+    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    for _ in 0..4 {
+        expect_retry(password_attempt(&env, "alice", "guess", "198.51.100.7"));
+    }
+    // The fourth failure set a one-second wait: even the right password is not checked now, and
+    // the answer looks like any failure.
+    let refused = expect_retry(password_attempt(
+        &env,
+        "alice",
+        ALICE_PASSWORD,
+        "203.0.113.9",
+    ));
+    assert_eq!(refused.message.as_deref(), Some("Failed to authenticate."));
+    assert_eq!(env.sms.count(), 0);
+    env.wait_for_log("password not checked: too many recent failures for alice");
+    // Waiting out the delay is the point here.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let login = expect_next(password_attempt(
+        &env,
+        "alice",
+        ALICE_PASSWORD,
+        "203.0.113.9",
+    ))
+    .login;
+    expect_authenticated(
+        env.submit(&login, 2, &[("passcode", &env.sms.last_code())])
+            .unwrap(),
+    );
+}
+
+#[test]
+fn one_address_trying_many_accounts_is_slowed_down() {
+    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    // Twelve failures are free per address (four times the per-account allowance).
+    for i in 0..13 {
+        expect_retry(password_attempt(
+            &env,
+            &format!("user{i}"),
+            "guess",
+            "198.51.100.8",
+        ));
+    }
+    expect_retry(password_attempt(
+        &env,
+        "alice",
+        ALICE_PASSWORD,
+        "198.51.100.8",
+    ));
+    // The same account from another address is fine.
+    expect_next(password_attempt(
+        &env,
+        "alice",
+        ALICE_PASSWORD,
+        "198.51.100.99",
+    ));
+}

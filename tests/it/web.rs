@@ -648,3 +648,82 @@ fn single_sign_on_and_logout() {
         "signed out"
     );
 }
+
+/// Thirteen wrong passwords from one client address; returns whether alice's right password
+/// is then accepted from `final_forwarded_for`.
+fn address_throttle_run(
+    env: &TestEnv,
+    attacker_forwarded_for: &str,
+    final_forwarded_for: &str,
+) -> bool {
+    let base = env.base.clone().unwrap();
+    let attempt = |user: &str, password: &str, forwarded: &str| {
+        let browser = Browser::new();
+        browser
+            .client
+            .get(authorize_url(env, &[]))
+            .header("x-forwarded-for", forwarded)
+            .send()
+            .unwrap();
+        let csrf = csrf_of(
+            &browser
+                .client
+                .get(format!("{base}/login"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+        );
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("step", "1"),
+            ("username", user),
+            ("password", password),
+        ];
+        browser
+            .client
+            .post(format!("{base}/login"))
+            .header("x-forwarded-for", forwarded)
+            .form(&form)
+            .send()
+            .unwrap();
+        browser
+            .client
+            .get(format!("{base}/login"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+            .contains("name=\"passcode\"")
+    };
+    for i in 0..13 {
+        assert!(!attempt(
+            &format!("user{i}"),
+            "guess",
+            attacker_forwarded_for
+        ));
+    }
+    attempt("alice", ALICE_PASSWORD, final_forwarded_for)
+}
+
+#[test]
+fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+    // Untrusted: the header is ignored, so the attacker's own address (127.0.0.1) is throttled and a
+    // forged header does not help.
+    let env = web_env();
+    assert!(!address_throttle_run(&env, "198.51.100.1", "198.51.100.2"));
+    // Behind a trusted proxy on 127.0.0.1, each forwarded client is counted on its own.
+    let trusted = TestEnv::with_options(
+        vec![script("sms_otp", &shipped_script())],
+        EnvOptions {
+            web: true,
+            server: "trusted_proxies = [\"127.0.0.1\"]".into(),
+            ..EnvOptions::default()
+        },
+    );
+    assert!(address_throttle_run(
+        &trusted,
+        "198.51.100.1",
+        "198.51.100.2"
+    ));
+}

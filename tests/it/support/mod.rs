@@ -147,6 +147,8 @@ pub struct EnvOptions {
     pub oidc_extra: String,
     /// Keys for the [otp] section.
     pub otp: String,
+    /// Keys for the [server] section.
+    pub server: String,
 }
 
 /// Provider mocks listen on 127.0.0.1 over plain http: the test config allows exactly that.
@@ -239,7 +241,8 @@ impl TestEnv {
                 &scripts,
                 &options.sandbox,
                 &format!(
-                    "[otp]\n{}\n\n{}\n{}",
+                    "[server]\n{}\n\n[otp]\n{}\n\n{}\n{}",
+                    options.server,
                     options.otp,
                     oidc_text(root, &issuer, &options.oidc_extra),
                     options.extra_config

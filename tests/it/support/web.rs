@@ -26,12 +26,11 @@ impl WebServer {
                 .unwrap();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, gatehouse::web::router(state))
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .unwrap();
+                gatehouse::web::serve(listener, state, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
             });
         });
         WebServer {

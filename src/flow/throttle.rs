@@ -1,0 +1,101 @@
+//! Progressive delays after failures (password step), counted per account and per client address
+//! in the state store, so every process sharing the store sees the same counts.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ports::{StateStore, StoreError, StoreUpdate};
+
+/// How failures turn into waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DelayPolicy {
+    /// Failures allowed before any delay.
+    pub free_failures: u32,
+    /// The longest delay; delays double from one second up to it.
+    pub max_delay_seconds: u64,
+    /// How long a failure is remembered.
+    pub memory: Duration,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Record {
+    failures: u32,
+    not_before_ms: u64,
+}
+
+pub struct Throttle {
+    store: Arc<dyn StateStore>,
+    policy: DelayPolicy,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Throttle {
+    pub fn new(store: Arc<dyn StateStore>, policy: DelayPolicy) -> Self {
+        Throttle { store, policy }
+    }
+
+    /// Seconds to wait before `key` may try again, if any.
+    pub fn wait(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let record: Record = self
+            .store
+            .get(key)?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let now = now_ms();
+        Ok((record.not_before_ms > now).then(|| (record.not_before_ms - now).div_ceil(1000)))
+    }
+
+    /// Counts a failure; past the free ones, each doubles the wait (1 s, 2 s, 4 s, ... up to the cap).
+    pub fn fail(&self, key: &str) -> Result<(), StoreError> {
+        let policy = self.policy;
+        self.store.update(key, Some(policy.memory), &mut |current| {
+            let mut record: Record = current
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default();
+            record.failures += 1;
+            if record.failures > policy.free_failures {
+                let exponent = (record.failures - policy.free_failures - 1).min(20);
+                let delay = (1u64 << exponent).min(policy.max_delay_seconds);
+                record.not_before_ms = now_ms() + delay * 1000;
+            }
+            StoreUpdate::Put(serde_json::to_vec(&record).expect("throttle records serialise"))
+        })
+    }
+
+    pub fn clear(&self, key: &str) -> Result<(), StoreError> {
+        self.store.delete(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn delays_start_after_the_free_failures_and_double() {
+        let throttle = Throttle::new(
+            Arc::new(MemoryStore::new()),
+            DelayPolicy {
+                free_failures: 2,
+                max_delay_seconds: 4,
+                memory: Duration::from_secs(60),
+            },
+        );
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            throttle.fail("k").unwrap();
+            waits.push(throttle.wait("k").unwrap().unwrap_or(0));
+        }
+        assert_eq!(waits, [0, 0, 1, 2, 4, 4]);
+        throttle.clear("k").unwrap();
+        assert_eq!(throttle.wait("k").unwrap(), None);
+    }
+}
