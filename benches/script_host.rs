@@ -61,7 +61,7 @@ fn deployment(dir: &Path, sms: Arc<LastSms>) -> Gatehouse {
     )
     .unwrap();
     let config = format!(
-        "[paths]\nscripts_dir = {:?}\nlog_dir = {:?}\nusers_file = {:?}\n[login]\ndefault_acr = \"bench\"\n[log]\nconsole = false\nlevel = \"warn\"\n[[scripts]]\nacr = \"bench\"\nfile = \"bench.rhai\"\n",
+        "[paths]\nscripts_dir = {:?}\nlog_dir = {:?}\nusers_file = {:?}\n[sms]\nallowed_prefixes = [\"+44\"]\nper_number_per_hour = 1000\nper_number_per_day = 100000\nper_address_per_hour = 1000000\nmax_sends_per_login = 10\nresend_cooldown_seconds = 0\ndaily_budget = 100000000\n[login]\ndefault_acr = \"bench\"\n[log]\nconsole = false\nlevel = \"warn\"\n[[scripts]]\nacr = \"bench\"\nfile = \"bench.rhai\"\n",
         dir.join("scripts"),
         dir.join("logs"),
         dir.join("config/users.toml")

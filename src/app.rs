@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, CONSOLE_PROVIDER};
-use crate::flow::hooks::{HostServices, PasswordThrottle};
+use crate::flow::hooks::{HostServices, PasswordThrottle, SendGuard};
 use crate::flow::otp::{AccountPolicy, OtpError, OtpService};
 use crate::flow::throttle::{DelayPolicy, Throttle};
 use crate::flow::LoginEngine;
@@ -145,10 +145,12 @@ impl Builder {
                 delays(config.login.password_free_failures * 4),
             ),
         };
+        let sending = SendGuard::new(store.clone(), config.sms.limits());
         let services = Arc::new(HostServices {
             users: users.clone(),
             otp,
             password_attempts,
+            sending,
         });
         let host = Arc::new(ScriptHost::new(
             config.clone(),

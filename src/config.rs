@@ -276,6 +276,19 @@ pub struct SmsConfig {
     /// Provider of scripts that name none: "console" or the name of a `[sms.providers.NAME]`.
     pub provider: String,
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// ISO 3166 region for numbers without a country code (e.g. "GB"); none: such numbers are refused.
+    pub default_region: Option<String>,
+    /// E.164 prefixes that may receive messages. Empty: no destination at all.
+    pub allowed_prefixes: Vec<String>,
+    pub max_sends_per_login: i64,
+    /// Wait before a login's second send; doubles for each further one.
+    pub resend_cooldown_seconds: i64,
+    pub per_number_per_hour: i64,
+    pub per_number_per_day: i64,
+    /// Per client address (behind a proxy only when it is in `[server] trusted_proxies`).
+    pub per_address_per_hour: i64,
+    /// Messages per UTC day for the whole server; then sending pauses and an alert is logged.
+    pub daily_budget: i64,
 }
 
 impl Default for SmsConfig {
@@ -283,6 +296,29 @@ impl Default for SmsConfig {
         SmsConfig {
             provider: CONSOLE_PROVIDER.into(),
             providers: BTreeMap::new(),
+            default_region: None,
+            allowed_prefixes: Vec::new(),
+            max_sends_per_login: 3,
+            resend_cooldown_seconds: 60,
+            per_number_per_hour: 5,
+            per_number_per_day: 10,
+            per_address_per_hour: 10,
+            daily_budget: 10_000,
+        }
+    }
+}
+
+impl SmsConfig {
+    pub fn limits(&self) -> crate::flow::sending::SendLimits {
+        crate::flow::sending::SendLimits {
+            default_region: self.default_region.clone(),
+            allowed_prefixes: self.allowed_prefixes.clone(),
+            per_login: self.max_sends_per_login as u32,
+            resend_cooldown_seconds: self.resend_cooldown_seconds as u64,
+            per_number_per_hour: self.per_number_per_hour as u32,
+            per_number_per_day: self.per_number_per_day as u32,
+            per_address_per_hour: self.per_address_per_hour as u32,
+            daily_budget: self.daily_budget as u32,
         }
     }
 }
@@ -754,6 +790,7 @@ impl Config {
             }
         }
         validate_otp(&self.otp).map_err(|(key, message)| invalid(key, message))?;
+        validate_sms(&self.sms).map_err(|(key, message)| invalid(key, message))?;
         in_range(
             "login.password_free_failures",
             self.login.password_free_failures,
@@ -808,6 +845,63 @@ fn in_range(
             key.to_owned(),
             format!("{value} is out of range: use {low} to {high}{unit}"),
         ));
+    }
+    Ok(())
+}
+
+fn validate_sms(sms: &SmsConfig) -> Result<(), (String, String)> {
+    in_range(
+        "sms.max_sends_per_login",
+        sms.max_sends_per_login,
+        1,
+        10,
+        "",
+    )?;
+    in_range(
+        "sms.resend_cooldown_seconds",
+        sms.resend_cooldown_seconds,
+        0,
+        3600,
+        " seconds",
+    )?;
+    in_range(
+        "sms.per_number_per_hour",
+        sms.per_number_per_hour,
+        1,
+        1000,
+        "",
+    )?;
+    in_range(
+        "sms.per_number_per_day",
+        sms.per_number_per_day,
+        1,
+        10_000,
+        "",
+    )?;
+    in_range(
+        "sms.per_address_per_hour",
+        sms.per_address_per_hour,
+        1,
+        100_000,
+        "",
+    )?;
+    in_range("sms.daily_budget", sms.daily_budget, 0, 100_000_000, "")?;
+    for (i, prefix) in sms.allowed_prefixes.iter().enumerate() {
+        let digits = prefix.strip_prefix('+').unwrap_or("");
+        if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err((
+                format!("sms.allowed_prefixes[{i}]"),
+                format!("{prefix:?} is not an E.164 prefix like \"+44\""),
+            ));
+        }
+    }
+    if let Some(region) = &sms.default_region {
+        if region.parse::<phonenumber::country::Id>().is_err() {
+            return Err((
+                "sms.default_region".into(),
+                format!("{region:?} is not an ISO 3166 region like \"GB\""),
+            ));
+        }
     }
     Ok(())
 }

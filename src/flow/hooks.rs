@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::net::IpAddr;
 
 use crate::flow::otp::{CodePolicy, OtpCheck, OtpError, OtpService};
+use crate::flow::sending::{Refusal, SendError};
 use crate::flow::throttle::Throttle;
 use crate::ports::{
     mask_phone, AttributeChange, DirectoryError, SmsError, SmsMessage, SmsSender, UserDirectory,
@@ -253,7 +254,12 @@ pub struct HostServices {
     pub otp: OtpService,
     /// Progressive delays after wrong passwords, per account and per client address.
     pub password_attempts: PasswordThrottle,
+    /// Number normalisation, allowed countries and sending limits for every SMS.
+    pub sending: SendGuard,
 }
+
+/// Sending guards (number normalisation, countries, limits) are part of the host services.
+pub use crate::flow::sending::SendGuard;
 
 pub struct PasswordThrottle {
     pub accounts: Throttle,
@@ -272,6 +278,8 @@ pub enum HostError {
     Sms(#[from] SmsError),
     #[error(transparent)]
     Store(#[from] crate::ports::StoreError),
+    #[error(transparent)]
+    Send(#[from] SendError),
 }
 
 /// Mutable per-login state a hook can read and change; the flow persists it between steps.
@@ -283,6 +291,8 @@ pub struct HookState {
     pub working: BTreeMap<String, String>,
     /// Message to show on the next page.
     pub message: Option<String>,
+    /// Set when a sending limit refused a message: seconds until it may succeed (HTTP Retry-After).
+    pub retry_after: Option<u64>,
 }
 
 /// Everything one hook call may touch. One per login request; never shared between logins.
@@ -577,13 +587,48 @@ impl HookContext {
     /// Sends a text message through `sms` (the running script's provider); the log line names
     /// provider, masked number and message id, never the text.
     pub fn send_sms(&self, sms: &dyn SmsSender, to: &str, text: &str) -> Result<(), HostError> {
-        if self.login_key.is_none() {
-            return Err(HostError::NoLogin("sms::send"));
-        }
-        let masked_to = mask_phone(to);
+        let login_key = self
+            .login_key
+            .as_deref()
+            .ok_or(HostError::NoLogin("sms::send"))?;
         let (acr, login) = (self.acr.as_str(), self.correlation_id.as_str());
+        let guard = &self.services.sending;
+        // Parsed and normalised to E.164, never guessed; then the country and the limits.
+        let number = match guard.normalize(to) {
+            Ok(number) => number,
+            Err(refusal) => {
+                tracing::warn!(target: "server", acr, login, "sms refused: to={}: {refusal}", mask_phone(to));
+                return Err(SendError::Refused(refusal).into());
+            }
+        };
+        let masked_to = mask_phone(&number);
+        if !guard.allowed(&number) {
+            tracing::warn!(target: "server", acr, login, "sms refused: to={masked_to}: the destination country is not in [sms] allowed_prefixes");
+            self.set_policy_message("Text messages cannot be sent to this number.");
+            return Err(SendError::Refused(Refusal::Country).into());
+        }
+        if let Err(error) = guard.admit(login_key, &number, self.client_ip) {
+            if let SendError::Refused(Refusal::Throttled {
+                what,
+                retry_after_seconds,
+            }) = &error
+            {
+                tracing::warn!(target: "server", acr, login, "sms refused: to={masked_to}: {what} (retry after {retry_after_seconds} s)");
+                let message = if *retry_after_seconds == 0 {
+                    "Too many codes were sent for this sign-in. Start again.".to_owned()
+                } else {
+                    format!(
+                        "Too many codes were sent. Try again in {} minutes.",
+                        retry_after_seconds.div_ceil(60)
+                    )
+                };
+                self.set_policy_message(&message);
+                self.state().retry_after = Some(*retry_after_seconds);
+            }
+            return Err(error.into());
+        }
         match sms.send(&SmsMessage {
-            to: to.to_owned(),
+            to: number.clone(),
             text: Secret::new(text),
         }) {
             Ok(receipt) => {
@@ -592,7 +637,11 @@ impl HookContext {
                 Ok(())
             }
             Err(error) => {
-                tracing::warn!(target: "server", acr, login, "sms not sent: provider={} to={masked_to}: {}", sms.provider(), self.mask(&error.to_string()).replace(to, &masked_to));
+                let detail = self
+                    .mask(&error.to_string())
+                    .replace(&number, &masked_to)
+                    .replace(to, &masked_to);
+                tracing::warn!(target: "server", acr, login, "sms not sent: provider={} to={masked_to}: {detail}", sms.provider());
                 Err(error.into())
             }
         }

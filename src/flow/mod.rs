@@ -4,6 +4,7 @@
 pub mod hooks;
 pub mod otp;
 pub mod random;
+pub mod sending;
 pub mod throttle;
 pub mod transaction;
 
@@ -68,6 +69,8 @@ pub struct StepPage {
     pub message: Option<String>,
     /// Working parameters, so pages can show e.g. the masked number a code went to.
     pub working: std::collections::BTreeMap<String, String>,
+    /// A sending limit refused a message: seconds until it may succeed (0: only a new login).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -269,13 +272,17 @@ impl LoginEngine {
                 Ok(value) => value.is_true(),
                 Err(_) => false, // the runtime has logged it with file:line:col
             };
-        txn.absorb(context.take_state());
+        let state = context.take_state();
+        let retry_after = state.retry_after;
+        txn.absorb(state);
         if !passed {
             tracing::info!(target: "server", acr = acr.as_str(), login = correlation.as_str(), "step {step} failed");
             txn.message
                 .get_or_insert_with(|| DEFAULT_FAILURE_MESSAGE.to_owned());
             self.save(login, &txn, loaded_version)?;
-            return Ok(StepOutcome::Retry(self.page(login, &txn)));
+            let mut page = self.page(login, &txn);
+            page.retry_after = retry_after;
+            return Ok(StepOutcome::Retry(page));
         }
         txn.passed.push(step);
         tracing::info!(target: "server", acr = acr.as_str(), login = correlation.as_str(), "step {step} passed");
@@ -423,6 +430,7 @@ impl LoginEngine {
             page: txn.page.clone(),
             message: txn.message.clone(),
             working: txn.working.clone(),
+            retry_after: None,
         }
     }
 

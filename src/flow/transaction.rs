@@ -65,6 +65,7 @@ impl LoginTransaction {
             user: self.user.clone(),
             working: self.working.clone(),
             message: None,
+            retry_after: None,
         }
     }
 

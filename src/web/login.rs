@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Form, Query, State};
-use axum::http::header::{CONTENT_SECURITY_POLICY, LOCATION};
+use axum::http::header::{CONTENT_SECURITY_POLICY, LOCATION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Extension;
@@ -412,7 +412,20 @@ fn submit(
             ),
             Err(e) => unavailable(state, &e.to_string(), &id),
         },
-        Ok(StepOutcome::Retry(_)) => see_other("/login", HeaderMap::new()),
+        Ok(StepOutcome::Retry(page)) => match page.retry_after {
+            // A sending limit: say so with 429 and, when waiting helps, Retry-After.
+            Some(seconds) => {
+                let mut response = render_step(state, &session, &page, &id);
+                *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                if seconds > 0 {
+                    response
+                        .headers_mut()
+                        .insert(RETRY_AFTER, HeaderValue::from(seconds));
+                }
+                response
+            }
+            None => see_other("/login", HeaderMap::new()),
+        },
         Ok(StepOutcome::Authenticated(done)) => {
             let Some(request) = session.data.authorization.clone() else {
                 return no_login(state, &id);

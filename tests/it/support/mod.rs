@@ -17,7 +17,7 @@ use gatehouse::{Builder, Gatehouse};
 
 pub const ALICE_PASSWORD: &str = "wonderland";
 pub const ALICE_PHONE: &str = "+447700900123";
-pub const BOB_MOBILE: &str = "+15551234567";
+pub const BOB_MOBILE: &str = "+12025550143";
 
 /// The shipped script, so tests exercise what operators run.
 pub fn shipped_script() -> String {
@@ -149,10 +149,15 @@ pub struct EnvOptions {
     pub otp: String,
     /// Keys for the [server] section.
     pub server: String,
+    /// Keys for the [sms] section; empty: +44 and +1 allowed, limits out of the way.
+    pub sms: String,
 }
 
 /// Provider mocks listen on 127.0.0.1 over plain http: the test config allows exactly that.
 pub const TEST_HTTP: &str = "[http]\ninsecure_http_hosts = [\"127.0.0.1\"]\nallow_addresses = [\"127.0.0.1\"]\ntimeout_ms = 1500\nconnect_timeout_ms = 1000\n";
+
+/// Test deployments send to the demo's countries, with limits that only the limit tests reach.
+pub const RELAXED_SMS: &str = "allowed_prefixes = [\"+44\", \"+1\"]\nper_number_per_hour = 1000\nper_number_per_day = 10000\nper_address_per_hour = 100000\nmax_sends_per_login = 10\nresend_cooldown_seconds = 0";
 
 /// The relying party registered in every test deployment.
 pub const RP_ID: &str = "rp";
@@ -241,7 +246,12 @@ impl TestEnv {
                 &scripts,
                 &options.sandbox,
                 &format!(
-                    "[server]\n{}\n\n[otp]\n{}\n\n{}\n{}",
+                    "[sms]\n{}\n\n[server]\n{}\n\n[otp]\n{}\n\n{}\n{}",
+                    if options.sms.is_empty() {
+                        RELAXED_SMS
+                    } else {
+                        options.sms.as_str()
+                    },
                     options.server,
                     options.otp,
                     oidc_text(root, &issuer, &options.oidc_extra),
