@@ -9,5 +9,6 @@ mod otp_policy;
 mod providers;
 mod reload;
 mod sandbox;
+mod sending;
 mod support;
 mod web;
