@@ -246,6 +246,9 @@ pub trait ScriptRuntime: Send + Sync {
     ) -> Result<HookValue, HookError>;
     fn status(&self, acr: &str) -> AcrStatus;
     fn default_acr(&self) -> Option<String>;
+    /// The serving revision's SMS provider and code policy, for a resend; `None` when the acr
+    /// does not serve or its `ResendEnable` property is "false".
+    fn resend_target(&self, acr: &str) -> Option<(Arc<dyn SmsSender>, CodePolicy)>;
 }
 
 /// What hooks can use from the host, shared by every login.
@@ -293,6 +296,9 @@ pub struct HookState {
     pub message: Option<String>,
     /// Set when a sending limit refused a message: seconds until it may succeed (HTTP Retry-After).
     pub retry_after: Option<u64>,
+    /// The last message sent with a code: its number and its text with the code as `{code}`,
+    /// so that the host can resend a fresh code the same way.
+    pub last_sms: Option<(String, String)>,
 }
 
 /// Everything one hook call may touch. One per login request; never shared between logins.
@@ -309,6 +315,8 @@ pub struct HookContext {
     /// A message the host's policy sets (a lock): it wins over whatever the script says.
     policy_message: Mutex<Option<String>>,
     client_ip: Option<IpAddr>,
+    /// The code issued during this call, if any (never stored: only its hash is).
+    issued: Mutex<Option<String>>,
 }
 
 impl HookContext {
@@ -323,6 +331,7 @@ impl HookContext {
             masked: Mutex::new(Vec::new()),
             policy_message: Mutex::new(None),
             client_ip: None,
+            issued: Mutex::new(None),
         })
     }
 
@@ -346,6 +355,7 @@ impl HookContext {
             masked: Mutex::new(masked),
             policy_message: Mutex::new(None),
             client_ip: params.and_then(RequestParams::client_ip),
+            issued: Mutex::new(None),
         })
     }
 
@@ -525,6 +535,7 @@ impl HookContext {
         {
             Ok(code) => {
                 self.add_masked(&code);
+                *self.issued.lock().unwrap_or_else(|p| p.into_inner()) = Some(code.clone());
                 Ok(code)
             }
             Err(OtpError::Locked {
@@ -587,13 +598,19 @@ impl HookContext {
     /// Sends a text message through `sms` (the running script's provider); the log line names
     /// provider, masked number and message id, never the text.
     pub fn send_sms(&self, sms: &dyn SmsSender, to: &str, text: &str) -> Result<(), HostError> {
+        let number = self.admit_sms(to)?;
+        self.deliver_sms(sms, &number, to, text)
+    }
+
+    /// Parses the number (E.164, never guessed), checks the destination country and counts the
+    /// send against every limit; the normalised number on success.
+    pub fn admit_sms(&self, to: &str) -> Result<String, HostError> {
         let login_key = self
             .login_key
             .as_deref()
             .ok_or(HostError::NoLogin("sms::send"))?;
         let (acr, login) = (self.acr.as_str(), self.correlation_id.as_str());
         let guard = &self.services.sending;
-        // Parsed and normalised to E.164, never guessed; then the country and the limits.
         let number = match guard.normalize(to) {
             Ok(number) => number,
             Err(refusal) => {
@@ -627,6 +644,21 @@ impl HookContext {
             }
             return Err(error.into());
         }
+        Ok(number)
+    }
+
+    /// Hands an admitted message to the provider and logs the outcome (never the text).
+    pub fn deliver_sms(
+        &self,
+        sms: &dyn SmsSender,
+        number: &str,
+        as_written: &str,
+        text: &str,
+    ) -> Result<(), HostError> {
+        let (acr, login) = (self.acr.as_str(), self.correlation_id.as_str());
+        let masked_to = mask_phone(number);
+        let to = as_written;
+        let number = number.to_owned();
         match sms.send(&SmsMessage {
             to: number.clone(),
             text: Secret::new(text),
@@ -634,6 +666,15 @@ impl HookContext {
             Ok(receipt) => {
                 let id = receipt.provider_message_id.as_deref().unwrap_or("-");
                 tracing::info!(target: "server", acr, login, "sms sent: provider={} to={masked_to} status=accepted id={id}", sms.provider());
+                if let Some(code) = self
+                    .issued
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .filter(|c| text.contains(c.as_str()))
+                {
+                    self.state().last_sms = Some((number.clone(), text.replace(&code, "{code}")));
+                }
                 Ok(())
             }
             Err(error) => {

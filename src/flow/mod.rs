@@ -46,6 +46,8 @@ pub enum FlowError {
     StepOutOfOrder { expected: u32, submitted: u32 },
     #[error("the login was changed by a concurrent request; reload the page")]
     Conflict,
+    #[error("no code was sent in this login, or the method does not allow resending")]
+    NothingToResend,
     #[error("step {step} of {acr} cannot be prepared")]
     StepNotPrepared { acr: String, step: u32 },
     #[error(transparent)]
@@ -193,6 +195,7 @@ impl LoginEngine {
             page: String::new(),
             started_at: unix_now(),
             version: 0,
+            last_sms: None,
         };
         // isValidAuthenticationMethod may hand the login to another method, explicitly.
         for _ in 0..=MAX_ALTERNATIVES {
@@ -314,6 +317,63 @@ impl LoginEngine {
         self.enter_step(login, &mut txn, target, params)?;
         self.save(login, &txn, loaded_version)?;
         Ok(StepOutcome::Next(self.page(login, &txn)))
+    }
+
+    /// Sends a fresh code the way the last one went (ResendEnable): same number, same text, new
+    /// code; the old code stops working. Sending limits apply (cooldown, sends per login...).
+    pub fn resend(
+        &self,
+        login: &LoginHandle,
+        params: &RequestParams,
+    ) -> Result<StepOutcome, FlowError> {
+        self.logged(|| self.resend_logged(login, params))
+    }
+
+    fn resend_logged(
+        &self,
+        login: &LoginHandle,
+        params: &RequestParams,
+    ) -> Result<StepOutcome, FlowError> {
+        let mut txn = self.load(login)?;
+        let loaded_version = txn.version;
+        let Some((to, template)) = txn.last_sms.clone() else {
+            return Err(FlowError::NothingToResend);
+        };
+        let Some((sender, policy)) = self.runtime.resend_target(&txn.acr) else {
+            return Err(FlowError::NothingToResend);
+        };
+        let context = self.context(login, &txn, Some(params));
+        // Admit first: a refused resend must not replace the code the user already has.
+        let sent = context.admit_sms(&to).and_then(|number| {
+            let code = context.issue_code(&policy, None, None)?;
+            context.deliver_sms(
+                sender.as_ref(),
+                &number,
+                &to,
+                &template.replace("{code}", &code),
+            )
+        });
+        let mut state = context.take_state();
+        let retry_after = state.retry_after;
+        match &sent {
+            Ok(()) => {
+                tracing::info!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "code resent");
+                state
+                    .message
+                    .get_or_insert_with(|| "A new code was sent.".to_owned());
+            }
+            Err(error) => {
+                tracing::warn!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "code not resent: {}", context.mask(&error.to_string()));
+                state.message.get_or_insert_with(|| {
+                    "We could not send a new code. Please try again later.".to_owned()
+                });
+            }
+        }
+        txn.absorb(state);
+        self.save(login, &txn, loaded_version)?;
+        let mut page = self.page(login, &txn);
+        page.retry_after = retry_after;
+        Ok(StepOutcome::Retry(page))
     }
 
     /// Runs the `logout` hook of `acr` for `user` (RP-initiated logout). A failing hook is logged

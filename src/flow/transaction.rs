@@ -57,6 +57,9 @@ pub struct LoginTransaction {
     pub started_at: u64,
     /// Bumped on every save: a concurrent submission of the same login loses, never mixes.
     pub version: u64,
+    /// See [`HookState::last_sms`].
+    #[serde(default)]
+    pub last_sms: Option<(String, String)>,
 }
 
 impl LoginTransaction {
@@ -66,6 +69,7 @@ impl LoginTransaction {
             working: self.working.clone(),
             message: None,
             retry_after: None,
+            last_sms: self.last_sms.clone(),
         }
     }
 
@@ -73,5 +77,6 @@ impl LoginTransaction {
         self.user = state.user;
         self.working = state.working;
         self.message = state.message;
+        self.last_sms = state.last_sms;
     }
 }

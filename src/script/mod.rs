@@ -653,6 +653,18 @@ impl ScriptRuntime for ScriptHost {
         }
     }
 
+    fn resend_target(&self, acr: &str) -> Option<(Arc<dyn crate::ports::SmsSender>, CodePolicy)> {
+        let state = self.read_state();
+        let slot = state.slots.get(acr)?;
+        let disabled = slot
+            .entry
+            .properties
+            .get("ResendEnable")
+            .is_some_and(|v| v.eq_ignore_ascii_case("false"));
+        let revision = slot.current.as_ref().filter(|_| !disabled)?;
+        Some((revision.sms.clone(), revision.code_policy))
+    }
+
     fn default_acr(&self) -> Option<String> {
         self.read_state().config.login.default_acr.clone()
     }

@@ -412,20 +412,7 @@ fn submit(
             ),
             Err(e) => unavailable(state, &e.to_string(), &id),
         },
-        Ok(StepOutcome::Retry(page)) => match page.retry_after {
-            // A sending limit: say so with 429 and, when waiting helps, Retry-After.
-            Some(seconds) => {
-                let mut response = render_step(state, &session, &page, &id);
-                *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-                if seconds > 0 {
-                    response
-                        .headers_mut()
-                        .insert(RETRY_AFTER, HeaderValue::from(seconds));
-                }
-                response
-            }
-            None => see_other("/login", HeaderMap::new()),
-        },
+        Ok(StepOutcome::Retry(page)) => retry_response(state, &session, &page, &id),
         Ok(StepOutcome::Authenticated(done)) => {
             let Some(request) = session.data.authorization.clone() else {
                 return no_login(state, &id);
@@ -452,10 +439,73 @@ fn submit(
     }
 }
 
+/// The same page again: after a 303 normally, or at once with 429 (and Retry-After when waiting
+/// helps) when a sending limit refused a message.
+fn retry_response(state: &WebState, session: &Session, page: &StepPage, id: &str) -> Response {
+    match page.retry_after {
+        Some(seconds) => {
+            let mut response = render_step(state, session, page, id);
+            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            if seconds > 0 {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            response
+        }
+        None => see_other("/login", HeaderMap::new()),
+    }
+}
+
+pub async fn resend_code(
+    State(state): State<WebState>,
+    Extension(client): Extension<ClientIp>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    let app = state.clone();
+    blocking(&state, move || {
+        app.log_scope(|| {
+            let config = app.host.config();
+            let id = request_id(&headers);
+            let session = match session::load(app.store.as_ref(), &config.oidc, &headers) {
+                Ok(session) => session,
+                Err(e) => return unavailable(&app, &e.to_string(), &id),
+            };
+            let Some(login) = current_login(&session).filter(|_| session.id.is_some()) else {
+                return no_login(&app, &id);
+            };
+            let csrf = pairs
+                .iter()
+                .find(|(n, _)| n == "csrf")
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("");
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(
+                csrf.as_bytes(),
+                session.data.csrf.as_bytes(),
+            )) {
+                return app.error_page(
+                    StatusCode::FORBIDDEN,
+                    "This form has expired",
+                    "Go back to the application and start again.",
+                    &id,
+                );
+            }
+            let params = RequestParams::new().with_client_ip(client.0);
+            match app.engine.resend(&login, &params) {
+                Ok(StepOutcome::Retry(page)) => retry_response(&app, &session, &page, &id),
+                Ok(_) => see_other("/login", HeaderMap::new()),
+                Err(error) => flow_failure(&app, error, &id),
+            }
+        })
+    })
+    .await
+}
+
 /// The one place login flow errors become responses.
 fn flow_failure(state: &WebState, error: FlowError, id: &str) -> Response {
     match error {
-        FlowError::StepOutOfOrder { .. } | FlowError::Conflict => {
+        FlowError::StepOutOfOrder { .. } | FlowError::Conflict | FlowError::NothingToResend => {
             see_other("/login", HeaderMap::new())
         }
         FlowError::LoginNotFound => no_login(state, id),

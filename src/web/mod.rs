@@ -182,6 +182,7 @@ pub fn router(state: WebState) -> Router {
             get(login::authorize_get).post(login::authorize_post),
         )
         .route("/login", get(login::show_step).post(login::submit_step))
+        .route("/login/resend", axum::routing::post(login::resend_code))
         .route("/token", axum::routing::post(oidc::token))
         .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo))
         .route("/end_session", get(oidc::end_session))
