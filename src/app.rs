@@ -146,11 +146,22 @@ impl Builder {
             ),
         };
         let sending = SendGuard::new(store.clone(), config.sms.limits());
+        let webotp_host = config
+            .sms
+            .webotp_line
+            .then(|| {
+                url::Url::parse(&config.oidc.issuer)
+                    .ok()?
+                    .host_str()
+                    .map(str::to_owned)
+            })
+            .flatten();
         let services = Arc::new(HostServices {
             users: users.clone(),
             otp,
             password_attempts,
             sending,
+            webotp_host,
         });
         let host = Arc::new(ScriptHost::new(
             config.clone(),

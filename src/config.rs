@@ -289,6 +289,9 @@ pub struct SmsConfig {
     pub per_address_per_hour: i64,
     /// Messages per UTC day for the whole server; then sending pauses and an alert is logged.
     pub daily_budget: i64,
+    /// End messages built by `otp::message` with `@HOST #CODE` (WebOTP / SMS Retriever autofill),
+    /// HOST being the issuer's host.
+    pub webotp_line: bool,
 }
 
 impl Default for SmsConfig {
@@ -304,6 +307,7 @@ impl Default for SmsConfig {
             per_number_per_day: 10,
             per_address_per_hour: 10,
             daily_budget: 10_000,
+            webotp_line: true,
         }
     }
 }

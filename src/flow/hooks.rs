@@ -21,6 +21,8 @@ pub struct RequestParams {
     values: BTreeMap<String, ParamValue>,
     /// Where the request came from (after trusted proxies), for per-address limits.
     client_ip: Option<IpAddr>,
+    /// The browser's Accept-Language, for messages in the user's language.
+    accept_language: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +86,15 @@ impl RequestParams {
 
     pub fn client_ip(&self) -> Option<IpAddr> {
         self.client_ip
+    }
+
+    pub fn with_accept_language(mut self, value: Option<String>) -> Self {
+        self.accept_language = value;
+        self
+    }
+
+    pub fn accept_language(&self) -> Option<&str> {
+        self.accept_language.as_deref()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &ParamValue)> {
@@ -259,6 +270,9 @@ pub struct HostServices {
     pub password_attempts: PasswordThrottle,
     /// Number normalisation, allowed countries and sending limits for every SMS.
     pub sending: SendGuard,
+    /// The host named in the WebOTP last line of messages (`@HOST #CODE`), from the issuer;
+    /// `None` leaves the line out.
+    pub webotp_host: Option<String>,
 }
 
 /// Sending guards (number normalisation, countries, limits) are part of the host services.
@@ -315,6 +329,7 @@ pub struct HookContext {
     /// A message the host's policy sets (a lock): it wins over whatever the script says.
     policy_message: Mutex<Option<String>>,
     client_ip: Option<IpAddr>,
+    accept_language: Option<String>,
     /// The code issued during this call, if any (never stored: only its hash is).
     issued: Mutex<Option<String>>,
 }
@@ -331,6 +346,7 @@ impl HookContext {
             masked: Mutex::new(Vec::new()),
             policy_message: Mutex::new(None),
             client_ip: None,
+            accept_language: None,
             issued: Mutex::new(None),
         })
     }
@@ -355,6 +371,7 @@ impl HookContext {
             masked: Mutex::new(masked),
             policy_message: Mutex::new(None),
             client_ip: params.and_then(RequestParams::client_ip),
+            accept_language: params.and_then(|p| p.accept_language().map(str::to_owned)),
             issued: Mutex::new(None),
         })
     }
@@ -498,6 +515,40 @@ impl HookContext {
     }
 
     // ------------------------------------------------------------ codes and SMS
+
+    /// The user's languages from Accept-Language, best first ("fr-CH" gives "fr-ch" then "fr").
+    pub fn languages(&self) -> Vec<String> {
+        let Some(header) = &self.accept_language else {
+            return Vec::new();
+        };
+        let mut ranked: Vec<(f32, String)> = header
+            .split(',')
+            .filter_map(|part| {
+                let mut pieces = part.trim().split(';');
+                let tag = pieces.next()?.trim().to_ascii_lowercase();
+                let quality = pieces
+                    .find_map(|p| p.trim().strip_prefix("q=")?.parse::<f32>().ok())
+                    .unwrap_or(1.0);
+                (!tag.is_empty() && tag != "*" && quality > 0.0).then_some((quality, tag))
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
+        let mut languages = Vec::new();
+        for (_, tag) in ranked {
+            let base = tag.split('-').next().unwrap_or("").to_owned();
+            for candidate in [tag, base] {
+                if !candidate.is_empty() && !languages.contains(&candidate) {
+                    languages.push(candidate);
+                }
+            }
+        }
+        languages
+    }
+
+    /// The WebOTP host, if messages end with `@HOST #CODE`.
+    pub fn webotp_host(&self) -> Option<&str> {
+        self.services.webotp_host.as_deref()
+    }
 
     /// Whether an operator reset is needed before this user's SMS factor works again.
     fn sms_disabled(&self, user: &str) -> Result<bool, HostError> {

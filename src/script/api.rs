@@ -275,8 +275,39 @@ fn issue(length: Option<i64>, ttl_seconds: Option<i64>) -> HostResult<String> {
     })
 }
 
+/// The default text of `otp::message` when the script's properties give none.
+const DEFAULT_MESSAGE: &str = "Your code is {code}. It expires in {minutes} minutes.";
+
+/// `otp::message(config, code)`: the text in the user's language (`message.fr`, `message.de`...
+/// properties, by Accept-Language; else `message`; else English), with `{code}` and `{minutes}`
+/// filled in and, by default, the WebOTP last line `@HOST #CODE`.
+fn message_text(call: &CallEnv, config: &Map, code: &str) -> HostResult<String> {
+    let text_of = |name: &str| config.get(name).and_then(|v| v.clone().into_string().ok());
+    let template = call
+        .context
+        .languages()
+        .iter()
+        .find_map(|language| text_of(&format!("message.{language}")))
+        .or_else(|| text_of("message"))
+        .unwrap_or_else(|| DEFAULT_MESSAGE.to_owned());
+    let minutes = call.code_policy.ttl_seconds.div_ceil(60).to_string();
+    let mut text = template
+        .replace("{code}", code)
+        .replace("{minutes}", &minutes);
+    if let Some(host) = call.context.webotp_host() {
+        text.push_str(&format!("\n\n@{host} #{code}"));
+    }
+    Ok(text)
+}
+
 fn register_otp(engine: &mut Engine) {
     let mut module = Module::new();
+    FuncRegistration::new("message").set_into_module(
+        &mut module,
+        |config: Map, code: &str| -> HostResult<String> {
+            with_call("otp::message", |call| message_text(call, &config, code))
+        },
+    );
     FuncRegistration::new("issue").set_into_module(&mut module, || issue(None, None));
     FuncRegistration::new("issue")
         .set_into_module(&mut module, |length: i64| issue(Some(length), None));

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Form, Query, State};
-use axum::http::header::{CONTENT_SECURITY_POLICY, LOCATION, RETRY_AFTER};
+use axum::http::header::{ACCEPT_LANGUAGE, CONTENT_SECURITY_POLICY, LOCATION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Extension;
@@ -398,12 +398,17 @@ fn submit(
             &id,
         );
     };
+    let language = headers
+        .get(ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let params = RequestParams::from_pairs(
         pairs
             .into_iter()
             .filter(|(n, _)| n != "csrf" && n != "step"),
     )
-    .with_client_ip(client.0);
+    .with_client_ip(client.0)
+    .with_accept_language(language);
     match state.engine.submit(&login, step, &params) {
         Ok(StepOutcome::Next(_)) => match session.rotate(state.store.as_ref(), &config.oidc) {
             Ok(cookie) => see_other(

@@ -36,8 +36,7 @@ fn alphanumeric_codes_of_the_configured_length() {
         },
     );
     let login = env.pass_password(None);
-    let (_, text) = env.sms.last();
-    let code = text.strip_prefix("Your code is ").unwrap().to_owned();
+    let code = env.sms.last_code();
     assert_eq!(code.len(), 8);
     assert!(
         code.bytes()

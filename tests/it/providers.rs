@@ -331,10 +331,11 @@ fn generic_gateway_fills_json_and_form_payloads_exactly() {
     let body = request.json();
     assert_eq!(body["to"], serde_json::json!([ALICE_PHONE]));
     let text = body["text"].as_str().unwrap();
-    let code = text
-        .strip_prefix("Your code is ")
-        .expect("the script's message")
-        .to_owned();
+    assert!(
+        text.starts_with("Your code is "),
+        "the script's message: {text}"
+    );
+    let code = text.rsplit_once('#').expect("the WebOTP line").1.to_owned();
     expect_authenticated(env.submit(&next.login, 2, &[("passcode", &code)]).unwrap());
     env.wait_for_log("sms sent: provider=gateway to=+44******0123 status=accepted id=gw-7");
     assert_log_clean(&env, &["gw-token-000", "k-123", &code, ALICE_PHONE]);
@@ -365,7 +366,11 @@ fn generic_gateway_form_payload_and_a_200_that_carries_an_error() {
     );
     let form = request.form();
     assert_eq!(form[0], ("to".to_owned(), ALICE_PHONE.to_owned()));
-    assert!(form[1].1.starts_with("Your code is "));
+    assert!(
+        form[1].1.starts_with("Your code is ") && form[1].1.contains("\n\n@localhost #"),
+        "{}",
+        form[1].1
+    );
     expect_retry(step_one(&env, "sms_otp"));
     env.wait_for_log("HTTP 200 but the answer lacks");
     expect_retry(step_one(&env, "sms_otp"));

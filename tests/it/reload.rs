@@ -123,7 +123,10 @@ fn syntax_error_keeps_the_old_revision_and_names_file_line_column() {
         "no file:line:col in:\n{log}"
     );
     assert_eq!(env.revision("r"), Some(1));
-    assert!(env.last_error("r").unwrap().contains(":3:13:"));
+    let published = wait_until(Duration::from_secs(10), || {
+        env.last_error("r").is_some_and(|e| e.contains(":3:13:"))
+    });
+    assert!(published, "{:?}", env.last_error("r"));
     login_works(&env, "r");
     // Fixing the file clears the error.
     std::fs::write(env.script_path("r"), good_variant("F")).unwrap();
@@ -177,10 +180,12 @@ fn symlinks_out_of_the_folder_and_oversize_files_are_refused() {
     env.wait_for_log("a symlink out of the scripts directory");
     // Refused like any broken edit: the last good revision keeps serving.
     assert_eq!(env.revision("r"), Some(1));
-    assert!(env
-        .last_error("r")
-        .unwrap()
-        .contains("symlink out of the scripts directory"));
+    // The log line comes just before the new state is published: poll for it.
+    let refused = wait_until(std::time::Duration::from_secs(10), || {
+        env.last_error("r")
+            .is_some_and(|e| e.contains("symlink out of the scripts directory"))
+    });
+    assert!(refused, "{:?}", env.last_error("r"));
     std::fs::write(
         env.script_path("big"),
         format!("{GOOD}\n// {}\n", "x".repeat(5000)),

@@ -214,7 +214,7 @@ fn resend_has_a_doubling_cooldown_and_at_most_three_sends_per_login() {
     assert_eq!(env.sms.count(), 2);
     assert_eq!(
         env.sms.last().1,
-        format!("Your code is {second}"),
+        format!("Your code is {second}. It expires in 5 minutes.\n\n@localhost #{second}"),
         "same text, new code"
     );
     assert_eq!(
@@ -300,4 +300,35 @@ fn the_passcode_page_resends_over_http() {
         403
     );
     assert_eq!(env.sms.count(), 1);
+}
+
+#[test]
+fn messages_follow_accept_language_and_end_with_the_webotp_line() {
+    let env = TestEnv::new(vec![script("sms_otp", &shipped_script()).with(
+        "[scripts.properties]\nmessage = \"Code {code} ({minutes} min)\"\n\"message.fr\" = \"Code {code} ({minutes} min) en français\"",
+    )]);
+    let send = |language: Option<&str>| {
+        let page = env.start(None).unwrap();
+        let params = gatehouse::flow::hooks::RequestParams::from_pairs([
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+        ])
+        .with_accept_language(language.map(str::to_owned));
+        expect_next(env.app.engine.submit(&page.login, 1, &params).unwrap());
+        env.sms.last().1
+    };
+    let french = send(Some("fr-CH, fr;q=0.9, en;q=0.5"));
+    let code = env.sms.last_code();
+    assert_eq!(
+        french,
+        format!("Code {code} (5 min) en français\n\n@localhost #{code}")
+    );
+    let other = send(Some("de-DE, ja;q=0.5"));
+    assert!(
+        other.starts_with("Code ") && other.contains("(5 min)\n\n@localhost #"),
+        "{other}"
+    );
+    assert!(!other.contains("français"));
+    let none = send(None);
+    assert!(!none.contains("français"), "{none}");
 }

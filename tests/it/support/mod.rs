@@ -89,11 +89,15 @@ impl CapturedSms {
             .expect("an SMS was sent")
     }
 
-    /// The digits of the last message's code.
+    /// The last message's code: after the WebOTP "#" when there is one, else its last number.
     pub fn last_code(&self) -> String {
         let (_, text) = self.last();
+        if let Some((_, code)) = text.rsplit_once('#') {
+            return code.trim().to_owned();
+        }
         text.split(|c: char| !c.is_ascii_digit())
-            .rfind(|w| w.len() >= 4)
+            .filter(|w| w.len() >= 4)
+            .last()
             .expect("a code in the SMS")
             .to_owned()
     }
