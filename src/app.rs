@@ -162,6 +162,7 @@ impl Builder {
             password_attempts,
             sending,
             webotp_host,
+            users_passwords: crate::users::password::PasswordChecker::default(),
         });
         let host = Arc::new(ScriptHost::new(
             config.clone(),

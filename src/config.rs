@@ -562,10 +562,20 @@ pub enum PropertyValue {
 
 /// Names that are secret unless the operator says otherwise.
 const SECRET_NAME_PARTS: [&str; 4] = ["token", "secret", "password", "key"];
+/// Well-known option names that match a secret part but hold no secret (WSO2's token lifetime).
+const KNOWN_PUBLIC: [&str; 1] = ["TokenExpiryTime"];
 
 impl ScriptEntry {
     pub fn is_secret_property(&self, name: &str) -> bool {
         let lower = name.to_ascii_lowercase();
+        if KNOWN_PUBLIC.contains(&name)
+            && !self
+                .secret_properties
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(name))
+        {
+            return false;
+        }
         self.secret_properties
             .iter()
             .any(|s| s.eq_ignore_ascii_case(name))

@@ -52,6 +52,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum UsersCommand {
+    /// Generate 10 single-use backup codes for a user (replacing any earlier ones) and print them
+    /// once; only their hashes are kept.
+    BackupCodes {
+        name: String,
+        #[arg(long, default_value = "config/gatehouse.toml")]
+        config: PathBuf,
+    },
     /// Re-enable SMS sign-in for a user whose SMS factor was disabled after too many wrong codes.
     ResetSms {
         name: String,
@@ -69,6 +76,9 @@ fn main() -> ExitCode {
         Command::Users {
             command: UsersCommand::ResetSms { name, config },
         } => reset_sms(&name, config),
+        Command::Users {
+            command: UsersCommand::BackupCodes { name, config },
+        } => backup_codes(&name, config),
     };
     match result {
         Ok(code) => code,
@@ -211,5 +221,30 @@ fn reset_sms(name: &str, config_path: PathBuf) -> anyhow::Result<ExitCode> {
         },
     )?;
     println!("SMS sign-in re-enabled for {name} (a running server picks the change up at once)");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn backup_codes(name: &str, config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    use gatehouse::flow::backup;
+    use gatehouse::ports::{AttributeChange, UserDirectory};
+    let config = gatehouse::config::Config::load(&config_path)?;
+    let users = gatehouse::users::FileDirectory::open(&config.paths.users_file)?;
+    anyhow::ensure!(
+        users.find(name)?.is_some(),
+        "no user {name:?} in {}",
+        config.paths.users_file.display()
+    );
+    let (shown, stored) = backup::generate()?;
+    users.update(
+        name,
+        AttributeChange::Replace {
+            attribute: backup::ATTRIBUTE.into(),
+            values: stored,
+        },
+    )?;
+    println!("Backup codes for {name} (each works once; earlier codes no longer work). They are shown only now:");
+    for code in shown {
+        println!("  {code}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use std::net::IpAddr;
 
+use crate::flow::backup;
 use crate::flow::otp::{CodePolicy, OtpCheck, OtpError, OtpService};
 use crate::flow::sending::{Refusal, SendError};
 use crate::flow::throttle::Throttle;
@@ -273,6 +274,8 @@ pub struct HostServices {
     /// The host named in the WebOTP last line of messages (`@HOST #CODE`), from the issuer;
     /// `None` leaves the line out.
     pub webotp_host: Option<String>,
+    /// argon2id checks of backup codes (bounded like password checks).
+    pub users_passwords: crate::users::password::PasswordChecker,
 }
 
 /// Sending guards (number normalisation, countries, limits) are part of the host services.
@@ -600,6 +603,83 @@ impl HookContext {
             }
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// Checks a backup code of the login's user (`gatehouse users backup-codes NAME`). Each code
+    /// works once; a wrong one counts against the account like a wrong SMS code. Answers
+    /// "accepted", "rejected", "locked", "disabled" or "not_backup" (not shaped like one: nothing
+    /// counted).
+    pub fn use_backup_code(&self, submitted: &str) -> Result<&'static str, HostError> {
+        self.add_masked(submitted.trim());
+        let Some(normalised) = backup::normalise(submitted) else {
+            return Ok("not_backup");
+        };
+        let Some(user) = self.user() else {
+            return Ok("rejected");
+        };
+        if self.sms_disabled(&user)? {
+            self.set_policy_message(DISABLED_MESSAGE);
+            return Ok("disabled");
+        }
+        if let crate::flow::otp::AccountState::Locked {
+            retry_after_seconds,
+        } = self.services.otp.account_state(&user)?
+        {
+            self.set_policy_message(&locked_message(retry_after_seconds));
+            return Ok("locked");
+        }
+        let (acr, login) = (self.acr.as_str(), self.correlation_id.as_str());
+        let hashes = self
+            .find_user(&user)?
+            .and_then(|u| u.attributes.get(backup::ATTRIBUTE).cloned())
+            .unwrap_or_default();
+        let matched = hashes.iter().find(|phc| {
+            self.services
+                .users_passwords
+                .verify(Some(phc), &Secret::new(normalised.clone()))
+        });
+        match matched {
+            Some(phc) => {
+                let change = AttributeChange::Remove {
+                    attribute: backup::ATTRIBUTE.into(),
+                    value: phc.clone(),
+                };
+                self.services.users.update(&user, change)?;
+                self.services.otp.record_success(&user)?;
+                tracing::warn!(target: "server", acr, login, "backup code used by {user}: {} left", hashes.len() - 1);
+                Ok("accepted")
+            }
+            None => {
+                tracing::info!(target: "server", acr, login, "backup code rejected for {user}");
+                match self.services.otp.record_failure(&user)? {
+                    Some(OtpCheck::Locked {
+                        retry_after_seconds,
+                    }) => {
+                        self.set_policy_message(&locked_message(retry_after_seconds));
+                        Ok("locked")
+                    }
+                    Some(OtpCheck::Disabled) => {
+                        self.set_policy_message(DISABLED_MESSAGE);
+                        let change = AttributeChange::Replace {
+                            attribute: SMS_DISABLED_ATTRIBUTE.into(),
+                            values: vec!["true".into()],
+                        };
+                        self.services.users.update(&user, change)?;
+                        Ok("disabled")
+                    }
+                    _ => Ok("rejected"),
+                }
+            }
+        }
+    }
+
+    /// Drops this login's code (e.g. no retries allowed after a wrong one).
+    pub fn forget_code(&self) -> Result<(), HostError> {
+        let key = self
+            .login_key
+            .as_deref()
+            .ok_or(HostError::NoLogin("otp::forget"))?;
+        Ok(self.services.otp.forget(key)?)
     }
 
     pub fn verify_code(&self, passcode: &str) -> Result<OtpCheck, HostError> {

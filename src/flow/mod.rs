@@ -1,6 +1,7 @@
 //! The login flow: the step engine that drives a script's hooks through the steps of a login,
 //! keeping each login's state in the state store. No HTTP here.
 
+pub mod backup;
 pub mod hooks;
 pub mod otp;
 pub mod random;

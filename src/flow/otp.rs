@@ -339,7 +339,7 @@ impl OtpService {
     }
 
     /// Counts one wrong code against the account; returns the lock or disable it caused.
-    fn record_failure(&self, account: &str) -> Result<Option<OtpCheck>, OtpError> {
+    pub fn record_failure(&self, account: &str) -> Result<Option<OtpCheck>, OtpError> {
         let policy = self.accounts;
         let mut caused = None;
         self.store.update(
@@ -370,6 +370,11 @@ impl OtpService {
             },
         )?;
         Ok(caused)
+    }
+
+    /// A right answer by another factor (a backup code) resets the account's count.
+    pub fn record_success(&self, account: &str) -> Result<(), OtpError> {
+        Ok(self.store.delete(&account_key(account))?)
     }
 
     /// Forgets any code of this login (the login finished or was abandoned).

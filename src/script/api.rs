@@ -314,6 +314,25 @@ fn register_otp(engine: &mut Engine) {
     FuncRegistration::new("issue").set_into_module(&mut module, |length: i64, ttl_seconds: i64| {
         issue(Some(length), Some(ttl_seconds))
     });
+    FuncRegistration::new("issue_lasting").set_into_module(&mut module, |ttl_seconds: i64| {
+        issue(None, Some(ttl_seconds))
+    });
+    FuncRegistration::new("forget").set_into_module(&mut module, || -> HostResult<()> {
+        with_context("otp::forget", |c| {
+            c.forget_code().map_err(|e| host_failure("otp::forget", e))
+        })
+    });
+    FuncRegistration::new("backup").set_into_module(
+        &mut module,
+        |passcode: Dynamic| -> HostResult<String> {
+            with_context("otp::backup", |c| {
+                let text = passcode.into_string().unwrap_or_default();
+                c.use_backup_code(&text)
+                    .map(str::to_owned)
+                    .map_err(|e| host_failure("otp::backup", e))
+            })
+        },
+    );
     FuncRegistration::new("verify").set_into_module(
         &mut module,
         |passcode: Dynamic| -> HostResult<bool> {

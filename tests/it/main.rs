@@ -12,3 +12,4 @@ mod sandbox;
 mod sending;
 mod support;
 mod web;
+mod wso2;

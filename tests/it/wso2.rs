@@ -1,0 +1,179 @@
+//! The WSO2 SMS OTP options of the shipped sms_otp script, each on and off.
+
+use gatehouse::ports::{AttributeChange, UserDirectory};
+
+use crate::support::*;
+
+fn with_options(properties: &str) -> TestEnv {
+    TestEnv::new(vec![
+        script("sms_otp", &shipped_script()).with(&format!("[scripts.properties]\n{properties}"))
+    ])
+}
+
+fn wrong(code: &str) -> String {
+    if code.starts_with('1') {
+        "2".repeat(code.len())
+    } else {
+        "1".repeat(code.len())
+    }
+}
+
+#[test]
+fn retry_enable() {
+    let env = with_options("RetryEnable = \"false\"");
+    let login = env.pass_password(None);
+    let code = env.sms.last_code();
+    let page = expect_retry(
+        env.submit(&login, 2, &[("passcode", &wrong(&code))])
+            .unwrap(),
+    );
+    assert_eq!(
+        page.message.as_deref(),
+        Some("Wrong code. Start again to get a new one.")
+    );
+    expect_retry(env.submit(&login, 2, &[("passcode", &code)]).unwrap());
+
+    let env = with_options("RetryEnable = \"true\"");
+    let login = env.pass_password(None);
+    let code = env.sms.last_code();
+    expect_retry(
+        env.submit(&login, 2, &[("passcode", &wrong(&code))])
+            .unwrap(),
+    );
+    expect_authenticated(env.submit(&login, 2, &[("passcode", &code)]).unwrap());
+}
+
+fn backup_codes(env: &TestEnv) -> Vec<String> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["users", "backup-codes", "alice", "--config"])
+        .arg(env.root().join("config/gatehouse.toml"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let codes: Vec<String> = text.lines().skip(1).map(|l| l.trim().to_owned()).collect();
+    assert_eq!(codes.len(), 10, "{text}");
+    codes
+}
+
+#[test]
+fn backup_code_on_is_single_use_and_logged() {
+    let env = with_options("BackupCode = \"true\"");
+    let codes = backup_codes(&env);
+    let stored = std::fs::read_to_string(env.root().join("config/users.toml")).unwrap();
+    assert!(
+        !stored.contains(&codes[0]) && stored.contains("gatehouseBackupCodes"),
+        "only hashes are stored"
+    );
+    let login = env.pass_password(None);
+    let done = expect_authenticated(
+        env.submit(&login, 2, &[("passcode", &codes[0].to_lowercase())])
+            .unwrap(),
+    );
+    assert_eq!(done.user, "alice");
+    env.wait_for_log("backup code used by alice: 9 left");
+    let login = env.pass_password(None);
+    let again = expect_retry(env.submit(&login, 2, &[("passcode", &codes[0])]).unwrap());
+    assert_eq!(
+        again.message.as_deref(),
+        Some("Wrong code. Please try again.")
+    );
+    // The SMS code still works alongside.
+    expect_authenticated(
+        env.submit(&login, 2, &[("passcode", &env.sms.last_code())])
+            .unwrap(),
+    );
+    assert_log_clean(&env, &[&codes[0], &codes[1]]);
+}
+
+#[test]
+fn backup_code_off_is_just_a_wrong_code() {
+    let env = with_options("BackupCode = \"false\"");
+    let codes = backup_codes(&env);
+    let login = env.pass_password(None);
+    expect_retry(env.submit(&login, 2, &[("passcode", &codes[0])]).unwrap());
+    expect_authenticated(
+        env.submit(&login, 2, &[("passcode", &env.sms.last_code())])
+            .unwrap(),
+    );
+}
+
+fn opt_out_alice(env: &TestEnv) {
+    env.app
+        .users
+        .update(
+            "alice",
+            AttributeChange::Replace {
+                attribute: "smsOtpDisabled".into(),
+                values: vec!["true".into()],
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn sms_otp_enable_by_user_claim_when_not_mandatory() {
+    let env = with_options("SMSOTPMandatory = \"false\"\nSMSOTPEnableByUserClaim = \"true\"");
+    opt_out_alice(&env);
+    let page = env.start(None).unwrap();
+    let done = expect_authenticated(
+        env.submit(
+            &page.login,
+            1,
+            &[("username", "alice"), ("password", ALICE_PASSWORD)],
+        )
+        .unwrap(),
+    );
+    assert_eq!(done.steps_passed, vec![1]);
+    assert_eq!(env.sms.count(), 0);
+    // bob did not opt out (and has no phoneNumberVerified): still no shortcut for him.
+    let page = env.start(None).unwrap();
+    expect_retry(
+        env.submit(
+            &page.login,
+            1,
+            &[("username", "bob"), ("password", ALICE_PASSWORD)],
+        )
+        .unwrap(),
+    );
+}
+
+#[test]
+fn sms_otp_mandatory_or_claims_off_keep_the_sms_step() {
+    for properties in [
+        "SMSOTPMandatory = \"true\"\nSMSOTPEnableByUserClaim = \"true\"",
+        "SMSOTPMandatory = \"false\"\nSMSOTPEnableByUserClaim = \"false\"",
+    ] {
+        let env = with_options(properties);
+        opt_out_alice(&env);
+        env.pass_password(None);
+        assert_eq!(env.sms.count(), 1, "{properties}");
+    }
+}
+
+#[test]
+fn token_expiry_time() {
+    let env = with_options("TokenExpiryTime = \"1\"");
+    let login = env.pass_password(None);
+    let code = env.sms.last_code();
+    // Letting the one-second lifetime pass is what is tested.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let page = expect_retry(env.submit(&login, 2, &[("passcode", &code)]).unwrap());
+    assert_eq!(
+        page.message.as_deref(),
+        Some("The code has expired. Start again to get a new one.")
+    );
+    // Longer than the [otp] policy: refused, no code sent.
+    let env = with_options("TokenExpiryTime = \"900\"");
+    let page = env.start(None).unwrap();
+    expect_retry(
+        env.submit(
+            &page.login,
+            1,
+            &[("username", "alice"), ("password", ALICE_PASSWORD)],
+        )
+        .unwrap(),
+    );
+    assert_eq!(env.sms.count(), 0);
+    env.wait_for_log("not 900");
+}
