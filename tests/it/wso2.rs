@@ -1,6 +1,6 @@
 //! The WSO2 SMS OTP options of the shipped sms_otp script, each on and off.
 
-use gatehouse::ports::{AttributeChange, UserDirectory};
+use gatehouse::ports::AttributeChange;
 
 use crate::support::*;
 

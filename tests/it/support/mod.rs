@@ -97,7 +97,7 @@ impl CapturedSms {
         }
         text.split(|c: char| !c.is_ascii_digit())
             .filter(|w| w.len() >= 4)
-            .last()
+            .next_back()
             .expect("a code in the SMS")
             .to_owned()
     }
