@@ -96,8 +96,7 @@ impl CapturedSms {
             return code.trim().to_owned();
         }
         text.split(|c: char| !c.is_ascii_digit())
-            .filter(|w| w.len() >= 4)
-            .next_back()
+            .rfind(|w| w.len() >= 4)
             .expect("a code in the SMS")
             .to_owned()
     }
