@@ -673,6 +673,15 @@ impl HookContext {
         }
     }
 
+    /// A number as E.164 if this server accepts it (format, country allow-list), else `None`.
+    pub fn normalize_phone(&self, raw: &str) -> Option<String> {
+        let guard = &self.services.sending;
+        guard
+            .normalize(raw)
+            .ok()
+            .filter(|number| guard.allowed(number))
+    }
+
     /// Drops this login's code (e.g. no retries allowed after a wrong one).
     pub fn forget_code(&self) -> Result<(), HostError> {
         let key = self

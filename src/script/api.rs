@@ -368,6 +368,15 @@ fn register_sms(engine: &mut Engine) {
             })
         },
     );
+    FuncRegistration::new("normalize").set_into_module(
+        &mut module,
+        |number: Dynamic| -> HostResult<Dynamic> {
+            with_context("sms::normalize", |c| {
+                let text = number.into_string().unwrap_or_default();
+                Ok(optional_text(c.normalize_phone(&text)))
+            })
+        },
+    );
     FuncRegistration::new("mask").set_into_module(&mut module, |number: &str| mask_phone(number));
     engine.register_static_module("sms", module.into());
 }

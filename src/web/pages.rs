@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use minijinja::Environment;
 use serde::Serialize;
 
-const BUILT_IN: [(&str, &str); 5] = [
+const BUILT_IN: [(&str, &str); 6] = [
+    ("mobile.html", include_str!("templates/mobile.html")),
     ("base.html", include_str!("templates/base.html")),
     ("login.html", include_str!("templates/login.html")),
     ("otp_sms.html", include_str!("templates/otp_sms.html")),

@@ -177,3 +177,60 @@ fn token_expiry_time() {
     assert_eq!(env.sms.count(), 0);
     env.wait_for_log("not 900");
 }
+
+#[test]
+fn capture_and_update_mobile_number_saves_only_a_verified_number() {
+    let env = with_options("CaptureAndUpdateMobileNumber = \"true\"");
+    // carol has no phone number.
+    let page = env.start(None).unwrap();
+    let ask = expect_next(
+        env.submit(
+            &page.login,
+            1,
+            &[("username", "carol"), ("password", ALICE_PASSWORD)],
+        )
+        .unwrap(),
+    );
+    assert_eq!((ask.step, ask.page.as_str()), (2, "mobile"));
+    assert_eq!(env.sms.count(), 0);
+    let retry = expect_retry(
+        env.submit(&ask.login, 2, &[("mobile", "tel:+447700900456")])
+            .unwrap(),
+    );
+    assert_eq!(
+        retry.message.as_deref(),
+        Some("Enter a mobile number with its country code, e.g. +44 7700 900123.")
+    );
+    let code_page = expect_next(
+        env.submit(&ask.login, 2, &[("mobile", "+44 7700 900456")])
+            .unwrap(),
+    );
+    assert_eq!((code_page.step, code_page.page.as_str()), (3, "otp_sms"));
+    assert_eq!(env.sms.last().0, "+447700900456");
+    let code = env.sms.last_code();
+    expect_retry(
+        env.submit(&ask.login, 3, &[("passcode", &wrong(&code))])
+            .unwrap(),
+    );
+    let carol = env.app.users.find("carol").unwrap().unwrap();
+    assert_eq!(
+        carol.first("phoneNumberVerified"),
+        None,
+        "not saved before the code is verified"
+    );
+    let done = expect_authenticated(env.submit(&ask.login, 3, &[("passcode", &code)]).unwrap());
+    assert_eq!(done.steps_passed, vec![1, 2, 3]);
+    let carol = env.app.users.find("carol").unwrap().unwrap();
+    assert_eq!(carol.first("phoneNumberVerified"), Some("+447700900456"));
+    // Off: no number, no login.
+    let env = with_options("CaptureAndUpdateMobileNumber = \"false\"");
+    let page = env.start(None).unwrap();
+    expect_retry(
+        env.submit(
+            &page.login,
+            1,
+            &[("username", "carol"), ("password", ALICE_PASSWORD)],
+        )
+        .unwrap(),
+    );
+}
