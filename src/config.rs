@@ -882,21 +882,21 @@ fn validate_sms(sms: &SmsConfig) -> Result<(), (String, String)> {
         "sms.per_number_per_hour",
         sms.per_number_per_hour,
         1,
-        1000,
+        1_000_000,
         "",
     )?;
     in_range(
         "sms.per_number_per_day",
         sms.per_number_per_day,
         1,
-        10_000,
+        10_000_000,
         "",
     )?;
     in_range(
         "sms.per_address_per_hour",
         sms.per_address_per_hour,
         1,
-        100_000,
+        10_000_000,
         "",
     )?;
     in_range("sms.daily_budget", sms.daily_budget, 0, 100_000_000, "")?;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Form, Query, State};
-use axum::http::header::{ACCEPT_LANGUAGE, CONTENT_SECURITY_POLICY, LOCATION, RETRY_AFTER};
+use axum::http::header::{ACCEPT_LANGUAGE, CONTENT_SECURITY_POLICY, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Extension;
@@ -16,15 +16,7 @@ use crate::flow::{FlowError, LoginHandle, StepOutcome, StepPage};
 use crate::oidc::{AuthorizationRequest, AuthorizeError, CodeGrant, ErrorRedirect};
 use crate::web::security::{ClientIp, DEFAULT_CSP};
 use crate::web::session::{self, Session, SignedIn};
-use crate::web::{blocking, request_id, single_values, WebState};
-
-fn see_other(location: &str, headers: HeaderMap) -> Response {
-    let mut response = (StatusCode::SEE_OTHER, headers).into_response();
-    if let Ok(value) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(LOCATION, value);
-    }
-    response
-}
+use crate::web::{blocking, request_id, see_other, single_values, WebState};
 
 pub async fn authorize_get(
     State(state): State<WebState>,
@@ -50,9 +42,8 @@ pub async fn authorize_post(
     .await
 }
 
-fn redirect_error(state: &WebState, config: &Config, error: ErrorRedirect) -> Response {
+fn redirect_error(config: &Config, error: ErrorRedirect) -> Response {
     tracing::info!(target: "server", "authorization refused: {} ({})", error.error, error.description);
-    let _ = state;
     see_other(
         &error.location(config.oidc.issuer.trim_end_matches('/')),
         HeaderMap::new(),
@@ -84,11 +75,10 @@ fn authorize(state: &WebState, headers: &HeaderMap, pairs: Vec<(String, String)>
                 &id,
             );
         }
-        Err(AuthorizeError::Redirect(error)) => return redirect_error(state, &config, error),
+        Err(AuthorizeError::Redirect(error)) => return redirect_error(&config, error),
     };
     let refuse = |error: &'static str, description: &str| {
         redirect_error(
-            state,
             &config,
             ErrorRedirect {
                 redirect_uri: request.redirect_uri.clone(),
@@ -309,18 +299,60 @@ fn current_login(session: &Session) -> Option<LoginHandle> {
     session.data.login.as_deref().and_then(LoginHandle::parse)
 }
 
+/// The browser's session and its login in progress, or the page that says why there is none.
+// The error is the response to return: built at most once per request, size does not matter.
+#[allow(clippy::result_large_err)]
+fn session_with_login(
+    state: &WebState,
+    config: &Config,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(Session, LoginHandle), Response> {
+    let session = session::load(state.store.as_ref(), &config.oidc, headers)
+        .map_err(|e| unavailable(state, &e.to_string(), id))?;
+    match current_login(&session).filter(|_| session.id.is_some()) {
+        Some(login) => Ok((session, login)),
+        None => Err(no_login(state, id)),
+    }
+}
+
+/// Refuses a form whose CSRF token is missing or wrong (compared in constant time).
+#[allow(clippy::result_large_err)]
+fn check_csrf(
+    state: &WebState,
+    session: &Session,
+    pairs: &[(String, String)],
+    id: &str,
+) -> Result<(), Response> {
+    let csrf = pairs
+        .iter()
+        .find(|(n, _)| n == "csrf")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    if bool::from(subtle::ConstantTimeEq::ct_eq(
+        csrf.as_bytes(),
+        session.data.csrf.as_bytes(),
+    )) {
+        return Ok(());
+    }
+    tracing::warn!(target: "server", request = id, "form refused: missing or wrong CSRF token");
+    Err(state.error_page(
+        StatusCode::FORBIDDEN,
+        "This form has expired",
+        "Go back to the application and start again.",
+        id,
+    ))
+}
+
 pub async fn show_step(State(state): State<WebState>, headers: HeaderMap) -> Response {
     let app = state.clone();
     blocking(&state, move || {
         app.log_scope(|| {
             let config = app.host.config();
             let id = request_id(&headers);
-            let session = match session::load(app.store.as_ref(), &config.oidc, &headers) {
-                Ok(session) => session,
-                Err(e) => return unavailable(&app, &e.to_string(), &id),
-            };
-            let Some(login) = current_login(&session).filter(|_| session.id.is_some()) else {
-                return no_login(&app, &id);
+            let (session, login) = match session_with_login(&app, &config, &headers, &id) {
+                Ok(found) => found,
+                Err(response) => return response,
             };
             match app.engine.current(&login) {
                 Ok(page) => render_step(&app, &session, &page, &id),
@@ -352,28 +384,12 @@ fn submit(
 ) -> Response {
     let config = state.host.config();
     let id = request_id(headers);
-    let mut session = match session::load(state.store.as_ref(), &config.oidc, headers) {
-        Ok(session) => session,
-        Err(e) => return unavailable(state, &e.to_string(), &id),
+    let (mut session, login) = match session_with_login(state, &config, headers, &id) {
+        Ok(found) => found,
+        Err(response) => return response,
     };
-    let Some(login) = current_login(&session).filter(|_| session.id.is_some()) else {
-        return no_login(state, &id);
-    };
-    let csrf = pairs
-        .iter()
-        .find(|(n, _)| n == "csrf")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
-    let csrf_ok: bool =
-        subtle::ConstantTimeEq::ct_eq(csrf.as_bytes(), session.data.csrf.as_bytes()).into();
-    if !csrf_ok {
-        tracing::warn!(target: "server", request = id.as_str(), "login form refused: missing or wrong CSRF token");
-        return state.error_page(
-            StatusCode::FORBIDDEN,
-            "This form has expired",
-            "Go back to the application and start again.",
-            &id,
-        );
+    if let Err(response) = check_csrf(state, &session, &pairs, &id) {
+        return response;
     }
     // A repeated field (two passcodes, two passwords) is refused, never guessed at.
     let mut seen = std::collections::HashSet::new();
@@ -473,28 +489,12 @@ pub async fn resend_code(
         app.log_scope(|| {
             let config = app.host.config();
             let id = request_id(&headers);
-            let session = match session::load(app.store.as_ref(), &config.oidc, &headers) {
-                Ok(session) => session,
-                Err(e) => return unavailable(&app, &e.to_string(), &id),
+            let (session, login) = match session_with_login(&app, &config, &headers, &id) {
+                Ok(found) => found,
+                Err(response) => return response,
             };
-            let Some(login) = current_login(&session).filter(|_| session.id.is_some()) else {
-                return no_login(&app, &id);
-            };
-            let csrf = pairs
-                .iter()
-                .find(|(n, _)| n == "csrf")
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("");
-            if !bool::from(subtle::ConstantTimeEq::ct_eq(
-                csrf.as_bytes(),
-                session.data.csrf.as_bytes(),
-            )) {
-                return app.error_page(
-                    StatusCode::FORBIDDEN,
-                    "This form has expired",
-                    "Go back to the application and start again.",
-                    &id,
-                );
+            if let Err(response) = check_csrf(&app, &session, &pairs, &id) {
+                return response;
             }
             let params = RequestParams::new().with_client_ip(client.0);
             match app.engine.resend(&login, &params) {

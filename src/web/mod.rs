@@ -101,6 +101,15 @@ fn single_values(pairs: Vec<(String, String)>) -> Result<BTreeMap<String, String
     Ok(values)
 }
 
+/// A 303 to `location` with `headers` (cookies) set.
+fn see_other(location: &str, headers: HeaderMap) -> Response {
+    let mut response = (StatusCode::SEE_OTHER, headers).into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
 fn request_id(headers: &HeaderMap) -> String {
     headers
         .get(security::REQUEST_ID)

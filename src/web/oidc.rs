@@ -9,7 +9,7 @@ use base64::Engine as _;
 
 use crate::flow::hooks::RequestParams;
 use crate::web::session;
-use crate::web::{blocking, request_id, single_values, WebState};
+use crate::web::{blocking, request_id, see_other, single_values, WebState};
 
 pub async fn discovery(State(state): State<WebState>) -> Response {
     let config = state.host.config();
@@ -215,13 +215,7 @@ pub async fn end_session(
                     if let Some(state_value) = params.get("state") {
                         location.query_pairs_mut().append_pair("state", state_value);
                     }
-                    let mut response = (StatusCode::SEE_OTHER, headers).into_response();
-                    if let Ok(value) = HeaderValue::from_str(location.as_str()) {
-                        response
-                            .headers_mut()
-                            .insert(axum::http::header::LOCATION, value);
-                    }
-                    response
+                    see_other(location.as_str(), headers)
                 }
                 None => {
                     let html = app

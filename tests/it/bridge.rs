@@ -1,8 +1,6 @@
 //! The outbound HTTP bridge refuses what it must: redirects, private and loopback destinations,
 //! plain http, oversize answers; nothing leaves the machine for a refused destination.
 
-use std::sync::Arc;
-
 use gatehouse::config::HttpConfig;
 use gatehouse::outbound::{HttpBridge, HttpError, Method, OutboundRequest};
 
@@ -149,5 +147,4 @@ fn authenticate(config, params, step) {{
     );
     env.wait_for_log("http Post");
     assert_log_clean(&env, &["bearer-5ecret"]);
-    let _ = Arc::new(());
 }
