@@ -31,7 +31,7 @@ impl SmsSender for Sink {
         let code = message
             .text
             .expose()
-            .rsplit(' ')
+            .rsplit(['#', ' ']) // the WebOTP last line ends with "#CODE"
             .next()
             .unwrap_or_default()
             .to_owned();

@@ -82,7 +82,14 @@ fn full_login(engine: &LoginEngine, sms: &LastSms) {
     let StepOutcome::Next(next) = engine.submit(&page.login, 1, &params).unwrap() else {
         panic!("step 1")
     };
-    let code = sms.0.lock().unwrap().rsplit(' ').next().unwrap().to_owned();
+    let code = sms
+        .0
+        .lock()
+        .unwrap()
+        .rsplit(['#', ' '])
+        .next()
+        .unwrap()
+        .to_owned();
     let params = RequestParams::from_pairs([("passcode", code)]);
     let StepOutcome::Authenticated(_) = engine.submit(&next.login, 2, &params).unwrap() else {
         panic!("step 2")
