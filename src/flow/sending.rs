@@ -255,18 +255,30 @@ impl SendGuard {
                 ((day + 1) * DAY_MS - now).div_ceil(1000),
             ));
         }
-        let record = |key: &str, keep: Duration| {
+        // Only the newest `cap` sends can decide a window of that limit: older ones are dropped,
+        // so a record never grows past its limit.
+        let record = |key: &str, keep: Duration, cap: u32| {
             self.store.update(key, Some(keep), &mut |current| {
                 let mut list = stamps(current);
                 list.retain(|t| now < t + keep.as_millis() as u64);
                 list.push(now);
+                let excess = list.len().saturating_sub(cap.max(1) as usize);
+                list.drain(..excess);
                 StoreUpdate::Put(serde_json::to_vec(&list).expect("timestamps serialise"))
             })
         };
-        record(&login_key, Duration::from_millis(DAY_MS))?;
-        record(&number_key, Duration::from_millis(DAY_MS))?;
+        record(&login_key, Duration::from_millis(DAY_MS), limits.per_login)?;
+        record(
+            &number_key,
+            Duration::from_millis(DAY_MS),
+            limits.per_number_per_hour.max(limits.per_number_per_day),
+        )?;
         if let Some(key) = &address_key {
-            record(key, Duration::from_millis(HOUR_MS))?;
+            record(
+                key,
+                Duration::from_millis(HOUR_MS),
+                limits.per_address_per_hour,
+            )?;
         }
         self.store.update(
             &budget_key,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::Deserialize;
@@ -48,7 +48,8 @@ type Stamp = Option<(SystemTime, u64)>;
 
 struct Cache {
     stamp: Stamp,
-    loaded: Loaded,
+    /// Shared, so a lookup does not copy the directory.
+    loaded: Arc<Loaded>,
     /// The stamp whose parse error was already logged.
     reported: Stamp,
 }
@@ -122,7 +123,7 @@ impl FileDirectory {
             path: path.to_owned(),
             cache: Mutex::new(Cache {
                 stamp: stamp(path),
-                loaded,
+                loaded: Arc::new(loaded),
                 reported: None,
             }),
             writing: Mutex::new(()),
@@ -131,7 +132,7 @@ impl FileDirectory {
     }
 
     /// The current content, re-read if the file changed since the last look.
-    fn current(&self) -> Loaded {
+    fn current(&self) -> Arc<Loaded> {
         let now = stamp(&self.path);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if now != cache.stamp {
@@ -143,7 +144,7 @@ impl FileDirectory {
                 .and_then(|text| parse(&self.path, &text))
             {
                 Ok(loaded) => {
-                    cache.loaded = loaded;
+                    cache.loaded = Arc::new(loaded);
                     cache.stamp = now;
                     tracing::info!(target: "server", "{}: user directory re-read", self.path.display());
                 }
