@@ -74,6 +74,8 @@ pub struct StepPage {
     pub working: std::collections::BTreeMap<String, String>,
     /// A sending limit refused a message: seconds until it may succeed (0: only a new login).
     pub retry_after: Option<u64>,
+    /// Other methods the script offers after a failure (redirectToMultiOptionPageOnFailure).
+    pub alternatives: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -492,7 +494,50 @@ impl LoginEngine {
             message: txn.message.clone(),
             working: txn.working.clone(),
             retry_after: None,
+            alternatives: self.alternatives(login, txn),
         }
+    }
+
+    /// When the script asked for it (working parameter `offer_alternatives` = "yes"), the method
+    /// its `getAlternativeAuthenticationMethod` names, if that one is enabled and interactive.
+    fn alternatives(&self, login: &LoginHandle, txn: &LoginTransaction) -> Vec<String> {
+        if txn.working.get("offer_alternatives").map(String::as_str) != Some("yes") {
+            return Vec::new();
+        }
+        let context = self.context(login, txn, None);
+        let usage = crate::config::Usage::Interactive.code();
+        match self.runtime.call(
+            &txn.acr,
+            HookCall::GetAlternativeAuthenticationMethod { usage },
+            &context,
+        ) {
+            Ok(HookValue::Text(acr))
+                if acr != txn.acr
+                    && matches!(
+                        self.runtime.status(&acr),
+                        AcrStatus::Active {
+                            interactive: true,
+                            ..
+                        }
+                    ) =>
+            {
+                vec![acr]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Leaves this login for one of the alternatives its page offers; the new login's first page.
+    pub fn switch(&self, login: &LoginHandle, acr: &str) -> Result<StepPage, FlowError> {
+        self.logged(|| {
+            let txn = self.load(login)?;
+            if !self.alternatives(login, &txn).iter().any(|a| a == acr) {
+                return Err(FlowError::UnknownAcr(acr.to_owned()));
+            }
+            tracing::info!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "user chose another method: {acr}");
+            self.abandon(login)?;
+            self.start_logged(Some(acr))
+        })
     }
 
     fn load(&self, login: &LoginHandle) -> Result<LoginTransaction, FlowError> {

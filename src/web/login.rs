@@ -222,6 +222,7 @@ struct StepView<'a> {
     message: Option<&'a str>,
     sent_to: Option<&'a str>,
     working: &'a BTreeMap<String, String>,
+    alternatives: &'a [String],
 }
 
 fn template_for(page: &str) -> Option<String> {
@@ -251,6 +252,7 @@ fn render_step(state: &WebState, session: &Session, page: &StepPage, id: &str) -
         message: page.message.as_deref(),
         sent_to: page.working.get("sent_to").map(String::as_str),
         working: &page.working,
+        alternatives: &page.alternatives,
     };
     match state.pages.render(&template, &view) {
         Ok(html) => {
@@ -500,6 +502,48 @@ pub async fn resend_code(
             match app.engine.resend(&login, &params) {
                 Ok(StepOutcome::Retry(page)) => retry_response(&app, &session, &page, &id),
                 Ok(_) => see_other("/login", HeaderMap::new()),
+                Err(error) => flow_failure(&app, error, &id),
+            }
+        })
+    })
+    .await
+}
+
+/// `POST /login/switch`: the user picks one of the other methods the page offered.
+pub async fn switch_method(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    let app = state.clone();
+    blocking(&state, move || {
+        app.log_scope(|| {
+            let config = app.host.config();
+            let id = request_id(&headers);
+            let (mut session, login) = match session_with_login(&app, &config, &headers, &id) {
+                Ok(found) => found,
+                Err(response) => return response,
+            };
+            if let Err(response) = check_csrf(&app, &session, &pairs, &id) {
+                return response;
+            }
+            let acr = pairs
+                .iter()
+                .find(|(n, _)| n == "acr")
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("");
+            match app.engine.switch(&login, acr) {
+                Ok(page) => {
+                    session.data.login = Some(page.login.as_str().to_owned());
+                    match session.rotate(app.store.as_ref(), &config.oidc) {
+                        Ok(cookie) => see_other(
+                            "/login",
+                            session::with_cookie(HeaderMap::new(), Some(cookie)),
+                        ),
+                        Err(e) => unavailable(&app, &e.to_string(), &id),
+                    }
+                }
+                Err(FlowError::UnknownAcr(_)) => see_other("/login", HeaderMap::new()),
                 Err(error) => flow_failure(&app, error, &id),
             }
         })

@@ -192,6 +192,7 @@ pub fn router(state: WebState) -> Router {
         )
         .route("/login", get(login::show_step).post(login::submit_step))
         .route("/login/resend", axum::routing::post(login::resend_code))
+        .route("/login/switch", axum::routing::post(login::switch_method))
         .route("/token", axum::routing::post(oidc::token))
         .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo))
         .route("/end_session", get(oidc::end_session))

@@ -234,3 +234,111 @@ fn capture_and_update_mobile_number_saves_only_a_verified_number() {
         .unwrap(),
     );
 }
+
+#[test]
+fn redirect_to_multi_option_page_on_failure() {
+    let scripts = |flag: &str| {
+        vec![
+            script("sms_otp", &shipped_script()).with(&format!(
+                "[scripts.properties]\nredirectToMultiOptionPageOnFailure = \"{flag}\"\nalternative_acr = \"other\""
+            )),
+            script("other", &shipped_script()),
+        ]
+    };
+    let env = TestEnv::new(scripts("true"));
+    let login = env.pass_password(None);
+    assert!(
+        env.app
+            .engine
+            .current(&login)
+            .unwrap()
+            .alternatives
+            .is_empty(),
+        "nothing offered before a failure"
+    );
+    let failed = expect_retry(
+        env.submit(&login, 2, &[("passcode", &wrong(&env.sms.last_code()))])
+            .unwrap(),
+    );
+    assert_eq!(failed.alternatives, ["other"]);
+    // Only what was offered can be chosen.
+    assert!(env.app.engine.switch(&login, "sms_otp").is_err());
+    let switched = env.app.engine.switch(&login, "other").unwrap();
+    assert_eq!((switched.acr.as_str(), switched.step), ("other", 1));
+    assert!(matches!(
+        env.submit(&login, 2, &[("passcode", "1")]),
+        Err(gatehouse::flow::FlowError::LoginNotFound)
+    ));
+    let next = expect_next(
+        env.submit(
+            &switched.login,
+            1,
+            &[("username", "alice"), ("password", ALICE_PASSWORD)],
+        )
+        .unwrap(),
+    );
+    let done = expect_authenticated(
+        env.submit(&next.login, 2, &[("passcode", &env.sms.last_code())])
+            .unwrap(),
+    );
+    assert_eq!(done.acr, "other");
+
+    let env = TestEnv::new(scripts("false"));
+    let login = env.pass_password(None);
+    let failed = expect_retry(
+        env.submit(&login, 2, &[("passcode", &wrong(&env.sms.last_code()))])
+            .unwrap(),
+    );
+    assert!(failed.alternatives.is_empty());
+}
+
+#[test]
+fn the_multi_option_page_switches_methods_over_http() {
+    use crate::support::web::{csrf_of, location, Browser};
+    let env = TestEnv::with_options(
+        vec![
+            script("sms_otp", &shipped_script())
+                .with("[scripts.properties]\nredirectToMultiOptionPageOnFailure = \"true\"\nalternative_acr = \"other\""),
+            script("other", &shipped_script()),
+        ],
+        EnvOptions { web: true, ..EnvOptions::default() },
+    );
+    let base = env.base.clone().unwrap();
+    let browser = Browser::new();
+    browser.get(&format!("{base}/authorize?client_id={RP_ID}&redirect_uri={}&response_type=code&scope=openid&code_challenge=bwWFMyPfdG9qreDhH2lmftFx_dFeLDalzcT1gb_j68g&code_challenge_method=S256", url::form_urlencoded::byte_serialize(RP_REDIRECT.as_bytes()).collect::<String>()));
+    let csrf = csrf_of(&browser.get(&format!("{base}/login")).text().unwrap());
+    browser.post(
+        &format!("{base}/login"),
+        &[
+            ("csrf", &csrf),
+            ("step", "1"),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+        ],
+    );
+    let csrf = csrf_of(&browser.get(&format!("{base}/login")).text().unwrap());
+    browser.post(
+        &format!("{base}/login"),
+        &[
+            ("csrf", &csrf),
+            ("step", "2"),
+            ("passcode", &wrong(&env.sms.last_code())),
+        ],
+    );
+    let page = browser.get(&format!("{base}/login")).text().unwrap();
+    assert!(
+        page.contains("Other ways to sign in") && page.contains("value=\"other\""),
+        "{page}"
+    );
+    let csrf = csrf_of(&page);
+    let switched = browser.post(
+        &format!("{base}/login/switch"),
+        &[("csrf", &csrf), ("acr", "other")],
+    );
+    assert_eq!(location(&switched), "/login");
+    let page = browser.get(&format!("{base}/login")).text().unwrap();
+    assert!(
+        page.contains("name=\"password\""),
+        "the other method starts at its first step: {page}"
+    );
+}
