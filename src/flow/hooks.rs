@@ -553,6 +553,17 @@ impl HookContext {
         self.services.webotp_host.as_deref()
     }
 
+    /// The disable threshold was reached: kept in the user directory (it outlives the state
+    /// store) until an operator runs `gatehouse users reset-sms`.
+    fn disable_sms_factor(&self, user: &str) -> Result<(), HostError> {
+        self.set_policy_message(DISABLED_MESSAGE);
+        let change = AttributeChange::Replace {
+            attribute: SMS_DISABLED_ATTRIBUTE.into(),
+            values: vec!["true".into()],
+        };
+        Ok(self.services.users.update(user, change)?)
+    }
+
     /// Whether an operator reset is needed before this user's SMS factor works again.
     fn sms_disabled(&self, user: &str) -> Result<bool, HostError> {
         Ok(self
@@ -659,12 +670,7 @@ impl HookContext {
                         Ok("locked")
                     }
                     Some(OtpCheck::Disabled) => {
-                        self.set_policy_message(DISABLED_MESSAGE);
-                        let change = AttributeChange::Replace {
-                            attribute: SMS_DISABLED_ATTRIBUTE.into(),
-                            values: vec!["true".into()],
-                        };
-                        self.services.users.update(&user, change)?;
+                        self.disable_sms_factor(&user)?;
                         Ok("disabled")
                     }
                     _ => Ok("rejected"),
@@ -720,13 +726,9 @@ impl HookContext {
                 )
             }
             OtpCheck::Disabled => {
-                self.set_policy_message(DISABLED_MESSAGE);
-                if let Some(user) = &user {
-                    let change = AttributeChange::Replace {
-                        attribute: SMS_DISABLED_ATTRIBUTE.into(),
-                        values: vec!["true".into()],
-                    };
-                    self.services.users.update(user, change)?;
+                match &user {
+                    Some(user) => self.disable_sms_factor(user)?,
+                    None => self.set_policy_message(DISABLED_MESSAGE),
                 }
                 "rejected, the SMS factor of this account is now disabled until an operator resets it".to_owned()
             }

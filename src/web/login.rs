@@ -23,11 +23,7 @@ pub async fn authorize_get(
     headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let app = state.clone();
-    blocking(&state, move || {
-        app.log_scope(|| authorize(&app, &headers, pairs))
-    })
-    .await
+    blocking(&state, move |app| authorize(app, &headers, pairs)).await
 }
 
 pub async fn authorize_post(
@@ -35,11 +31,7 @@ pub async fn authorize_post(
     headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    let app = state.clone();
-    blocking(&state, move || {
-        app.log_scope(|| authorize(&app, &headers, pairs))
-    })
-    .await
+    blocking(&state, move |app| authorize(app, &headers, pairs)).await
 }
 
 fn redirect_error(config: &Config, error: ErrorRedirect) -> Response {
@@ -347,20 +339,17 @@ fn check_csrf(
 }
 
 pub async fn show_step(State(state): State<WebState>, headers: HeaderMap) -> Response {
-    let app = state.clone();
-    blocking(&state, move || {
-        app.log_scope(|| {
-            let config = app.host.config();
-            let id = request_id(&headers);
-            let (session, login) = match session_with_login(&app, &config, &headers, &id) {
-                Ok(found) => found,
-                Err(response) => return response,
-            };
-            match app.engine.current(&login) {
-                Ok(page) => render_step(&app, &session, &page, &id),
-                Err(error) => flow_failure(&app, error, &id),
-            }
-        })
+    blocking(&state, move |app| {
+        let config = app.host.config();
+        let id = request_id(&headers);
+        let (session, login) = match session_with_login(app, &config, &headers, &id) {
+            Ok(found) => found,
+            Err(response) => return response,
+        };
+        match app.engine.current(&login) {
+            Ok(page) => render_step(app, &session, &page, &id),
+            Err(error) => flow_failure(app, error, &id),
+        }
     })
     .await
 }
@@ -371,11 +360,7 @@ pub async fn submit_step(
     headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    let app = state.clone();
-    blocking(&state, move || {
-        app.log_scope(|| submit(&app, &headers, client, pairs))
-    })
-    .await
+    blocking(&state, move |app| submit(app, &headers, client, pairs)).await
 }
 
 fn submit(
@@ -486,25 +471,22 @@ pub async fn resend_code(
     headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    let app = state.clone();
-    blocking(&state, move || {
-        app.log_scope(|| {
-            let config = app.host.config();
-            let id = request_id(&headers);
-            let (session, login) = match session_with_login(&app, &config, &headers, &id) {
-                Ok(found) => found,
-                Err(response) => return response,
-            };
-            if let Err(response) = check_csrf(&app, &session, &pairs, &id) {
-                return response;
-            }
-            let params = RequestParams::new().with_client_ip(client.0);
-            match app.engine.resend(&login, &params) {
-                Ok(StepOutcome::Retry(page)) => retry_response(&app, &session, &page, &id),
-                Ok(_) => see_other("/login", HeaderMap::new()),
-                Err(error) => flow_failure(&app, error, &id),
-            }
-        })
+    blocking(&state, move |app| {
+        let config = app.host.config();
+        let id = request_id(&headers);
+        let (session, login) = match session_with_login(app, &config, &headers, &id) {
+            Ok(found) => found,
+            Err(response) => return response,
+        };
+        if let Err(response) = check_csrf(app, &session, &pairs, &id) {
+            return response;
+        }
+        let params = RequestParams::new().with_client_ip(client.0);
+        match app.engine.resend(&login, &params) {
+            Ok(StepOutcome::Retry(page)) => retry_response(app, &session, &page, &id),
+            Ok(_) => see_other("/login", HeaderMap::new()),
+            Err(error) => flow_failure(app, error, &id),
+        }
     })
     .await
 }
@@ -515,38 +497,35 @@ pub async fn switch_method(
     headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    let app = state.clone();
-    blocking(&state, move || {
-        app.log_scope(|| {
-            let config = app.host.config();
-            let id = request_id(&headers);
-            let (mut session, login) = match session_with_login(&app, &config, &headers, &id) {
-                Ok(found) => found,
-                Err(response) => return response,
-            };
-            if let Err(response) = check_csrf(&app, &session, &pairs, &id) {
-                return response;
-            }
-            let acr = pairs
-                .iter()
-                .find(|(n, _)| n == "acr")
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("");
-            match app.engine.switch(&login, acr) {
-                Ok(page) => {
-                    session.data.login = Some(page.login.as_str().to_owned());
-                    match session.rotate(app.store.as_ref(), &config.oidc) {
-                        Ok(cookie) => see_other(
-                            "/login",
-                            session::with_cookie(HeaderMap::new(), Some(cookie)),
-                        ),
-                        Err(e) => unavailable(&app, &e.to_string(), &id),
-                    }
+    blocking(&state, move |app| {
+        let config = app.host.config();
+        let id = request_id(&headers);
+        let (mut session, login) = match session_with_login(app, &config, &headers, &id) {
+            Ok(found) => found,
+            Err(response) => return response,
+        };
+        if let Err(response) = check_csrf(app, &session, &pairs, &id) {
+            return response;
+        }
+        let acr = pairs
+            .iter()
+            .find(|(n, _)| n == "acr")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        match app.engine.switch(&login, acr) {
+            Ok(page) => {
+                session.data.login = Some(page.login.as_str().to_owned());
+                match session.rotate(app.store.as_ref(), &config.oidc) {
+                    Ok(cookie) => see_other(
+                        "/login",
+                        session::with_cookie(HeaderMap::new(), Some(cookie)),
+                    ),
+                    Err(e) => unavailable(app, &e.to_string(), &id),
                 }
-                Err(FlowError::UnknownAcr(_)) => see_other("/login", HeaderMap::new()),
-                Err(error) => flow_failure(&app, error, &id),
             }
-        })
+            Err(FlowError::UnknownAcr(_)) => see_other("/login", HeaderMap::new()),
+            Err(error) => flow_failure(app, error, &id),
+        }
     })
     .await
 }

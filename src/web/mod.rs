@@ -76,11 +76,13 @@ impl WebState {
 }
 
 /// Runs blocking work (scripts, password hashing, stores) off the async workers.
+/// The work gets the state, with this instance's log as the destination of its events.
 async fn blocking<F>(state: &WebState, work: F) -> Response
 where
-    F: FnOnce() -> Response + Send + 'static,
+    F: FnOnce(&WebState) -> Response + Send + 'static,
 {
-    match tokio::task::spawn_blocking(work).await {
+    let app = state.clone();
+    match tokio::task::spawn_blocking(move || app.log_scope(|| work(&app))).await {
         Ok(response) => response,
         Err(error) => {
             state

@@ -78,9 +78,7 @@ pub async fn token(
     headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    let app = state.clone();
-    blocking(&state, move || {
-        app.log_scope(|| {
+    blocking(&state, move |app| {
             let basic = basic_credentials(&headers);
             let used_basic = headers.contains_key(AUTHORIZATION);
             let form = match single_values(pairs) {
@@ -100,14 +98,12 @@ pub async fn token(
                     token_error(error.status, error.error, &error.description, used_basic)
                 }
             }
-        })
     })
     .await
 }
 
 pub async fn userinfo(State(state): State<WebState>, headers: HeaderMap) -> Response {
-    let app = state.clone();
-    blocking(&state, move || {
+    blocking(&state, move |app| {
         let refuse = || {
             let mut response = StatusCode::UNAUTHORIZED.into_response();
             response.headers_mut().insert(
@@ -125,7 +121,7 @@ pub async fn userinfo(State(state): State<WebState>, headers: HeaderMap) -> Resp
             Ok(Some(claims)) => Json(claims).into_response(),
             Ok(None) => refuse(),
             Err(e) => {
-                app.log_scope(|| tracing::error!(target: "server", "userinfo: {e}"));
+                tracing::error!(target: "server", "userinfo: {e}");
                 StatusCode::SERVICE_UNAVAILABLE.into_response()
             }
         }
@@ -138,94 +134,91 @@ pub async fn end_session(
     headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let app = state.clone();
-    blocking(&state, move || {
-        app.log_scope(|| {
-            let config = app.host.config();
-            let id = request_id(&headers);
-            let params = match single_values(pairs) {
-                Ok(params) => params,
-                Err(name) => {
-                    return app.error_page(
-                        StatusCode::BAD_REQUEST,
-                        "Invalid request",
-                        &format!("The parameter {name} is repeated."),
-                        &id,
-                    )
-                }
-            };
-            let hint = params
-                .get("id_token_hint")
-                .and_then(|t| app.provider.logout_hint(&config, t));
-            if params.contains_key("id_token_hint") && hint.is_none() {
+    blocking(&state, move |app| {
+        let config = app.host.config();
+        let id = request_id(&headers);
+        let params = match single_values(pairs) {
+            Ok(params) => params,
+            Err(name) => {
                 return app.error_page(
                     StatusCode::BAD_REQUEST,
                     "Invalid request",
-                    "The id_token_hint is not valid.",
+                    &format!("The parameter {name} is repeated."),
                     &id,
-                );
+                )
             }
-            let client_id = hint
-                .as_ref()
-                .map(|h| h.client_id.clone())
-                .or_else(|| params.get("client_id").cloned());
-            // Only a registered post-logout URI of the client is ever a redirect target.
-            let target = match params.get("post_logout_redirect_uri") {
-                Some(uri) => {
-                    let registered = client_id
-                        .as_deref()
-                        .and_then(|c| config.client(c))
-                        .is_some_and(|c| c.post_logout_redirect_uris.iter().any(|r| r == uri));
-                    if !registered {
-                        return app.error_page(
-                            StatusCode::BAD_REQUEST,
-                            "Invalid request",
-                            "The post_logout_redirect_uri is not registered for this application.",
-                            &id,
-                        );
-                    }
-                    Some(uri.clone())
-                }
-                None => None,
-            };
-            let mut session = match session::load(app.store.as_ref(), &config.oidc, &headers) {
-                Ok(session) => session,
-                Err(e) => {
-                    tracing::error!(target: "server", "{e}");
-                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
-                }
-            };
-            if let Some(signed_in) = session.data.signed_in.clone() {
-                let same_user = hint.as_ref().is_none_or(|h| h.user == signed_in.user);
-                if same_user {
-                    let params = RequestParams::from_pairs(
-                        params
-                            .iter()
-                            .filter(|(n, _)| *n != "id_token_hint")
-                            .map(|(k, v)| (k.clone(), v.clone())),
+        };
+        let hint = params
+            .get("id_token_hint")
+            .and_then(|t| app.provider.logout_hint(&config, t));
+        if params.contains_key("id_token_hint") && hint.is_none() {
+            return app.error_page(
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                "The id_token_hint is not valid.",
+                &id,
+            );
+        }
+        let client_id = hint
+            .as_ref()
+            .map(|h| h.client_id.clone())
+            .or_else(|| params.get("client_id").cloned());
+        // Only a registered post-logout URI of the client is ever a redirect target.
+        let target = match params.get("post_logout_redirect_uri") {
+            Some(uri) => {
+                let registered = client_id
+                    .as_deref()
+                    .and_then(|c| config.client(c))
+                    .is_some_and(|c| c.post_logout_redirect_uris.iter().any(|r| r == uri));
+                if !registered {
+                    return app.error_page(
+                        StatusCode::BAD_REQUEST,
+                        "Invalid request",
+                        "The post_logout_redirect_uri is not registered for this application.",
+                        &id,
                     );
-                    app.engine.logout(&signed_in.acr, &signed_in.user, &params);
                 }
+                Some(uri.clone())
             }
-            let cookie = session.destroy(app.store.as_ref(), &config.oidc).ok();
-            let headers = session::with_cookie(HeaderMap::new(), cookie);
-            match target {
-                Some(uri) => {
-                    let mut location = url::Url::parse(&uri).expect("registered URIs are valid");
-                    if let Some(state_value) = params.get("state") {
-                        location.query_pairs_mut().append_pair("state", state_value);
-                    }
-                    see_other(location.as_str(), headers)
-                }
-                None => {
-                    let html = app
-                        .pages
-                        .render("signed_out.html", minijinja::context! {})
-                        .unwrap_or_default();
-                    (headers, Html(html)).into_response()
-                }
+            None => None,
+        };
+        let mut session = match session::load(app.store.as_ref(), &config.oidc, &headers) {
+            Ok(session) => session,
+            Err(e) => {
+                tracing::error!(target: "server", "{e}");
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
             }
-        })
+        };
+        if let Some(signed_in) = session.data.signed_in.clone() {
+            let same_user = hint.as_ref().is_none_or(|h| h.user == signed_in.user);
+            if same_user {
+                let params = RequestParams::from_pairs(
+                    params
+                        .iter()
+                        .filter(|(n, _)| *n != "id_token_hint")
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
+                app.engine.logout(&signed_in.acr, &signed_in.user, &params);
+            }
+        }
+        let cookie = session.destroy(app.store.as_ref(), &config.oidc).ok();
+        let headers = session::with_cookie(HeaderMap::new(), cookie);
+        match target {
+            Some(uri) => {
+                let mut location = url::Url::parse(&uri).expect("registered URIs are valid");
+                if let Some(state_value) = params.get("state") {
+                    location.query_pairs_mut().append_pair("state", state_value);
+                }
+                see_other(location.as_str(), headers)
+            }
+            None => {
+                let html = app
+                    .pages
+                    .render("signed_out.html", minijinja::context! {})
+                    .unwrap_or_default();
+                (headers, Html(html)).into_response()
+            }
+        }
     })
     .await
 }
