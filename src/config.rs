@@ -292,6 +292,8 @@ pub struct SmsConfig {
     /// End messages built by `otp::message` with `@HOST #CODE` (WebOTP / SMS Retriever autofill),
     /// HOST being the issuer's host.
     pub webotp_line: bool,
+    /// Trailing digits of a number that pages and logs show (0 to 4); the country code always shows.
+    pub visible_digits: i64,
 }
 
 impl Default for SmsConfig {
@@ -308,6 +310,7 @@ impl Default for SmsConfig {
             per_address_per_hour: 10,
             daily_budget: 10_000,
             webotp_line: true,
+            visible_digits: 4,
         }
     }
 }
@@ -323,6 +326,7 @@ impl SmsConfig {
             per_number_per_day: self.per_number_per_day as u32,
             per_address_per_hour: self.per_address_per_hour as u32,
             daily_budget: self.daily_budget as u32,
+            visible_digits: self.visible_digits as usize,
         }
     }
 }
@@ -517,7 +521,8 @@ pub struct ScriptEntry {
     #[serde(default)]
     pub sms_provider: Option<String>,
     /// Authentication method references put in ID tokens (RFC 8176), e.g. ["pwd", "sms", "mfa"].
-    /// Default: ["pwd"] for one step, ["pwd", "mfa"] for more.
+    /// Default: what the host verified in the login ("pwd", "sms", "otp", plus "mfa" for two or
+    /// more); ["pwd", "mfa"] when a script checked its second step itself (e.g. Stytch).
     #[serde(default)]
     pub amr: Option<Vec<String>>,
     /// This script's code policy: may only tighten `[otp]`.
@@ -900,6 +905,7 @@ fn validate_sms(sms: &SmsConfig) -> Result<(), (String, String)> {
         "",
     )?;
     in_range("sms.daily_budget", sms.daily_budget, 0, 100_000_000, "")?;
+    in_range("sms.visible_digits", sms.visible_digits, 0, 4, "")?;
     for (i, prefix) in sms.allowed_prefixes.iter().enumerate() {
         let digits = prefix.strip_prefix('+').unwrap_or("");
         if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {

@@ -54,6 +54,23 @@ pub enum DirectoryError {
     ProtectedAttribute(String),
 }
 
+/// Subjects that are a verified phone number rather than a directory user start with this
+/// (phone-number sign-in, WSO2's SendOTPDirectlyToMobile); directory names may not.
+pub const PHONE_SUBJECT_PREFIX: &str = "tel:";
+
+/// Whether `user` is a phone-number subject rather than a directory user.
+pub fn is_phone_subject(user: &str) -> bool {
+    user.starts_with(PHONE_SUBJECT_PREFIX)
+}
+
+/// A subject as log lines show it: a phone-number subject is masked like any number.
+pub fn subject_for_log(user: &str) -> String {
+    match user.strip_prefix(PHONE_SUBJECT_PREFIX) {
+        Some(number) => format!("{PHONE_SUBJECT_PREFIX}{}", mask_phone(number)),
+        None => user.to_owned(),
+    }
+}
+
 pub trait UserDirectory: Send + Sync {
     fn find(&self, username: &str) -> Result<Option<UserEntry>, DirectoryError>;
     fn find_by_attribute(
@@ -134,16 +151,28 @@ pub trait SmsSender: Send + Sync {
 /// assert_eq!(gatehouse::ports::mask_phone("+15551234567"), "+1******4567");
 /// ```
 pub fn mask_phone(number: &str) -> String {
+    mask_phone_showing(number, 4)
+}
+
+/// Masks a phone number keeping the country code and the last `visible` digits (`[sms]
+/// visible_digits`, at most 4).
+///
+/// ```
+/// assert_eq!(gatehouse::ports::mask_phone_showing("+447700900123", 2), "+44********23");
+/// assert_eq!(gatehouse::ports::mask_phone_showing("+447700900123", 0), "+44**********");
+/// ```
+pub fn mask_phone_showing(number: &str, visible: usize) -> String {
+    let visible = visible.min(4);
     let chars: Vec<char> = number.chars().collect();
     let keep_head = match number.strip_prefix('+') {
         Some(rest) => 1 + country_code_len(rest),
         None => 0,
     };
-    // Too short to show four digits and still hide enough: hide everything.
-    if chars.len() < keep_head + 7 {
+    // Too short to show the tail and still hide at least three digits: hide everything.
+    if chars.len() < keep_head + visible + 3 {
         return "*".repeat(chars.len());
     }
-    let tail = chars.len() - 4;
+    let tail = chars.len() - visible;
     chars
         .iter()
         .enumerate()

@@ -11,8 +11,8 @@ use crate::flow::otp::{CodePolicy, OtpCheck, OtpError, OtpService};
 use crate::flow::sending::{Refusal, SendError};
 use crate::flow::throttle::Throttle;
 use crate::ports::{
-    mask_phone, AttributeChange, DirectoryError, SmsError, SmsMessage, SmsSender, UserDirectory,
-    UserEntry,
+    is_phone_subject, AttributeChange, DirectoryError, SmsError, SmsMessage, SmsSender,
+    UserDirectory, UserEntry, PHONE_SUBJECT_PREFIX,
 };
 use crate::secret::Secret;
 
@@ -41,9 +41,17 @@ const DISABLED_MESSAGE: &str =
 
 fn locked_message(seconds: u64) -> String {
     format!(
-        "Too many wrong codes. Sign-in by text message is locked for {} minutes.",
-        seconds.div_ceil(60)
+        "Too many wrong codes. Sign-in by text message is locked for {}.",
+        in_minutes(seconds)
     )
+}
+
+/// "1 minute", "15 minutes": a wait rounded up to whole minutes, for messages to users.
+fn in_minutes(seconds: u64) -> String {
+    match seconds.div_ceil(60) {
+        1 => "1 minute".to_owned(),
+        minutes => format!("{minutes} minutes"),
+    }
 }
 
 /// Parameters delivered to scripts as opaque secrets.
@@ -261,6 +269,8 @@ pub trait ScriptRuntime: Send + Sync {
     /// The serving revision's SMS provider and code policy, for a resend; `None` when the acr
     /// does not serve or its `ResendEnable` property is "false".
     fn resend_target(&self, acr: &str) -> Option<(Arc<dyn SmsSender>, CodePolicy)>;
+    /// The serving revision's code policy (`[otp]` tightened by the script's entry).
+    fn code_policy(&self, acr: &str) -> Option<CodePolicy>;
 }
 
 /// What hooks can use from the host, shared by every login.
@@ -316,6 +326,9 @@ pub struct HookState {
     /// The last message sent with a code: its number and its text with the code as `{code}`,
     /// so that the host can resend a fresh code the same way.
     pub last_sms: Option<(String, String)>,
+    /// What the host itself verified in this login, as RFC 8176 method names ("pwd", "sms",
+    /// "otp"), in order: the ID token's `amr` is built from it.
+    pub methods: Vec<String>,
 }
 
 /// Everything one hook call may touch. One per login request; never shared between logins.
@@ -469,6 +482,7 @@ impl HookContext {
         if ok {
             throttle.accounts.clear(&account_key)?;
             self.state().user = Some(username.to_owned());
+            self.record_method("pwd");
         } else {
             throttle.accounts.fail(&account_key)?;
             if let Some(key) = &address_key {
@@ -489,6 +503,32 @@ impl HookContext {
 
     pub fn user(&self) -> Option<String> {
         self.state().user.clone()
+    }
+
+    /// Binds the login to the holder of a phone number rather than to a directory user
+    /// (WSO2's SendOTPDirectlyToMobile): the subject is `tel:` and the E.164 number, which no
+    /// directory name can take. `None` if the number is malformed or its country not allowed.
+    /// The login still needs a code sent to that number and verified before it completes.
+    /// A login already bound to someone else is never rebound.
+    pub fn set_phone_user(&self, raw: &str) -> Option<String> {
+        let number = self.normalize_phone(raw)?;
+        let subject = format!("{PHONE_SUBJECT_PREFIX}{number}");
+        // A script that prints identity::user() must not put the number in the log.
+        self.add_masked(&number);
+        let mut state = self.state();
+        if state.user.as_ref().is_some_and(|u| *u != subject) {
+            return None;
+        }
+        state.user = Some(subject.clone());
+        Some(subject)
+    }
+
+    /// Notes a method the host verified (see [`HookState::methods`]).
+    fn record_method(&self, method: &str) {
+        let mut state = self.state();
+        if !state.methods.iter().any(|m| m == method) {
+            state.methods.push(method.to_owned());
+        }
     }
 
     pub fn find_user(&self, username: &str) -> Result<Option<UserEntry>, HostError> {
@@ -554,9 +594,13 @@ impl HookContext {
     }
 
     /// The disable threshold was reached: kept in the user directory (it outlives the state
-    /// store) until an operator runs `gatehouse users reset-sms`.
+    /// store) until an operator runs `gatehouse users reset-sms`. A phone-number subject has no
+    /// entry: its disable is kept in the state store.
     fn disable_sms_factor(&self, user: &str) -> Result<(), HostError> {
         self.set_policy_message(DISABLED_MESSAGE);
+        if is_phone_subject(user) {
+            return Ok(self.services.otp.disable_without_directory(user)?);
+        }
         let change = AttributeChange::Replace {
             attribute: SMS_DISABLED_ATTRIBUTE.into(),
             values: vec!["true".into()],
@@ -566,6 +610,9 @@ impl HookContext {
 
     /// Whether an operator reset is needed before this user's SMS factor works again.
     fn sms_disabled(&self, user: &str) -> Result<bool, HostError> {
+        if is_phone_subject(user) {
+            return Ok(self.services.otp.disabled_without_directory(user)?);
+        }
         Ok(self
             .services
             .users
@@ -657,6 +704,7 @@ impl HookContext {
                 };
                 self.services.users.update(&user, change)?;
                 self.services.otp.record_success(&user)?;
+                self.record_method("otp");
                 tracing::warn!(target: "server", acr, login, "backup code used by {user}: {} left", hashes.len() - 1);
                 Ok("accepted")
             }
@@ -676,6 +724,17 @@ impl HookContext {
                     _ => Ok("rejected"),
                 }
             }
+        }
+    }
+
+    /// `number` masked the way this server shows numbers (`[sms] visible_digits`).
+    /// A number this server can read is shown as its E.164 form, so "07700 900123" and
+    /// "+44 7700 900123" look the same on a page.
+    pub fn mask_phone(&self, number: &str) -> String {
+        let guard = &self.services.sending;
+        match guard.normalize(number) {
+            Ok(e164) => guard.mask(&e164),
+            Err(_) => guard.mask(number),
         }
     }
 
@@ -712,7 +771,11 @@ impl HookContext {
         }
         let check = self.services.otp.verify(key, user.as_deref(), passcode)?;
         let outcome = match &check {
-            OtpCheck::Accepted => "accepted".to_owned(),
+            OtpCheck::Accepted => {
+                let sent_by_sms = self.state().last_sms.is_some();
+                self.record_method(if sent_by_sms { "sms" } else { "otp" });
+                "accepted".to_owned()
+            }
             OtpCheck::Rejected { remaining } => format!("rejected, {remaining} guesses left"),
             OtpCheck::Burned => "rejected, code burned after too many wrong guesses".to_owned(),
             OtpCheck::Expired => "rejected, code expired".to_owned(),
@@ -756,11 +819,11 @@ impl HookContext {
         let number = match guard.normalize(to) {
             Ok(number) => number,
             Err(refusal) => {
-                tracing::warn!(target: "server", acr, login, "sms refused: to={}: {refusal}", mask_phone(to));
+                tracing::warn!(target: "server", acr, login, "sms refused: to={}: {refusal}", self.mask_phone(to));
                 return Err(SendError::Refused(refusal).into());
             }
         };
-        let masked_to = mask_phone(&number);
+        let masked_to = self.mask_phone(&number);
         if !guard.allowed(&number) {
             tracing::warn!(target: "server", acr, login, "sms refused: to={masked_to}: the destination country is not in [sms] allowed_prefixes");
             self.set_policy_message("Text messages cannot be sent to this number.");
@@ -777,8 +840,8 @@ impl HookContext {
                     "Too many codes were sent for this sign-in. Start again.".to_owned()
                 } else {
                     format!(
-                        "Too many codes were sent. Try again in {} minutes.",
-                        retry_after_seconds.div_ceil(60)
+                        "Too many codes were sent. Try again in {}.",
+                        in_minutes(*retry_after_seconds)
                     )
                 };
                 self.set_policy_message(&message);
@@ -798,7 +861,7 @@ impl HookContext {
         text: &str,
     ) -> Result<(), HostError> {
         let (acr, login) = (self.acr.as_str(), self.correlation_id.as_str());
-        let masked_to = mask_phone(number);
+        let masked_to = self.mask_phone(number);
         let to = as_written;
         let number = number.to_owned();
         match sms.send(&SmsMessage {

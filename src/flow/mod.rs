@@ -76,6 +76,10 @@ pub struct StepPage {
     pub retry_after: Option<u64>,
     /// Other methods the script offers after a failure (redirectToMultiOptionPageOnFailure).
     pub alternatives: Vec<String>,
+    /// A code was sent in this login and the script allows resending it (ResendEnable).
+    pub can_resend: bool,
+    /// Codes of this acr are digits only (the page asks for a numeric keypad).
+    pub numeric_code: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -83,8 +87,30 @@ pub struct AuthenticatedLogin {
     pub user: String,
     pub acr: String,
     pub steps_passed: Vec<u32>,
+    /// Methods the host verified (RFC 8176 names), see [`hooks::HookState::methods`].
+    pub methods: Vec<String>,
     pub correlation_id: String,
     pub auth_time: u64,
+}
+
+impl AuthenticatedLogin {
+    /// The ID token's `amr`: what the host verified, with "mfa" when that is two or more
+    /// methods. A script that checks its second factor itself (e.g. through a provider's API)
+    /// leaves only "pwd" recorded: then two or more steps passed mean ["pwd", "mfa"].
+    pub fn amr(&self) -> Vec<String> {
+        let mut amr = self.methods.clone();
+        let only_password = amr.iter().all(|m| m == "pwd");
+        if only_password && self.steps_passed.len() > 1 {
+            return vec!["pwd".into(), "mfa".into()];
+        }
+        if amr.is_empty() {
+            amr.push("pwd".into());
+        }
+        if amr.len() > 1 {
+            amr.push("mfa".into());
+        }
+        amr
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +225,7 @@ impl LoginEngine {
             started_at: unix_now(),
             version: 0,
             last_sms: None,
+            methods: Vec::new(),
         };
         // isValidAuthenticationMethod may hand the login to another method, explicitly.
         for _ in 0..=MAX_ALTERNATIVES {
@@ -387,7 +414,7 @@ impl LoginEngine {
             let state = hooks::HookState { user: Some(user.to_owned()), ..Default::default() };
             let context = HookContext::for_login(acr, &correlation_id, "logout", self.services.clone(), state, Some(params));
             let done = self.runtime.call(acr, HookCall::Logout { params }, &context).map(|v| v.is_true()).unwrap_or(false);
-            tracing::info!(target: "server", acr, login = correlation_id.as_str(), "logout of {user}: hook returned {done}");
+            tracing::info!(target: "server", acr, login = correlation_id.as_str(), "logout of {}: hook returned {done}", crate::ports::subject_for_log(user));
             done
         })
     }
@@ -474,11 +501,12 @@ impl LoginEngine {
         }
         let _ = self.services.otp.forget(login.as_str());
         let user = txn.user.clone().unwrap_or_default();
-        tracing::info!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "authenticated user {user} (steps {:?})", txn.passed);
+        tracing::info!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "authenticated user {} (steps {:?})", crate::ports::subject_for_log(&user), txn.passed);
         Ok(StepOutcome::Authenticated(AuthenticatedLogin {
             user,
             acr: txn.acr,
             steps_passed: txn.passed,
+            methods: txn.methods,
             correlation_id: txn.correlation_id,
             auth_time: unix_now(),
         }))
@@ -495,6 +523,11 @@ impl LoginEngine {
             working: txn.working.clone(),
             retry_after: None,
             alternatives: self.alternatives(login, txn),
+            can_resend: txn.last_sms.is_some() && self.runtime.resend_target(&txn.acr).is_some(),
+            numeric_code: self
+                .runtime
+                .code_policy(&txn.acr)
+                .is_none_or(|p| p.alphabet == crate::config::CodeAlphabet::Numeric),
         }
     }
 

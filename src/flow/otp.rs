@@ -167,6 +167,10 @@ fn account_key(account: &str) -> String {
     format!("smsfactor:{account}")
 }
 
+fn disabled_key(account: &str) -> String {
+    format!("smsfactor-off:{account}")
+}
+
 fn random_code(length: u32, alphabet: CodeAlphabet) -> Result<String, random::RandomError> {
     match alphabet {
         CodeAlphabet::Numeric => random::digits(length as usize),
@@ -370,6 +374,19 @@ impl OtpService {
             },
         )?;
         Ok(caused)
+    }
+
+    /// Disables the factor of a subject that has no directory entry to mark (a phone-number
+    /// sign-in): kept in the state store for the account memory period (30 days).
+    pub fn disable_without_directory(&self, account: &str) -> Result<(), OtpError> {
+        Ok(self
+            .store
+            .put(&disabled_key(account), b"1".to_vec(), ACCOUNT_MEMORY)?)
+    }
+
+    /// Whether [`OtpService::disable_without_directory`] holds for this subject.
+    pub fn disabled_without_directory(&self, account: &str) -> Result<bool, OtpError> {
+        Ok(self.store.get(&disabled_key(account))?.is_some())
     }
 
     /// A right answer by another factor (a backup code) resets the account's count.

@@ -26,6 +26,8 @@ pub struct SendLimits {
     pub per_number_per_day: u32,
     pub per_address_per_hour: u32,
     pub daily_budget: u32,
+    /// Trailing digits shown when a number is masked for a page or a log line (0 to 4).
+    pub visible_digits: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,6 +162,11 @@ impl SendGuard {
             limits,
             budget_alerted: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// `number` masked for a page or a log line, showing `[sms] visible_digits` digits.
+    pub fn mask(&self, number: &str) -> String {
+        crate::ports::mask_phone_showing(number, self.limits.visible_digits)
     }
 
     pub fn normalize(&self, raw: &str) -> Result<String, Refusal> {

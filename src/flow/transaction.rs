@@ -60,6 +60,9 @@ pub struct LoginTransaction {
     /// See [`HookState::last_sms`].
     #[serde(default)]
     pub last_sms: Option<(String, String)>,
+    /// See [`HookState::methods`].
+    #[serde(default)]
+    pub methods: Vec<String>,
 }
 
 impl LoginTransaction {
@@ -70,6 +73,7 @@ impl LoginTransaction {
             message: None,
             retry_after: None,
             last_sms: self.last_sms.clone(),
+            methods: self.methods.clone(),
         }
     }
 
@@ -78,5 +82,6 @@ impl LoginTransaction {
         self.working = state.working;
         self.message = state.message;
         self.last_sms = state.last_sms;
+        self.methods = state.methods;
     }
 }

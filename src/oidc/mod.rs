@@ -519,9 +519,17 @@ impl Provider {
         let Ok(grant) = serde_json::from_slice::<AccessGrant>(&bytes) else {
             return Ok(None);
         };
-        let user = self.users.find(&grant.user).ok().flatten();
         let mut claims = serde_json::Map::new();
         claims.insert("sub".into(), grant.user.clone().into());
+        // A phone-number sign-in has no directory entry: the verified number is all there is.
+        if let Some(number) = grant.user.strip_prefix(crate::ports::PHONE_SUBJECT_PREFIX) {
+            if grant.scope.iter().any(|s| s == "phone") {
+                claims.insert("phone_number".into(), number.into());
+                claims.insert("phone_number_verified".into(), true.into());
+            }
+            return Ok(Some(claims.into()));
+        }
+        let user = self.users.find(&grant.user).ok().flatten();
         let Some(user) = user else {
             return Ok(Some(claims.into()));
         };

@@ -83,6 +83,15 @@ fn register_identity(engine: &mut Engine) {
             })
         },
     );
+    FuncRegistration::new("set_phone_user").set_into_module(
+        &mut module,
+        |number: Dynamic| -> HostResult<Dynamic> {
+            with_context("identity::set_phone_user", |c| {
+                let number = plain_text("identity::set_phone_user", &number)?;
+                Ok(optional_text(c.set_phone_user(&number)))
+            })
+        },
+    );
     FuncRegistration::new("set").set_into_module(
         &mut module,
         |name: &str, value: Dynamic| -> HostResult<()> {
@@ -377,7 +386,11 @@ fn register_sms(engine: &mut Engine) {
             })
         },
     );
-    FuncRegistration::new("mask").set_into_module(&mut module, |number: &str| mask_phone(number));
+    FuncRegistration::new("mask").set_into_module(&mut module, |number: &str| {
+        // Outside a hook call (no context) the default of four digits applies.
+        with_context("sms::mask", |c| Ok(c.mask_phone(number)))
+            .unwrap_or_else(|_| mask_phone(number))
+    });
     engine.register_static_module("sms", module.into());
 }
 

@@ -665,6 +665,11 @@ impl ScriptRuntime for ScriptHost {
         Some((revision.sms.clone(), revision.code_policy))
     }
 
+    fn code_policy(&self, acr: &str) -> Option<CodePolicy> {
+        let state = self.read_state();
+        Some(state.slots.get(acr)?.current.as_ref()?.code_policy)
+    }
+
     fn default_acr(&self) -> Option<String> {
         self.read_state().config.login.default_acr.clone()
     }

@@ -77,6 +77,15 @@ fn parse(path: &Path, text: &str) -> Result<Loaded, DirectoryError> {
         passwords: BTreeMap::new(),
     };
     for (username, record) in file.users {
+        if crate::ports::is_phone_subject(&username) {
+            return Err(DirectoryError::Unreadable {
+                path: path.display().to_string(),
+                message: format!(
+                    "user {username:?}: names starting with \"{}\" are kept for phone-number sign-ins; rename the entry",
+                    crate::ports::PHONE_SUBJECT_PREFIX
+                ),
+            });
+        }
         let attributes = record
             .attributes
             .into_iter()

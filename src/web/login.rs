@@ -98,7 +98,7 @@ fn authorize(state: &WebState, headers: &HeaderMap, pairs: Vec<(String, String)>
         .filter(|_| !request.prompt_login)
     {
         if wanted.is_empty() || wanted.contains(&signed_in.acr) {
-            tracing::info!(target: "server", acr = signed_in.acr.as_str(), "single sign-on for {} to {}", signed_in.user, request.client_id);
+            tracing::info!(target: "server", acr = signed_in.acr.as_str(), "single sign-on for {} to {}", crate::ports::subject_for_log(&signed_in.user), request.client_id);
             return finish(state, &config, &mut session, &request, signed_in, &id);
         }
     }
@@ -215,6 +215,8 @@ struct StepView<'a> {
     sent_to: Option<&'a str>,
     working: &'a BTreeMap<String, String>,
     alternatives: &'a [String],
+    can_resend: bool,
+    numeric_code: bool,
 }
 
 fn template_for(page: &str) -> Option<String> {
@@ -245,6 +247,8 @@ fn render_step(state: &WebState, session: &Session, page: &StepPage, id: &str) -
         sent_to: page.working.get("sent_to").map(String::as_str),
         working: &page.working,
         alternatives: &page.alternatives,
+        can_resend: page.can_resend,
+        numeric_code: page.numeric_code,
     };
     match state.pages.render(&template, &view) {
         Ok(html) => {
@@ -428,13 +432,7 @@ fn submit(
             let amr = config
                 .script(&done.acr)
                 .and_then(|s| s.amr.clone())
-                .unwrap_or_else(|| {
-                    if done.steps_passed.len() > 1 {
-                        vec!["pwd".into(), "mfa".into()]
-                    } else {
-                        vec!["pwd".into()]
-                    }
-                });
+                .unwrap_or_else(|| done.amr());
             let signed_in = SignedIn {
                 user: done.user,
                 acr: done.acr,

@@ -8,10 +8,14 @@ use std::time::SystemTime;
 use minijinja::Environment;
 use serde::Serialize;
 
-const BUILT_IN: [(&str, &str); 6] = [
+const BUILT_IN: [(&str, &str); 7] = [
     ("mobile.html", include_str!("templates/mobile.html")),
     ("base.html", include_str!("templates/base.html")),
     ("login.html", include_str!("templates/login.html")),
+    (
+        "login_or_mobile.html",
+        include_str!("templates/login_or_mobile.html"),
+    ),
     ("otp_sms.html", include_str!("templates/otp_sms.html")),
     ("error.html", include_str!("templates/error.html")),
     ("signed_out.html", include_str!("templates/signed_out.html")),
@@ -122,7 +126,7 @@ mod tests {
     fn built_in_pages_escape_and_overrides_win() {
         let dir = tempfile::tempdir().unwrap();
         let pages = Pages::new(Some(dir.path().to_owned()));
-        let html = pages.render("otp_sms.html", minijinja::context! { csrf => "c", step => 2, sent_to => "<b>+44</b>", message => "" }).unwrap();
+        let html = pages.render("otp_sms.html", minijinja::context! { csrf => "c", step => 2, sent_to => "<b>+44</b>", message => "", numeric_code => true }).unwrap();
         assert!(
             html.contains("autocomplete=\"one-time-code\"")
                 && html.contains("inputmode=\"numeric\"")

@@ -2,6 +2,7 @@
 
 mod bridge;
 mod browser;
+mod limits_http;
 mod login;
 mod logs;
 mod oidc_e2e;

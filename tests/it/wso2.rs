@@ -1,11 +1,24 @@
-//! The WSO2 SMS OTP options of the shipped sms_otp script, each on and off.
+//! The WSO2 SMS OTP options of the shipped sms_otp script, each on and off, driven through the
+//! HTTP endpoints (authorize, the step pages, resend, switch, token, userinfo) with the test SMS
+//! sink.
 
 use gatehouse::ports::AttributeChange;
 
+use crate::support::web::{location, message_of, stayed, WebLogin};
 use crate::support::*;
 
+fn web_env(scripts: Vec<ScriptSpec>) -> TestEnv {
+    TestEnv::with_options(
+        scripts,
+        EnvOptions {
+            web: true,
+            ..EnvOptions::default()
+        },
+    )
+}
+
 fn with_options(properties: &str) -> TestEnv {
-    TestEnv::new(vec![
+    web_env(vec![
         script("sms_otp", &shipped_script()).with(&format!("[scripts.properties]\n{properties}"))
     ])
 }
@@ -18,29 +31,104 @@ fn wrong(code: &str) -> String {
     }
 }
 
+/// alice's password on a new sign-in; the passcode page is next.
+fn past_password(env: &TestEnv) -> WebLogin {
+    let login = env.web_login(None);
+    let answer = login.password("alice", ALICE_PASSWORD);
+    assert_eq!(location(&answer), "/login");
+    assert!(
+        login.page().contains("name=\"passcode\""),
+        "the passcode page is next"
+    );
+    login
+}
+
+/// Answers with `fields` and expects the same step again; returns its message.
+fn refused(login: &WebLogin, fields: &[(&str, &str)]) -> Option<String> {
+    let answer = login.submit(fields);
+    assert!(stayed(&answer), "expected the same step again");
+    message_of(&login.page())
+}
+
+/// A typed number that is malformed, two numbers, or in a country outside [sms]
+/// allowed_prefixes: the same page again with a hint, and nothing sent.
+fn refuses_unusable_numbers(env: &TestEnv, login: &WebLogin) {
+    for unusable in [
+        "tel:+447700900456",
+        "+447700900456, +447700900457",
+        "07700 9OO456",
+        "not a number",
+        "+33 6 12 34 56 78",
+    ] {
+        assert_eq!(
+            refused(login, &[("mobile", unusable)]).as_deref(),
+            Some("Enter a mobile number with its country code, e.g. +44 7700 900123."),
+            "{unusable}"
+        );
+    }
+    assert_eq!(env.sms.count(), 0);
+}
+
+fn amr(claims: &serde_json::Value) -> Vec<String> {
+    serde_json::from_value(claims["amr"].clone()).unwrap()
+}
+
 #[test]
 fn retry_enable() {
     let env = with_options("RetryEnable = \"false\"");
-    let login = env.pass_password(None);
+    let login = past_password(&env);
     let code = env.sms.last_code();
-    let page = expect_retry(
-        env.submit(&login, 2, &[("passcode", &wrong(&code))])
-            .unwrap(),
-    );
     assert_eq!(
-        page.message.as_deref(),
+        refused(&login, &[("passcode", &wrong(&code))]).as_deref(),
         Some("Wrong code. Start again to get a new one.")
     );
-    expect_retry(env.submit(&login, 2, &[("passcode", &code)]).unwrap());
+    // The code was dropped with the first wrong guess.
+    refused(&login, &[("passcode", &code)]);
 
     let env = with_options("RetryEnable = \"true\"");
-    let login = env.pass_password(None);
+    let login = past_password(&env);
     let code = env.sms.last_code();
-    expect_retry(
-        env.submit(&login, 2, &[("passcode", &wrong(&code))])
-            .unwrap(),
+    assert_eq!(
+        refused(&login, &[("passcode", &wrong(&code))]).as_deref(),
+        Some("Wrong code. Please try again.")
     );
-    expect_authenticated(env.submit(&login, 2, &[("passcode", &code)]).unwrap());
+    let claims = login.finish(login.passcode(&code));
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["acr"], "sms_otp");
+    assert_eq!(amr(&claims), ["pwd", "sms", "mfa"]);
+}
+
+#[test]
+fn resend_enable() {
+    let env = with_options("ResendEnable = \"true\"");
+    let login = past_password(&env);
+    let first = env.sms.last_code();
+    assert!(login.page().contains("Send a new code"));
+    let answer = login.resend();
+    assert_eq!(location(&answer), "/login");
+    assert_eq!(env.sms.count(), 2);
+    assert_eq!(
+        message_of(&login.page()).as_deref(),
+        Some("A new code was sent.")
+    );
+    let second = env.sms.last_code();
+    if first != second {
+        refused(&login, &[("passcode", &first)]);
+    }
+    login.finish(login.passcode(&second));
+
+    let env = with_options("ResendEnable = \"false\"");
+    let login = past_password(&env);
+    let page = login.page();
+    assert!(
+        !page.contains("Send a new code") && !page.contains("/login/resend"),
+        "{page}"
+    );
+    // The endpoint refuses too: nothing is sent, the passcode page stays.
+    let answer = login.resend();
+    assert_eq!(location(&answer), "/login");
+    assert_eq!(env.sms.count(), 1);
+    login.finish(login.passcode(&env.sms.last_code()));
 }
 
 fn backup_codes(env: &TestEnv) -> Vec<String> {
@@ -65,24 +153,19 @@ fn backup_code_on_is_single_use_and_logged() {
         !stored.contains(&codes[0]) && stored.contains("gatehouseBackupCodes"),
         "only hashes are stored"
     );
-    let login = env.pass_password(None);
-    let done = expect_authenticated(
-        env.submit(&login, 2, &[("passcode", &codes[0].to_lowercase())])
-            .unwrap(),
-    );
-    assert_eq!(done.user, "alice");
+    let login = past_password(&env);
+    let claims = login.finish(login.passcode(&codes[0].to_lowercase()));
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(amr(&claims), ["pwd", "otp", "mfa"]);
     env.wait_for_log("backup code used by alice: 9 left");
-    let login = env.pass_password(None);
-    let again = expect_retry(env.submit(&login, 2, &[("passcode", &codes[0])]).unwrap());
+    // Used once: the second time it is a wrong code.
+    let login = past_password(&env);
     assert_eq!(
-        again.message.as_deref(),
+        refused(&login, &[("passcode", &codes[0])]).as_deref(),
         Some("Wrong code. Please try again.")
     );
-    // The SMS code still works alongside.
-    expect_authenticated(
-        env.submit(&login, 2, &[("passcode", &env.sms.last_code())])
-            .unwrap(),
-    );
+    login.finish(login.passcode(&codes[1]));
+    env.wait_for_log("backup code used by alice: 8 left");
     assert_log_clean(&env, &[&codes[0], &codes[1]]);
 }
 
@@ -90,12 +173,9 @@ fn backup_code_on_is_single_use_and_logged() {
 fn backup_code_off_is_just_a_wrong_code() {
     let env = with_options("BackupCode = \"false\"");
     let codes = backup_codes(&env);
-    let login = env.pass_password(None);
-    expect_retry(env.submit(&login, 2, &[("passcode", &codes[0])]).unwrap());
-    expect_authenticated(
-        env.submit(&login, 2, &[("passcode", &env.sms.last_code())])
-            .unwrap(),
-    );
+    let login = past_password(&env);
+    refused(&login, &[("passcode", &codes[0])]);
+    login.finish(login.passcode(&env.sms.last_code()));
 }
 
 fn opt_out_alice(env: &TestEnv) {
@@ -115,27 +195,14 @@ fn opt_out_alice(env: &TestEnv) {
 fn sms_otp_enable_by_user_claim_when_not_mandatory() {
     let env = with_options("SMSOTPMandatory = \"false\"\nSMSOTPEnableByUserClaim = \"true\"");
     opt_out_alice(&env);
-    let page = env.start(None).unwrap();
-    let done = expect_authenticated(
-        env.submit(
-            &page.login,
-            1,
-            &[("username", "alice"), ("password", ALICE_PASSWORD)],
-        )
-        .unwrap(),
-    );
-    assert_eq!(done.steps_passed, vec![1]);
+    let login = env.web_login(None);
+    let claims = login.finish(login.password("alice", ALICE_PASSWORD));
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(amr(&claims), ["pwd"], "one factor, and the token says so");
     assert_eq!(env.sms.count(), 0);
-    // bob did not opt out (and has no phoneNumberVerified): still no shortcut for him.
-    let page = env.start(None).unwrap();
-    expect_retry(
-        env.submit(
-            &page.login,
-            1,
-            &[("username", "bob"), ("password", ALICE_PASSWORD)],
-        )
-        .unwrap(),
-    );
+    // bob did not opt out (and has no phoneNumberVerified): no shortcut for him.
+    let login = env.web_login(None);
+    assert!(stayed(&login.password("bob", ALICE_PASSWORD)));
 }
 
 #[test]
@@ -146,7 +213,7 @@ fn sms_otp_mandatory_or_claims_off_keep_the_sms_step() {
     ] {
         let env = with_options(properties);
         opt_out_alice(&env);
-        env.pass_password(None);
+        past_password(&env);
         assert_eq!(env.sms.count(), 1, "{properties}");
     }
 }
@@ -154,26 +221,18 @@ fn sms_otp_mandatory_or_claims_off_keep_the_sms_step() {
 #[test]
 fn token_expiry_time() {
     let env = with_options("TokenExpiryTime = \"1\"");
-    let login = env.pass_password(None);
+    let login = past_password(&env);
     let code = env.sms.last_code();
     // Letting the one-second lifetime pass is what is tested.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let page = expect_retry(env.submit(&login, 2, &[("passcode", &code)]).unwrap());
     assert_eq!(
-        page.message.as_deref(),
+        refused(&login, &[("passcode", &code)]).as_deref(),
         Some("The code has expired. Start again to get a new one.")
     );
     // Longer than the [otp] policy: refused, no code sent.
     let env = with_options("TokenExpiryTime = \"900\"");
-    let page = env.start(None).unwrap();
-    expect_retry(
-        env.submit(
-            &page.login,
-            1,
-            &[("username", "alice"), ("password", ALICE_PASSWORD)],
-        )
-        .unwrap(),
-    );
+    let login = env.web_login(None);
+    assert!(stayed(&login.password("alice", ALICE_PASSWORD)));
     assert_eq!(env.sms.count(), 0);
     env.wait_for_log("not 900");
 }
@@ -181,58 +240,86 @@ fn token_expiry_time() {
 #[test]
 fn capture_and_update_mobile_number_saves_only_a_verified_number() {
     let env = with_options("CaptureAndUpdateMobileNumber = \"true\"");
-    // carol has no phone number.
-    let page = env.start(None).unwrap();
-    let ask = expect_next(
-        env.submit(
-            &page.login,
-            1,
-            &[("username", "carol"), ("password", ALICE_PASSWORD)],
-        )
-        .unwrap(),
-    );
-    assert_eq!((ask.step, ask.page.as_str()), (2, "mobile"));
+    // carol has no phone number: she is asked for one.
+    let login = env.web_login(None);
+    assert_eq!(location(&login.password("carol", ALICE_PASSWORD)), "/login");
+    assert!(login.page().contains("Add your mobile number"));
     assert_eq!(env.sms.count(), 0);
-    let retry = expect_retry(
-        env.submit(&ask.login, 2, &[("mobile", "tel:+447700900456")])
-            .unwrap(),
-    );
+    refuses_unusable_numbers(&env, &login);
     assert_eq!(
-        retry.message.as_deref(),
-        Some("Enter a mobile number with its country code, e.g. +44 7700 900123.")
+        location(&login.submit(&[("mobile", "+44 7700 900456")])),
+        "/login"
     );
-    let code_page = expect_next(
-        env.submit(&ask.login, 2, &[("mobile", "+44 7700 900456")])
-            .unwrap(),
-    );
-    assert_eq!((code_page.step, code_page.page.as_str()), (3, "otp_sms"));
-    assert_eq!(env.sms.last().0, "+447700900456");
+    let page = login.page();
+    assert!(page.contains("+44******0456"), "the masked number: {page}");
+    assert_eq!(env.sms.last().0, "+447700900456", "sent as E.164");
     let code = env.sms.last_code();
-    expect_retry(
-        env.submit(&ask.login, 3, &[("passcode", &wrong(&code))])
-            .unwrap(),
-    );
+    refused(&login, &[("passcode", &wrong(&code))]);
     let carol = env.app.users.find("carol").unwrap().unwrap();
     assert_eq!(
         carol.first("phoneNumberVerified"),
         None,
         "not saved before the code is verified"
     );
-    let done = expect_authenticated(env.submit(&ask.login, 3, &[("passcode", &code)]).unwrap());
-    assert_eq!(done.steps_passed, vec![1, 2, 3]);
+    let claims = login.finish(login.passcode(&code));
+    assert_eq!(claims["sub"], "carol");
     let carol = env.app.users.find("carol").unwrap().unwrap();
     assert_eq!(carol.first("phoneNumberVerified"), Some("+447700900456"));
-    // Off: no number, no login.
+    assert_log_clean(&env, &[&code, "+447700900456"]);
+
+    // Off: no number, no sign-in.
     let env = with_options("CaptureAndUpdateMobileNumber = \"false\"");
-    let page = env.start(None).unwrap();
-    expect_retry(
-        env.submit(
-            &page.login,
-            1,
-            &[("username", "carol"), ("password", ALICE_PASSWORD)],
-        )
-        .unwrap(),
+    let login = env.web_login(None);
+    assert!(stayed(&login.password("carol", ALICE_PASSWORD)));
+    assert_eq!(env.sms.count(), 0);
+}
+
+#[test]
+fn send_otp_directly_to_mobile_signs_in_the_holder_of_a_number() {
+    let env = with_options("SendOTPDirectlyToMobile = \"true\"");
+    let login = env.web_login(None);
+    let page = login.page();
+    assert!(
+        page.contains("name=\"mobile\"") && page.contains("name=\"password\""),
+        "both ways are offered: {page}"
     );
+    refuses_unusable_numbers(&env, &login);
+    assert_eq!(
+        location(&login.submit(&[("mobile", "+44 7700 900999")])),
+        "/login"
+    );
+    assert_eq!(env.sms.last().0, "+447700900999");
+    let page = login.page();
+    assert!(page.contains("+44******0999"), "{page}");
+    let code = env.sms.last_code();
+    refused(&login, &[("passcode", &wrong(&code))]);
+    let claims = login.finish(login.passcode(&code));
+    assert_eq!(claims["sub"], "tel:+447700900999");
+    assert_eq!(claims["acr"], "sms_otp");
+    assert_eq!(amr(&claims), ["sms"], "one factor: possession of the phone");
+    assert_eq!(claims["userinfo"]["phone_number"], "+447700900999");
+    assert_eq!(claims["userinfo"]["phone_number_verified"], true);
+    assert!(
+        env.app.users.find("tel:+447700900999").unwrap().is_none(),
+        "no account is created"
+    );
+    // Directory users still sign in with their password and code.
+    let login = past_password(&env);
+    let claims = login.finish(login.passcode(&env.sms.last_code()));
+    assert_eq!(claims["sub"], "alice");
+    assert_log_clean(&env, &[&code, "+447700900999", "7700 900999"]);
+
+    // Off, or on without SMSOTPMandatory: no mobile form, and a number alone signs nobody in.
+    for properties in [
+        "SendOTPDirectlyToMobile = \"false\"",
+        "SendOTPDirectlyToMobile = \"true\"\nSMSOTPMandatory = \"false\"",
+    ] {
+        let env = with_options(properties);
+        let login = env.web_login(None);
+        assert!(!login.page().contains("name=\"mobile\""), "{properties}");
+        refused(&login, &[("mobile", "+447700900999")]);
+        assert_eq!(env.sms.count(), 0, "{properties}");
+    }
 }
 
 #[test]
@@ -245,100 +332,39 @@ fn redirect_to_multi_option_page_on_failure() {
             script("other", &shipped_script()),
         ]
     };
-    let env = TestEnv::new(scripts("true"));
-    let login = env.pass_password(None);
+    let env = web_env(scripts("true"));
+    let login = past_password(&env);
     assert!(
-        env.app
-            .engine
-            .current(&login)
-            .unwrap()
-            .alternatives
-            .is_empty(),
+        !login.page().contains("Other ways to sign in"),
         "nothing offered before a failure"
     );
-    let failed = expect_retry(
-        env.submit(&login, 2, &[("passcode", &wrong(&env.sms.last_code()))])
-            .unwrap(),
-    );
-    assert_eq!(failed.alternatives, ["other"]);
-    // Only what was offered can be chosen.
-    assert!(env.app.engine.switch(&login, "sms_otp").is_err());
-    let switched = env.app.engine.switch(&login, "other").unwrap();
-    assert_eq!((switched.acr.as_str(), switched.step), ("other", 1));
-    assert!(matches!(
-        env.submit(&login, 2, &[("passcode", "1")]),
-        Err(gatehouse::flow::FlowError::LoginNotFound)
-    ));
-    let next = expect_next(
-        env.submit(
-            &switched.login,
-            1,
-            &[("username", "alice"), ("password", ALICE_PASSWORD)],
-        )
-        .unwrap(),
-    );
-    let done = expect_authenticated(
-        env.submit(&next.login, 2, &[("passcode", &env.sms.last_code())])
-            .unwrap(),
-    );
-    assert_eq!(done.acr, "other");
-
-    let env = TestEnv::new(scripts("false"));
-    let login = env.pass_password(None);
-    let failed = expect_retry(
-        env.submit(&login, 2, &[("passcode", &wrong(&env.sms.last_code()))])
-            .unwrap(),
-    );
-    assert!(failed.alternatives.is_empty());
-}
-
-#[test]
-fn the_multi_option_page_switches_methods_over_http() {
-    use crate::support::web::{csrf_of, location, Browser};
-    let env = TestEnv::with_options(
-        vec![
-            script("sms_otp", &shipped_script())
-                .with("[scripts.properties]\nredirectToMultiOptionPageOnFailure = \"true\"\nalternative_acr = \"other\""),
-            script("other", &shipped_script()),
-        ],
-        EnvOptions { web: true, ..EnvOptions::default() },
-    );
-    let base = env.base.clone().unwrap();
-    let browser = Browser::new();
-    browser.get(&format!("{base}/authorize?client_id={RP_ID}&redirect_uri={}&response_type=code&scope=openid&code_challenge=bwWFMyPfdG9qreDhH2lmftFx_dFeLDalzcT1gb_j68g&code_challenge_method=S256", url::form_urlencoded::byte_serialize(RP_REDIRECT.as_bytes()).collect::<String>()));
-    let csrf = csrf_of(&browser.get(&format!("{base}/login")).text().unwrap());
-    browser.post(
-        &format!("{base}/login"),
-        &[
-            ("csrf", &csrf),
-            ("step", "1"),
-            ("username", "alice"),
-            ("password", ALICE_PASSWORD),
-        ],
-    );
-    let csrf = csrf_of(&browser.get(&format!("{base}/login")).text().unwrap());
-    browser.post(
-        &format!("{base}/login"),
-        &[
-            ("csrf", &csrf),
-            ("step", "2"),
-            ("passcode", &wrong(&env.sms.last_code())),
-        ],
-    );
-    let page = browser.get(&format!("{base}/login")).text().unwrap();
+    refused(&login, &[("passcode", &wrong(&env.sms.last_code()))]);
+    let page = login.page();
     assert!(
         page.contains("Other ways to sign in") && page.contains("value=\"other\""),
         "{page}"
     );
-    let csrf = csrf_of(&page);
-    let switched = browser.post(
-        &format!("{base}/login/switch"),
-        &[("csrf", &csrf), ("acr", "other")],
-    );
-    assert_eq!(location(&switched), "/login");
-    let page = browser.get(&format!("{base}/login")).text().unwrap();
+    // Only what was offered can be chosen.
+    let refused_switch = login.post_from_page("/login/switch", &[("acr", "sms_otp")]);
     assert!(
-        page.contains("name=\"password\""),
-        "the other method starts at its first step: {page}"
+        refused_switch.status().is_client_error() || location(&refused_switch) == "/login",
+        "{}",
+        refused_switch.status()
     );
+    assert!(login.page().contains("name=\"passcode\""));
+    let switched = login.post_from_page("/login/switch", &[("acr", "other")]);
+    assert_eq!(location(&switched), "/login");
+    assert!(
+        login.page().contains("name=\"password\""),
+        "the other method starts at its first step"
+    );
+    let answer = login.password("alice", ALICE_PASSWORD);
+    assert_eq!(location(&answer), "/login");
+    let claims = login.finish(login.passcode(&env.sms.last_code()));
+    assert_eq!(claims["acr"], "other");
+
+    let env = web_env(scripts("false"));
+    let login = past_password(&env);
+    refused(&login, &[("passcode", &wrong(&env.sms.last_code()))]);
+    assert!(!login.page().contains("Other ways to sign in"));
 }

@@ -309,6 +309,21 @@ impl TestEnv {
         )
     }
 
+    /// A sign-in through the HTTP endpoints (the env must serve HTTP).
+    pub fn web_login(&self, acr: Option<&str>) -> web::WebLogin {
+        web::WebLogin::start(self.base.as_deref().expect("a web env"), acr)
+    }
+
+    /// A sign-in through HTTP from client address `ip`, as a trusted proxy in front of the
+    /// server reports it (the env's `[server] trusted_proxies` must list 127.0.0.1).
+    pub fn web_login_from(&self, acr: Option<&str>, ip: &str) -> web::WebLogin {
+        web::WebLogin::start_with(
+            self.base.as_deref().expect("a web env"),
+            acr,
+            &[("x-forwarded-for", ip)],
+        )
+    }
+
     /// Step 1 with alice's password; returns the handle, now at step 2.
     pub fn pass_password(&self, acr: Option<&str>) -> LoginHandle {
         let page = self.start(acr).unwrap();

@@ -113,3 +113,168 @@ pub fn session_cookie(response: &Response) -> Option<String> {
         .find(|v| v.contains("gatehouse"))
         .map(str::to_owned)
 }
+
+/// The PKCE pair every web login of the tests uses (RFC 7636, appendix B).
+pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r7wW1gFWFOEjXk";
+pub const CHALLENGE: &str = "bwWFMyPfdG9qreDhH2lmftFx_dFeLDalzcT1gb_j68g";
+
+/// One sign-in driven through the HTTP endpoints the way a browser without JavaScript does it:
+/// `/authorize`, the step pages of `/login` (each form posted with the CSRF token and step
+/// number of the page just shown), then the authorization code at `/token`.
+pub struct WebLogin {
+    pub base: String,
+    pub browser: Browser,
+}
+
+impl WebLogin {
+    /// Starts a sign-in for `acr` (none: the server's default) from 127.0.0.1.
+    pub fn start(base: &str, acr: Option<&str>) -> WebLogin {
+        WebLogin::start_with(base, acr, &[])
+    }
+
+    /// Like [`WebLogin::start`], sending `headers` on every request (X-Forwarded-For,
+    /// Accept-Language...).
+    pub fn start_with(base: &str, acr: Option<&str>, headers: &[(&str, &str)]) -> WebLogin {
+        let mut defaults = reqwest::header::HeaderMap::new();
+        for (name, value) in headers {
+            defaults.insert(
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let client = Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(20))
+            .default_headers(defaults)
+            .build()
+            .unwrap();
+        let login = WebLogin {
+            base: base.to_owned(),
+            browser: Browser { client },
+        };
+        let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("client_id", super::RP_ID)
+            .append_pair("redirect_uri", super::RP_REDIRECT)
+            .append_pair("response_type", "code")
+            .append_pair("scope", "openid profile phone")
+            .append_pair("state", "web-login")
+            .append_pair("code_challenge", CHALLENGE)
+            .append_pair("code_challenge_method", "S256");
+        if let Some(acr) = acr {
+            url.query_pairs_mut().append_pair("acr_values", acr);
+        }
+        let response = login.browser.get(url.as_str());
+        assert_eq!(
+            location(&response),
+            "/login",
+            "authorize: {}",
+            response.status()
+        );
+        login
+    }
+
+    /// The page of the current step.
+    pub fn page(&self) -> String {
+        let response = self.browser.get(&format!("{}/login", self.base));
+        response.text().unwrap()
+    }
+
+    /// Posts `fields` with the CSRF token and step of the page now shown, to `path`.
+    pub fn post_from_page(&self, path: &str, fields: &[(&str, &str)]) -> Response {
+        let page = self.page();
+        let csrf = csrf_of(&page);
+        let step = hidden_of(&page, "step").unwrap_or_default();
+        let mut form: Vec<(&str, &str)> = vec![("csrf", &csrf)];
+        if path == "/login" {
+            form.push(("step", &step));
+        }
+        form.extend_from_slice(fields);
+        self.browser.post(&format!("{}{path}", self.base), &form)
+    }
+
+    /// Answers the current step with `fields`.
+    pub fn submit(&self, fields: &[(&str, &str)]) -> Response {
+        self.post_from_page("/login", fields)
+    }
+
+    pub fn password(&self, username: &str, password: &str) -> Response {
+        self.submit(&[("username", username), ("password", password)])
+    }
+
+    pub fn passcode(&self, code: &str) -> Response {
+        self.submit(&[("passcode", code)])
+    }
+
+    /// The "Send a new code" button.
+    pub fn resend(&self) -> Response {
+        self.post_from_page("/login/resend", &[])
+    }
+
+    /// The ID token's claims after a step answer that completed the sign-in: the redirect to
+    /// the application is followed by the code exchange at `/token`.
+    pub fn finish(&self, answer: Response) -> serde_json::Value {
+        let to_app = location(&answer);
+        assert!(
+            to_app.starts_with(super::RP_REDIRECT),
+            "expected the redirect to the application, got {} {to_app:?}: {}",
+            answer.status(),
+            answer.text().unwrap_or_default()
+        );
+        let code = query_param(&to_app, "code").expect("an authorization code");
+        let tokens: serde_json::Value = self
+            .browser
+            .client
+            .post(format!("{}/token", self.base))
+            .basic_auth(super::RP_ID, Some(super::RP_SECRET))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", super::RP_REDIRECT),
+                ("code_verifier", VERIFIER),
+            ])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let id_token = tokens["id_token"].as_str().expect("an ID token");
+        let payload = id_token.split('.').nth(1).unwrap();
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
+        let mut claims: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let userinfo: serde_json::Value = self
+            .browser
+            .client
+            .get(format!("{}/userinfo", self.base))
+            .bearer_auth(tokens["access_token"].as_str().unwrap())
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        claims["userinfo"] = userinfo;
+        claims
+    }
+}
+
+/// Whether a step answer went back to the same step (a 303 to /login with the page's message,
+/// or a 429) rather than on: the caller reads the page to tell which.
+pub fn stayed(response: &Response) -> bool {
+    response.status() == 429 || location(response) == "/login"
+}
+
+/// The value of a hidden form field.
+pub fn hidden_of(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    html[start..].split('"').next().map(str::to_owned)
+}
+
+/// The message banner of a page (`role="alert"`), HTML entities left as they are.
+pub fn message_of(html: &str) -> Option<String> {
+    let marker = "id=\"message\">";
+    let start = html.find(marker)? + marker.len();
+    html[start..].split("</p>").next().map(str::to_owned)
+}

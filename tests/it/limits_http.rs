@@ -1,0 +1,416 @@
+//! The OTP policy and sending limits seen from outside: every limit hit exactly at its number
+//! through the HTTP endpoints, refusals as 429 with Retry-After, locks that hold on every path,
+//! client addresses believed only from trusted proxies, guesses counted atomically.
+
+use reqwest::blocking::Response;
+
+use crate::support::web::{location, message_of, stayed};
+use crate::support::*;
+
+const TRUST_LOCALHOST: &str = "trusted_proxies = [\"127.0.0.1\"]";
+
+fn web_env(scripts: Vec<ScriptSpec>, sms: &str, server: &str) -> TestEnv {
+    TestEnv::with_options(
+        scripts,
+        EnvOptions {
+            web: true,
+            sms: sms.into(),
+            server: server.into(),
+            ..EnvOptions::default()
+        },
+    )
+}
+
+fn sms_otp_env(sms: &str, server: &str) -> TestEnv {
+    web_env(vec![script("sms_otp", &shipped_script())], sms, server)
+}
+
+fn retry_after(response: &Response) -> Option<u64> {
+    response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap())
+}
+
+/// alice's password from client address `ip`: (status, Retry-After, page message).
+fn password_from(env: &TestEnv, ip: &str) -> (u16, Option<u64>, Option<String>) {
+    let login = env.web_login_from(None, ip);
+    let answer = login.password("alice", ALICE_PASSWORD);
+    let status = answer.status().as_u16();
+    let wait = retry_after(&answer);
+    let body = answer.text().unwrap();
+    let message = if status == 429 {
+        message_of(&body)
+    } else {
+        message_of(&login.page())
+    };
+    (status, wait, message)
+}
+
+fn wrong_for(code: &str) -> String {
+    if code.starts_with('1') {
+        "2".repeat(code.len())
+    } else {
+        "1".repeat(code.len())
+    }
+}
+
+#[test]
+fn per_number_limits_are_hit_exactly_at_their_numbers() {
+    let env = sms_otp_env(
+        "allowed_prefixes = [\"+44\"]\nper_number_per_hour = 5\nper_number_per_day = 10\nper_address_per_hour = 1000",
+        TRUST_LOCALHOST,
+    );
+    for i in 0..5 {
+        let (status, wait, _) = password_from(&env, &format!("198.51.100.{i}"));
+        assert_eq!((status, wait), (303, None), "send {}", i + 1);
+    }
+    let (status, wait, message) = password_from(&env, "198.51.100.77");
+    assert_eq!(status, 429);
+    assert!(wait.is_some_and(|s| (3590..=3600).contains(&s)), "{wait:?}");
+    assert_eq!(
+        message.as_deref(),
+        Some("Too many codes were sent. Try again in 60 minutes.")
+    );
+    assert_eq!(env.sms.count(), 5);
+    let log = env.wait_for_log(
+        "sms refused: to=+44******0123: too many codes were sent to this number in the last hour",
+    );
+    assert!(!log.contains(ALICE_PHONE));
+
+    // The day's limit: here 3 a day (the hour's limit out of the way).
+    let env = sms_otp_env(
+        "allowed_prefixes = [\"+44\"]\nper_number_per_hour = 100\nper_number_per_day = 3\nper_address_per_hour = 1000",
+        TRUST_LOCALHOST,
+    );
+    for i in 0..3 {
+        assert_eq!(password_from(&env, &format!("198.51.100.{i}")).0, 303);
+    }
+    let (status, wait, _) = password_from(&env, "198.51.100.99");
+    assert_eq!(status, 429);
+    assert!(
+        wait.is_some_and(|s| (86_390..=86_400).contains(&s)),
+        "{wait:?}"
+    );
+    assert_eq!(env.sms.count(), 3);
+}
+
+#[test]
+fn per_address_limit_believes_forwarded_addresses_only_from_trusted_proxies() {
+    let sms = "allowed_prefixes = [\"+44\"]\nper_number_per_hour = 100\nper_number_per_day = 100\nper_address_per_hour = 2";
+    let env = sms_otp_env(sms, TRUST_LOCALHOST);
+    assert_eq!(password_from(&env, "203.0.113.5").0, 303);
+    assert_eq!(password_from(&env, "203.0.113.5").0, 303);
+    let (status, wait, _) = password_from(&env, "203.0.113.5");
+    assert_eq!(status, 429);
+    assert!(wait.is_some_and(|s| (3590..=3600).contains(&s)), "{wait:?}");
+    // Another address behind the same proxy has its own count.
+    assert_eq!(password_from(&env, "203.0.113.6").0, 303);
+    assert_eq!(env.sms.count(), 3);
+
+    // No trusted proxy: X-Forwarded-For is ignored and every request counts for 127.0.0.1.
+    let env = sms_otp_env(sms, "");
+    assert_eq!(password_from(&env, "203.0.113.5").0, 303);
+    assert_eq!(password_from(&env, "203.0.113.6").0, 303);
+    assert_eq!(password_from(&env, "203.0.113.7").0, 429);
+    assert_eq!(env.sms.count(), 2);
+}
+
+#[test]
+fn the_daily_budget_pauses_sending_with_one_alert() {
+    let env = sms_otp_env(
+        "allowed_prefixes = [\"+44\"]\nper_number_per_hour = 100\nper_number_per_day = 100\nper_address_per_hour = 100\ndaily_budget = 2",
+        "",
+    );
+    assert_eq!(password_from(&env, "-").0, 303);
+    assert_eq!(password_from(&env, "-").0, 303);
+    for _ in 0..2 {
+        let (status, wait, _) = password_from(&env, "-");
+        assert_eq!(status, 429);
+        assert!(wait.is_some_and(|s| s <= 86_400), "until the next UTC day");
+    }
+    let log = env.wait_for_log("sending is paused for today");
+    assert_eq!(
+        log.matches("ALERT: the daily SMS budget of 2 messages is spent")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(env.sms.count(), 2);
+}
+
+#[test]
+fn countries_outside_the_allow_list_get_nothing() {
+    let env = sms_otp_env("allowed_prefixes = [\"+1\"]", "");
+    let (status, _, message) = password_from(&env, "-");
+    assert_eq!(status, 303);
+    assert_eq!(
+        message.as_deref(),
+        Some("Text messages cannot be sent to this number.")
+    );
+    env.wait_for_log(
+        "sms refused: to=+44******0123: the destination country is not in [sms] allowed_prefixes",
+    );
+    // An empty list sends nowhere.
+    let env = sms_otp_env("allowed_prefixes = []", "");
+    password_from(&env, "-");
+    assert_eq!(env.sms.count(), 0);
+}
+
+#[test]
+fn numbers_are_normalised_or_refused_and_shown_masked_as_configured() {
+    let reading = |attribute: &str| {
+        shipped_script().replace("\"phoneNumberVerified\";", &format!("\"{attribute}\";"))
+    };
+    let env = web_env(
+        vec![
+            script("local", &reading("localPhone")),
+            script("tel", &reading("telPhone")),
+            script("two", &reading("twoPhones")),
+            script("letters", &reading("letterPhone")),
+        ],
+        "allowed_prefixes = [\"+44\"]\ndefault_region = \"GB\"\nvisible_digits = 2",
+        "",
+    );
+    for (attribute, value) in [
+        ("localPhone", "07700 900123"),
+        ("telPhone", "tel:+447700900123"),
+        ("twoPhones", "+447700900123, +447700900124"),
+        ("letterPhone", "+44 7700 9OO123"),
+    ] {
+        env.app
+            .users
+            .update(
+                "alice",
+                gatehouse::ports::AttributeChange::Replace {
+                    attribute: attribute.into(),
+                    values: vec![value.into()],
+                },
+            )
+            .unwrap();
+    }
+    let login = env.web_login(Some("local"));
+    assert_eq!(location(&login.password("alice", ALICE_PASSWORD)), "/login");
+    assert_eq!(env.sms.last().0, ALICE_PHONE, "the provider gets E.164");
+    let page = login.page();
+    assert!(page.contains("+44********23"), "two digits shown: {page}");
+    for acr in ["tel", "two", "letters"] {
+        let login = env.web_login(Some(acr));
+        assert!(stayed(&login.password("alice", ALICE_PASSWORD)), "{acr}");
+        assert!(!login.page().contains("name=\"passcode\""), "{acr}");
+    }
+    assert_eq!(env.sms.count(), 1);
+    let log = env.wait_for_log("sms refused: to=");
+    assert!(log.contains("to=+44********23"), "{log}");
+}
+
+#[test]
+fn resend_cooldown_doubles_and_a_login_gets_three_sends() {
+    let env = sms_otp_env(
+        "allowed_prefixes = [\"+44\"]\nper_number_per_hour = 100\nper_number_per_day = 100\nper_address_per_hour = 100\nmax_sends_per_login = 3\nresend_cooldown_seconds = 1",
+        "",
+    );
+    let login = env.web_login(None);
+    login.password("alice", ALICE_PASSWORD);
+    let first = env.sms.last_code();
+    let early = login.resend();
+    assert_eq!(
+        (early.status().as_u16(), retry_after(&early)),
+        (429, Some(1))
+    );
+    // Waiting out the one-second (then two-second) cooldowns is what is tested.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(location(&login.resend()), "/login");
+    assert_eq!(env.sms.count(), 2);
+    let early = login.resend();
+    assert_eq!(
+        (early.status().as_u16(), retry_after(&early)),
+        (429, Some(2))
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(location(&login.resend()), "/login");
+    assert_eq!(env.sms.count(), 3);
+    // The fourth send of this sign-in: 429 with no Retry-After, only a new sign-in helps.
+    let refused = login.resend();
+    assert_eq!(
+        (refused.status().as_u16(), retry_after(&refused)),
+        (429, None)
+    );
+    assert_eq!(
+        message_of(&refused.text().unwrap()).as_deref(),
+        Some("Too many codes were sent for this sign-in. Start again.")
+    );
+    assert_eq!(env.sms.count(), 3);
+    let latest = env.sms.last_code();
+    if first != latest {
+        assert!(stayed(&login.passcode(&first)), "an old code stops working");
+    }
+    login.finish(login.passcode(&latest));
+}
+
+/// One sign-in of alice through `acr` with `guesses` wrong codes; the last page's message.
+fn wrong_codes(env: &TestEnv, acr: Option<&str>, guesses: usize) -> Option<String> {
+    let login = env.web_login(acr);
+    login.password("alice", ALICE_PASSWORD);
+    let code = env.sms.last_code();
+    for _ in 0..guesses {
+        assert!(stayed(&login.passcode(&wrong_for(&code))));
+    }
+    message_of(&login.page())
+}
+
+#[test]
+fn ten_wrong_codes_lock_the_sms_factor_on_every_path() {
+    let locked = "Too many wrong codes. Sign-in by text message is locked for 15 minutes.";
+    let env = web_env(
+        vec![
+            script("sms_otp", &shipped_script())
+                .with("[scripts.properties]\nBackupCode = \"true\""),
+            script("other", &shipped_script()),
+            script(
+                "mobile",
+                &shipped_script().replace("\"phoneNumberVerified\";", "\"mobile\";"),
+            ),
+        ],
+        "",
+        "",
+    );
+    // Five burn the first code; five more in a new sign-in reach ten.
+    wrong_codes(&env, None, 5);
+    assert_eq!(
+        wrong_codes(&env, None, 4).as_deref(),
+        Some("Wrong code. Please try again.")
+    );
+    // The ninth and tenth: one in a sign-in that is kept open, one more elsewhere.
+    let open = env.web_login(None);
+    open.password("alice", ALICE_PASSWORD);
+    let open_code = env.sms.last_code();
+    assert_eq!(wrong_codes(&env, Some("other"), 1).as_deref(), Some(locked));
+    let sent = env.sms.count();
+    // A new sign-in, another acr: the password passes, no code is sent.
+    for acr in ["sms_otp", "other"] {
+        let login = env.web_login(Some(acr));
+        assert!(stayed(&login.password("alice", ALICE_PASSWORD)));
+        assert_eq!(message_of(&login.page()).as_deref(), Some(locked), "{acr}");
+    }
+    // The sign-in already at its passcode page: its right code, a resend, a backup code.
+    assert!(stayed(&open.passcode(&open_code)));
+    assert_eq!(message_of(&open.page()).as_deref(), Some(locked));
+    open.resend();
+    assert!(stayed(&open.passcode("ABCD-EFGH-JKMN")));
+    assert_eq!(message_of(&open.page()).as_deref(), Some(locked));
+    assert_eq!(env.sms.count(), sent, "no SMS while locked");
+    env.wait_for_log("locked for 900 s");
+    // Other accounts are not affected.
+    let bob = env.web_login(Some("mobile"));
+    bob.password("bob", ALICE_PASSWORD);
+    bob.finish(bob.passcode(&env.sms.last_code()));
+    assert_log_clean(&env, &[&open_code, ALICE_PHONE, BOB_MOBILE]);
+}
+
+#[test]
+fn the_disable_threshold_holds_until_the_operator_resets_it() {
+    let env = TestEnv::with_options(
+        vec![script("sms_otp", &shipped_script())],
+        EnvOptions {
+            web: true,
+            otp: "lock_after_failures = 5\ndisable_after_failures = 5".into(),
+            ..EnvOptions::default()
+        },
+    );
+    let disabled =
+        "Sign-in by text message is disabled for this account. Contact your administrator.";
+    assert_eq!(wrong_codes(&env, None, 5).as_deref(), Some(disabled));
+    let login = env.web_login(None);
+    assert!(stayed(&login.password("alice", ALICE_PASSWORD)));
+    assert_eq!(message_of(&login.page()).as_deref(), Some(disabled));
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["users", "reset-sms", "alice", "--config"])
+        .arg(env.root().join("config/gatehouse.toml"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let login = env.web_login(None);
+    login.password("alice", ALICE_PASSWORD);
+    login.finish(login.passcode(&env.sms.last_code()));
+}
+
+#[test]
+fn wrong_passwords_slow_down_without_touching_the_sms_factor() {
+    let env = sms_otp_env("", TRUST_LOCALHOST);
+    // Three free failures, the fourth sets a wait: even the right password is refused
+    // unchecked, with the same page as a wrong one.
+    for i in 0..4 {
+        let login = env.web_login_from(None, &format!("192.0.2.{i}"));
+        assert!(stayed(&login.password("alice", "guess")));
+    }
+    let login = env.web_login_from(None, "192.0.2.50");
+    assert!(stayed(&login.password("alice", ALICE_PASSWORD)));
+    assert_eq!(env.sms.count(), 0);
+    env.wait_for_log("password not checked: too many recent failures for alice");
+    // The SMS factor is untouched: nothing was locked by the password failures.
+    let log = env.log_text();
+    assert!(!log.contains("locked for"), "{log}");
+}
+
+#[test]
+fn fifty_wrong_guesses_at_once_over_http_evaluate_at_most_five() {
+    let env = sms_otp_env("", "");
+    let login = env.web_login(None);
+    login.password("alice", ALICE_PASSWORD);
+    let code = env.sms.last_code();
+    let wrong = wrong_for(&code);
+    let page = login.page();
+    let csrf = crate::support::web::csrf_of(&page);
+    let url = format!("{}/login", login.base);
+    std::thread::scope(|s| {
+        for _ in 0..50 {
+            s.spawn(|| {
+                let _ = login
+                    .browser
+                    .client
+                    .post(&url)
+                    .form(&[("csrf", csrf.as_str()), ("step", "2"), ("passcode", &wrong)])
+                    .send();
+            });
+        }
+    });
+    let log = env.wait_for_log("code burned");
+    let evaluated = log.matches("guesses left").count() + log.matches("code burned").count();
+    assert!(evaluated <= 5, "{evaluated} guesses evaluated:\n{log}");
+    assert!(stayed(&login.passcode(&code)), "the code is burned");
+}
+
+#[test]
+fn a_phone_number_sign_in_is_limited_like_any_other() {
+    let env = web_env(
+        vec![script("sms_otp", &shipped_script())
+            .with("[scripts.properties]\nSendOTPDirectlyToMobile = \"true\"")],
+        "allowed_prefixes = [\"+44\"]\nper_number_per_hour = 2\nper_number_per_day = 10\nper_address_per_hour = 100",
+        "",
+    );
+    for _ in 0..2 {
+        let login = env.web_login(None);
+        assert_eq!(
+            location(&login.submit(&[("mobile", "+447700900777")])),
+            "/login"
+        );
+    }
+    let login = env.web_login(None);
+    let refused = login.submit(&[("mobile", "+447700900777")]);
+    assert_eq!(refused.status(), 429);
+    assert!(retry_after(&refused).is_some_and(|s| s > 3500));
+    assert_eq!(env.sms.count(), 2);
+    // Wrong codes count against the number like against an account.
+    let login = env.web_login(None);
+    login.submit(&[("mobile", "+447700900888")]);
+    let code = env.sms.last_code();
+    for _ in 0..5 {
+        assert!(stayed(&login.passcode(&wrong_for(&code))));
+    }
+    assert_eq!(
+        message_of(&login.page()).as_deref(),
+        Some("Too many wrong codes. Start again to get a new one.")
+    );
+    assert_log_clean(&env, &["+447700900777", "+447700900888", &code]);
+}
