@@ -52,84 +52,168 @@ fn save(dir: &Path, name: &str, png: &[u8]) {
     }
 }
 
+/// A WebDriver session with headless Chromium, phone-sized, its profile in `profile`.
+async fn chromium(driver: &Chromedriver, profile: &Path) -> fantoccini::Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--window-size=420,860", format!("--user-data-dir={}", profile.display())]
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a WebDriver session")
+}
+
+async fn click(client: &fantoccini::Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The element once it is on the page (WebDriver's wait).
+async fn appears(client: &fantoccini::Client, css: &str) -> fantoccini::elements::Element {
+    client.wait().for_element(Locator::Css(css)).await.unwrap()
+}
+
+async fn screenshot(client: &fantoccini::Client, dir: &Path, name: &str) {
+    save(dir, name, &client.screenshot().await.unwrap());
+}
+
+/// Waits (at most 15 s) until the browser is at `path`; the URL it ended at.
+async fn wait_for_path(client: &fantoccini::Client, path: &str) -> url::Url {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let url = client.current_url().await.unwrap();
+        if url.path() == path || std::time::Instant::now() > deadline {
+            return url;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One browser test: a deployment serving HTTP with an application (a mock HTTP server)
+/// registered as client `browser-app`, chromedriver, and a folder for screenshots.
+struct BrowserRun {
+    env: TestEnv,
+    callback: String,
+    shots: PathBuf,
+    driver: Chromedriver,
+    profile: tempfile::TempDir,
+    #[allow(dead_code)] // held for its Drop: the application stops with the run
+    application: MockServer,
+}
+
+impl BrowserRun {
+    fn new(scripts: Vec<ScriptSpec>) -> BrowserRun {
+        let application = MockServer::sequence(vec![MockResponse::text(
+            200,
+            "<html><title>App</title>signed in</html>",
+        )
+        .with_header("Content-Type", "text/html")]);
+        let callback = format!("{}/callback", application.url());
+        let env = TestEnv::with_options(
+            scripts,
+            EnvOptions {
+                web: true,
+                extra_config: format!("[[clients]]\nclient_id = \"browser-app\"\nclient_secret = \"browser-secret\"\nredirect_uris = [{callback:?}]\nrequire_pkce = false\n"),
+                ..EnvOptions::default()
+            },
+        );
+        let shots = env.root().join("screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        BrowserRun {
+            env,
+            callback,
+            shots,
+            driver: start_chromedriver(),
+            profile: tempfile::tempdir().unwrap(),
+            application,
+        }
+    }
+
+    /// Opens the application's authorization request for acr sms_otp in Chromium, then runs
+    /// `steps`; the URL they end at.
+    fn drive<F, Fut>(&self, steps: F) -> url::Url
+    where
+        F: FnOnce(fantoccini::Client) -> Fut,
+        Fut: std::future::Future<Output = url::Url>,
+    {
+        let authorize = format!(
+            "{}/authorize?client_id=browser-app&redirect_uri={}&response_type=code&scope=openid&state=br-1&acr_values=sms_otp",
+            self.env.base.as_ref().unwrap(),
+            url::form_urlencoded::byte_serialize(self.callback.as_bytes()).collect::<String>()
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let client = chromium(&self.driver, self.profile.path()).await;
+            client.goto(&authorize).await.unwrap();
+            steps(client).await
+        })
+    }
+}
+
 #[test]
 fn headless_chromium_logs_in_to_the_demo_flow() {
-    let application = MockServer::sequence(vec![MockResponse::text(
-        200,
-        "<html><title>App</title>signed in</html>",
-    )
-    .with_header("Content-Type", "text/html")]);
-    let callback = format!("{}/callback", application.url());
-    let env = TestEnv::with_options(
-        vec![script("sms_otp", &shipped_script()).with("amr = [\"pwd\", \"sms\", \"mfa\"]")],
-        EnvOptions {
-            web: true,
-            extra_config: format!("[[clients]]\nclient_id = \"browser-app\"\nclient_secret = \"browser-secret\"\nredirect_uris = [{callback:?}]\nrequire_pkce = false\n"),
-            ..EnvOptions::default()
-        },
-    );
-    let shots = env.root().join("screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let base = env.base.clone().unwrap();
-    let authorize = format!(
-        "{base}/authorize?client_id=browser-app&redirect_uri={}&response_type=code&scope=openid&state=br-1&acr_values=sms_otp",
-        url::form_urlencoded::byte_serialize(callback.as_bytes()).collect::<String>()
-    );
-    let driver = start_chromedriver();
-    let profile = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let landed = runtime.block_on(async {
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                         "--window-size=420,860", format!("--user-data-dir={}", profile.path().display())]
-            }),
-        );
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{}", driver.port))
-            .await
-            .expect("a WebDriver session");
-        client.goto(&authorize).await.unwrap();
-        let username = client.wait().for_element(Locator::Css("#username")).await.unwrap();
-        save(&shots, "1-password.png", &client.screenshot().await.unwrap());
+    let run = BrowserRun::new(vec![script("sms_otp", &shipped_script())]);
+    let (env, shots, callback) = (&run.env, &run.shots, &run.callback);
+    let landed = run.drive(|client| async move {
+        let username = appears(&client, "#username").await;
+        screenshot(&client, shots, "1-password.png").await;
         username.send_keys("alice").await.unwrap();
-        client.find(Locator::Css("#password")).await.unwrap().send_keys(ALICE_PASSWORD).await.unwrap();
-        client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
-        let passcode = client.wait().for_element(Locator::Css("#passcode")).await.unwrap();
-        assert_eq!(passcode.attr("autocomplete").await.unwrap().as_deref(), Some("one-time-code"));
-        assert_eq!(passcode.attr("inputmode").await.unwrap().as_deref(), Some("numeric"));
-        let body = client.find(Locator::Css("body")).await.unwrap().text().await.unwrap();
+        client
+            .find(Locator::Css("#password"))
+            .await
+            .unwrap()
+            .send_keys(ALICE_PASSWORD)
+            .await
+            .unwrap();
+        click(&client, "button[type=submit]").await;
+        let passcode = appears(&client, "#passcode").await;
+        assert_eq!(
+            passcode.attr("autocomplete").await.unwrap().as_deref(),
+            Some("one-time-code")
+        );
+        assert_eq!(
+            passcode.attr("inputmode").await.unwrap().as_deref(),
+            Some("numeric")
+        );
+        let body = client
+            .find(Locator::Css("body"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(body.contains("+44******0123"), "{body}");
-        save(&shots, "2-passcode.png", &client.screenshot().await.unwrap());
+        screenshot(&client, shots, "2-passcode.png").await;
         passcode.send_keys("000000").await.unwrap();
-        client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
-        let message = client.wait().for_element(Locator::Css("#message")).await.unwrap();
+        click(&client, "button[type=submit]").await;
+        let message = appears(&client, "#message").await;
         assert!(message.text().await.unwrap().contains("Wrong code"));
-        save(&shots, "3-wrong-code.png", &client.screenshot().await.unwrap());
+        screenshot(&client, shots, "3-wrong-code.png").await;
         let passcode = client.find(Locator::Css("#passcode")).await.unwrap();
         passcode.send_keys(&env.sms.last_code()).await.unwrap();
-        client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        let landed = loop {
-            let url = client.current_url().await.unwrap();
-            if url.path() == "/callback" || std::time::Instant::now() > deadline {
-                break url;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        save(&shots, "4-application.png", &client.screenshot().await.unwrap());
+        click(&client, "button[type=submit]").await;
+        let landed = wait_for_path(&client, "/callback").await;
+        screenshot(&client, shots, "4-application.png").await;
         client.close().await.unwrap();
         landed
     });
-    assert!(landed.as_str().starts_with(&callback), "{landed}");
+    assert!(landed.as_str().starts_with(callback.as_str()), "{landed}");
     let pairs: Vec<(String, String)> = landed.query_pairs().into_owned().collect();
     assert!(
         pairs.iter().any(|(k, v)| k == "state" && v == "br-1"),
@@ -145,6 +229,43 @@ fn headless_chromium_logs_in_to_the_demo_flow() {
         "3-wrong-code.png",
         "4-application.png",
     ] {
+        assert!(
+            std::fs::metadata(shots.join(shot)).unwrap().len() > 1000,
+            "{shot}"
+        );
+    }
+}
+
+#[test]
+fn headless_chromium_signs_in_with_a_mobile_number_alone() {
+    let run = BrowserRun::new(vec![script("sms_otp", &shipped_script())
+        .with("[scripts.properties]\nSendOTPDirectlyToMobile = \"true\"")]);
+    let (env, shots, callback) = (&run.env, &run.shots, &run.callback);
+    let landed = run.drive(|client| async move {
+        let mobile = appears(&client, "#mobile").await;
+        assert_eq!(mobile.attr("type").await.unwrap().as_deref(), Some("tel"));
+        screenshot(&client, shots, "1-login-or-mobile.png").await;
+        mobile.send_keys("+44 7700 900456").await.unwrap();
+        click(&client, "form[aria-labelledby=by-mobile] button").await;
+        let passcode = appears(&client, "#passcode").await;
+        let body = client
+            .find(Locator::Css("body"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(body.contains("+44******0456"), "{body}");
+        screenshot(&client, shots, "2-passcode.png").await;
+        passcode.send_keys(&env.sms.last_code()).await.unwrap();
+        click(&client, "button[type=submit]").await;
+        let landed = wait_for_path(&client, "/callback").await;
+        client.close().await.unwrap();
+        landed
+    });
+    assert!(landed.as_str().starts_with(callback.as_str()), "{landed}");
+    assert_eq!(env.sms.last().0, "+447700900456");
+    for shot in ["1-login-or-mobile.png", "2-passcode.png"] {
         assert!(
             std::fs::metadata(shots.join(shot)).unwrap().len() > 1000,
             "{shot}"

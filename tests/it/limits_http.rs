@@ -275,23 +275,37 @@ fn ten_wrong_codes_lock_the_sms_factor_on_every_path() {
         "",
         "",
     );
-    // Five burn the first code; five more in a new sign-in reach ten.
+    // Five burn the first code; in a new sign-in two more, a resend, two more: nine.
     wrong_codes(&env, None, 5);
+    let second = env.web_login(None);
+    second.password("alice", ALICE_PASSWORD);
+    for _ in 0..2 {
+        assert!(stayed(&second.passcode(&wrong_for(&env.sms.last_code()))));
+    }
+    assert_eq!(location(&second.resend()), "/login");
+    for _ in 0..2 {
+        assert!(stayed(&second.passcode(&wrong_for(&env.sms.last_code()))));
+    }
     assert_eq!(
-        wrong_codes(&env, None, 4).as_deref(),
+        message_of(&second.page()).as_deref(),
         Some("Wrong code. Please try again.")
     );
-    // The ninth and tenth: one in a sign-in that is kept open, one more elsewhere.
+    // A sign-in kept open at its passcode page; the tenth wrong code comes from another acr.
     let open = env.web_login(None);
     open.password("alice", ALICE_PASSWORD);
     let open_code = env.sms.last_code();
     assert_eq!(wrong_codes(&env, Some("other"), 1).as_deref(), Some(locked));
     let sent = env.sms.count();
-    // A new sign-in, another acr: the password passes, no code is sent.
-    for acr in ["sms_otp", "other"] {
-        let login = env.web_login(Some(acr));
+    // A new sign-in, another acr, another application: the password passes, no code is sent.
+    let base = env.base.clone().unwrap();
+    for (client, acr) in [(RP_ID, "sms_otp"), (RP_ID, "other"), ("legacy", "sms_otp")] {
+        let login = crate::support::web::WebLogin::start_as(client, &base, Some(acr), &[]);
         assert!(stayed(&login.password("alice", ALICE_PASSWORD)));
-        assert_eq!(message_of(&login.page()).as_deref(), Some(locked), "{acr}");
+        assert_eq!(
+            message_of(&login.page()).as_deref(),
+            Some(locked),
+            "{client} {acr}"
+        );
     }
     // The sign-in already at its passcode page: its right code, a resend, a backup code.
     assert!(stayed(&open.passcode(&open_code)));
@@ -413,4 +427,47 @@ fn a_phone_number_sign_in_is_limited_like_any_other() {
         Some("Too many wrong codes. Start again to get a new one.")
     );
     assert_log_clean(&env, &["+447700900777", "+447700900888", &code]);
+}
+
+#[test]
+fn only_the_exact_characters_of_the_code_match() {
+    let env = sms_otp_env("", "");
+    let login = env.web_login(None);
+    login.password("alice", ALICE_PASSWORD);
+    let code = env.sms.last_code();
+    // The same digits in other scripts (Arabic-Indic, full-width), with junk around them, or
+    // too long: each is a failed guess (4 of the 5 the code allows), never a match.
+    let other_script = |zero: u32| -> String {
+        code.chars()
+            .map(|c| char::from_u32(zero + c.to_digit(10).unwrap()).unwrap())
+            .collect()
+    };
+    for guess in [
+        other_script(0x0660),
+        other_script(0xFF10),
+        format!("{code}0"),
+        format!("{code}\u{200b}"),
+    ] {
+        assert!(stayed(&login.passcode(&guess)), "{guess:?}");
+    }
+    assert_eq!(
+        message_of(&login.page()).as_deref(),
+        Some("Wrong code. Please try again.")
+    );
+    // The code twice in one form: refused as a malformed request, not counted as a guess.
+    let page = login.page();
+    let csrf = crate::support::web::csrf_of(&page);
+    let doubled = login.browser.post(
+        &format!("{}/login", login.base),
+        &[
+            ("csrf", csrf.as_str()),
+            ("step", "2"),
+            ("passcode", &code),
+            ("passcode", &code),
+        ],
+    );
+    assert_eq!(doubled.status(), 400);
+    // ASCII spaces around the right code are trimmed: it still matches.
+    login.finish(login.passcode(&format!("  {code} ")));
+    assert_log_clean(&env, &[&code]);
 }

@@ -135,6 +135,16 @@ impl WebLogin {
     /// Like [`WebLogin::start`], sending `headers` on every request (X-Forwarded-For,
     /// Accept-Language...).
     pub fn start_with(base: &str, acr: Option<&str>, headers: &[(&str, &str)]) -> WebLogin {
+        WebLogin::start_as(super::RP_ID, base, acr, headers)
+    }
+
+    /// Like [`WebLogin::start_with`], for the registered client `client_id`.
+    pub fn start_as(
+        client_id: &str,
+        base: &str,
+        acr: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> WebLogin {
         let mut defaults = reqwest::header::HeaderMap::new();
         for (name, value) in headers {
             defaults.insert(
@@ -155,7 +165,7 @@ impl WebLogin {
         };
         let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
         url.query_pairs_mut()
-            .append_pair("client_id", super::RP_ID)
+            .append_pair("client_id", client_id)
             .append_pair("redirect_uri", super::RP_REDIRECT)
             .append_pair("response_type", "code")
             .append_pair("scope", "openid profile phone")
