@@ -819,11 +819,11 @@ impl HookContext {
         let number = match guard.normalize(to) {
             Ok(number) => number,
             Err(refusal) => {
-                tracing::warn!(target: "server", acr, login, "sms refused: to={}: {refusal}", self.mask_phone(to));
+                tracing::warn!(target: "server", acr, login, "sms refused: to={}: {refusal}", guard.mask(to));
                 return Err(SendError::Refused(refusal).into());
             }
         };
-        let masked_to = self.mask_phone(&number);
+        let masked_to = guard.mask(&number);
         if !guard.allowed(&number) {
             tracing::warn!(target: "server", acr, login, "sms refused: to={masked_to}: the destination country is not in [sms] allowed_prefixes");
             self.set_policy_message("Text messages cannot be sent to this number.");
@@ -861,7 +861,7 @@ impl HookContext {
         text: &str,
     ) -> Result<(), HostError> {
         let (acr, login) = (self.acr.as_str(), self.correlation_id.as_str());
-        let masked_to = self.mask_phone(number);
+        let masked_to = self.services.sending.mask(number);
         let to = as_written;
         let number = number.to_owned();
         match sms.send(&SmsMessage {
