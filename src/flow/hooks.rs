@@ -39,6 +39,9 @@ pub const SMS_DISABLED_ATTRIBUTE: &str = "gatehouseSmsDisabled";
 const DISABLED_MESSAGE: &str =
     "Sign-in by text message is disabled for this account. Contact your administrator.";
 
+/// What the user reads when the destination country is not in `[sms] allowed_prefixes`.
+const COUNTRY_REFUSED_MESSAGE: &str = "Text messages cannot be sent to this number.";
+
 fn locked_message(seconds: u64) -> String {
     format!(
         "Too many wrong codes. Sign-in by text message is locked for {}.",
@@ -739,12 +742,16 @@ impl HookContext {
     }
 
     /// A number as E.164 if this server accepts it (format, country allow-list), else `None`.
+    /// A well-formed number in a country outside the list gets the host's message, which says
+    /// so, instead of the script's (that would ask for a country code the user did type).
     pub fn normalize_phone(&self, raw: &str) -> Option<String> {
         let guard = &self.services.sending;
-        guard
-            .normalize(raw)
-            .ok()
-            .filter(|number| guard.allowed(number))
+        let number = guard.normalize(raw).ok()?;
+        if !guard.allowed(&number) {
+            self.set_policy_message(COUNTRY_REFUSED_MESSAGE);
+            return None;
+        }
+        Some(number)
     }
 
     /// Drops this login's code (e.g. no retries allowed after a wrong one).
@@ -826,7 +833,7 @@ impl HookContext {
         let masked_to = guard.mask(&number);
         if !guard.allowed(&number) {
             tracing::warn!(target: "server", acr, login, "sms refused: to={masked_to}: the destination country is not in [sms] allowed_prefixes");
-            self.set_policy_message("Text messages cannot be sent to this number.");
+            self.set_policy_message(COUNTRY_REFUSED_MESSAGE);
             return Err(SendError::Refused(Refusal::Country).into());
         }
         if let Err(error) = guard.admit(login_key, &number, self.client_ip) {

@@ -58,7 +58,6 @@ fn refuses_unusable_numbers(env: &TestEnv, login: &WebLogin) {
         "+447700900456, +447700900457",
         "07700 9OO456",
         "not a number",
-        "+33 6 12 34 56 78",
     ] {
         assert_eq!(
             refused(login, &[("mobile", unusable)]).as_deref(),
@@ -66,6 +65,11 @@ fn refuses_unusable_numbers(env: &TestEnv, login: &WebLogin) {
             "{unusable}"
         );
     }
+    assert_eq!(
+        refused(login, &[("mobile", "+33 6 12 34 56 78")]).as_deref(),
+        Some("Text messages cannot be sent to this number."),
+        "a country outside [sms] allowed_prefixes"
+    );
     assert_eq!(env.sms.count(), 0);
 }
 
