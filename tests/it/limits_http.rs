@@ -471,3 +471,71 @@ fn only_the_exact_characters_of_the_code_match() {
     login.finish(login.passcode(&format!("  {code} ")));
     assert_log_clean(&env, &[&code]);
 }
+
+/// The shipped script with SendOTPDirectlyToMobile on, under the `[otp]` keys `otp`.
+fn phone_sign_in_env(otp: &str) -> TestEnv {
+    TestEnv::with_options(
+        vec![script("sms_otp", &shipped_script())
+            .with("[scripts.properties]\nSendOTPDirectlyToMobile = \"true\"")],
+        EnvOptions {
+            web: true,
+            otp: otp.into(),
+            ..EnvOptions::default()
+        },
+    )
+}
+
+#[test]
+fn a_phone_number_subject_is_locked_like_an_account() {
+    let env =
+        phone_sign_in_env("max_attempts = 3\nlock_after_failures = 3\ndisable_after_failures = 6");
+    let number = "+447700900321";
+    let sign_in = || {
+        let login = env.web_login(None);
+        login.submit(&[("mobile", number)]);
+        login
+    };
+    let login = sign_in();
+    let code = env.sms.last_code();
+    for _ in 0..3 {
+        assert!(stayed(&login.passcode(&wrong_for(&code))));
+    }
+    let locked = "Too many wrong codes. Sign-in by text message is locked for 15 minutes.";
+    assert_eq!(message_of(&login.page()).as_deref(), Some(locked));
+    // Locked: a new sign-in with that number sends nothing.
+    let sent = env.sms.count();
+    let again = sign_in();
+    assert_eq!(message_of(&again.page()).as_deref(), Some(locked));
+    assert_eq!(env.sms.count(), sent);
+    env.wait_for_log("locked for 900 s");
+    // Another number is not affected, and the subject's count is its own.
+    let other = env.web_login(None);
+    other.submit(&[("mobile", "+447700900322")]);
+    let claims = other.finish(other.passcode(&env.sms.last_code()));
+    assert_eq!(claims["sub"], "tel:+447700900322");
+    // No directory entry is written for a number.
+    let users = std::fs::read_to_string(env.root().join("config/users.toml")).unwrap();
+    assert!(!users.contains("900321"), "{users}");
+}
+
+#[test]
+fn a_disabled_phone_number_subject_stays_disabled_without_a_directory_entry() {
+    let env =
+        phone_sign_in_env("max_attempts = 3\nlock_after_failures = 3\ndisable_after_failures = 3");
+    let disabled =
+        "Sign-in by text message is disabled for this account. Contact your administrator.";
+    let login = env.web_login(None);
+    login.submit(&[("mobile", "+447700900321")]);
+    let code = env.sms.last_code();
+    for _ in 0..3 {
+        assert!(stayed(&login.passcode(&wrong_for(&code))));
+    }
+    assert_eq!(message_of(&login.page()).as_deref(), Some(disabled));
+    let sent = env.sms.count();
+    let again = env.web_login(None);
+    assert!(stayed(&again.submit(&[("mobile", "+447700900321")])));
+    assert_eq!(message_of(&again.page()).as_deref(), Some(disabled));
+    assert_eq!(env.sms.count(), sent);
+    let users = std::fs::read_to_string(env.root().join("config/users.toml")).unwrap();
+    assert!(!users.contains("900321"), "{users}");
+}
