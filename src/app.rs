@@ -71,6 +71,7 @@ pub struct Builder {
     mode: Mode,
     sms: Option<Arc<dyn SmsSender>>,
     console_log: Option<bool>,
+    store: Option<Arc<dyn StateStore>>,
 }
 
 impl Builder {
@@ -80,7 +81,15 @@ impl Builder {
             mode: Mode::Serve,
             sms: None,
             console_log: None,
+            store: None,
         }
+    }
+
+    /// The state store (default: a new in-memory one). Instances given the same store share
+    /// logins, codes, sessions and every counter; they also need the same `[otp] code_key`.
+    pub fn store(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     pub fn mode(mut self, mode: Mode) -> Self {
@@ -113,7 +122,7 @@ impl Builder {
         };
         let users: Arc<dyn UserDirectory> =
             Arc::new(FileDirectory::open(&config.paths.users_file)?);
-        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        let store: Arc<dyn StateStore> = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
         let bridge = Arc::new(HttpBridge::new(&config.http)?);
         let default_sms: Option<Arc<dyn SmsSender>> = match self.mode {
             Mode::Check => Some(Arc::new(RefusingSms(
@@ -132,7 +141,22 @@ impl Builder {
                 )
             });
         }
-        let otp = OtpService::new(store.clone(), AccountPolicy::from_config(&config.otp))?;
+        // Validated with the config; read again here because the environment is read at use.
+        let code_key = match &config.otp.code_key {
+            Some(raw) => Some(crate::config::otp_code_key(raw).map_err(|(key, message)| {
+                StartError::Config(crate::config::ConfigError::Invalid {
+                    path: self.config_path.clone(),
+                    key,
+                    message,
+                })
+            })?),
+            None => None,
+        };
+        let otp = OtpService::new(
+            store.clone(),
+            AccountPolicy::from_config(&config.otp),
+            code_key.as_ref(),
+        )?;
         let delays = |free: i64| DelayPolicy {
             free_failures: free as u32,
             max_delay_seconds: config.login.password_max_delay_seconds as u64,

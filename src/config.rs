@@ -137,6 +137,10 @@ pub struct OtpConfig {
     pub lock_minutes: i64,
     /// Consecutive wrong codes that disable the SMS factor until an operator resets it.
     pub disable_after_failures: i64,
+    /// Key of the keyed hashes codes are stored under, at least 32 characters, normally
+    /// `${env:NAME}`. Unset: a random key per process, which is right for one instance; every
+    /// instance sharing a state store needs the same key, or a code issued by one fails on another.
+    pub code_key: Option<crate::secret::Secret>,
 }
 
 impl Default for OtpConfig {
@@ -149,6 +153,7 @@ impl Default for OtpConfig {
             lock_after_failures: 10,
             lock_minutes: 15,
             disable_after_failures: 50,
+            code_key: None,
         }
     }
 }
@@ -963,7 +968,32 @@ fn validate_otp(otp: &OtpConfig) -> Result<(), (String, String)> {
             "must be at least otp.lock_after_failures".into(),
         ));
     }
+    if let Some(raw) = &otp.code_key {
+        otp_code_key(raw)?;
+    }
     Ok(())
+}
+
+/// `[otp] code_key` after `${env:NAME}` expansion, checked for length.
+pub fn otp_code_key(
+    raw: &crate::secret::Secret,
+) -> Result<crate::secret::Secret, (String, String)> {
+    let key = expand_env(raw.expose()).map_err(|variable| {
+        (
+            "otp.code_key".to_owned(),
+            format!("environment variable {variable} is not set"),
+        )
+    })?;
+    if key.len() < 32 {
+        return Err((
+            "otp.code_key".into(),
+            format!(
+                "is {} characters; use at least 32 (e.g. the output of `openssl rand -base64 32`)",
+                key.len()
+            ),
+        ));
+    }
+    Ok(crate::secret::Secret::new(key))
 }
 
 /// A script may ask for longer codes, shorter lifetimes, fewer guesses, a larger alphabet.

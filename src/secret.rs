@@ -39,6 +39,13 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Read from config files as a plain string.
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
 impl From<&str> for Secret {
     fn from(value: &str) -> Self {
         Secret(value.to_owned())

@@ -148,8 +148,8 @@ pub enum AccountState {
 
 pub struct OtpService {
     store: Arc<dyn StateStore>,
-    /// Key of the hash codes are kept under. Random per process: a shared store will need a shared key.
-    key: [u8; 32],
+    /// Key of the hash codes are kept under: `[otp] code_key`, or random for this process.
+    key: Vec<u8>,
     accounts: AccountPolicy,
 }
 
@@ -187,10 +187,19 @@ fn well_formed(submitted: &str, length: u32, alphabet: CodeAlphabet) -> bool {
 }
 
 impl OtpService {
-    pub fn new(store: Arc<dyn StateStore>, accounts: AccountPolicy) -> Result<Self, OtpError> {
+    /// `shared_key` is `[otp] code_key`; without it a random key for this process is used.
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        accounts: AccountPolicy,
+        shared_key: Option<&crate::secret::Secret>,
+    ) -> Result<Self, OtpError> {
+        let key = match shared_key {
+            Some(key) => key.expose().as_bytes().to_vec(),
+            None => random::key32()?.to_vec(),
+        };
         Ok(OtpService {
             store,
-            key: random::key32()?,
+            key,
             accounts,
         })
     }
@@ -413,6 +422,7 @@ mod tests {
                 lock_minutes: 15,
                 disable_after,
             },
+            None,
         )
         .unwrap()
     }

@@ -1,6 +1,7 @@
 //! The code policy and the protection of each account's SMS factor, enforced by the host around
 //! the scripts: a script can tighten the policy, never loosen it.
 
+use gatehouse::flow::hooks::RequestParams;
 use gatehouse::flow::StepOutcome;
 
 use crate::support::*;
@@ -192,4 +193,61 @@ fn one_address_trying_many_accounts_is_slowed_down() {
         ALICE_PASSWORD,
         "198.51.100.99",
     ));
+}
+
+/// A second instance of the env's deployment on the same state store.
+fn second_instance(env: &TestEnv) -> gatehouse::Gatehouse {
+    let other = gatehouse::Builder::new(env.root().join("config/gatehouse.toml"))
+        .sms(env.sms.clone())
+        .console_log(false)
+        .store(env.app.store.clone())
+        .build()
+        .unwrap();
+    other.load_scripts();
+    other
+}
+
+#[test]
+fn instances_sharing_a_store_and_code_key_accept_each_others_codes() {
+    let env = TestEnv::with_options(
+        vec![script("sms_otp", &shipped_script())],
+        EnvOptions {
+            // Normally "${env:NAME}"; a literal keeps this test off the process environment.
+            otp: format!("code_key = \"{}\"", "k".repeat(40)),
+            ..EnvOptions::default()
+        },
+    );
+    let other = second_instance(&env);
+    let login = env.pass_password(None);
+    let params = RequestParams::from_pairs([("passcode", env.sms.last_code().as_str())]);
+    expect_authenticated(other.engine.submit(&login, 2, &params).unwrap());
+
+    // Without a shared key each instance hashes codes under its own random key.
+    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let other = second_instance(&env);
+    let login = env.pass_password(None);
+    let params = RequestParams::from_pairs([("passcode", env.sms.last_code().as_str())]);
+    expect_retry(other.engine.submit(&login, 2, &params).unwrap());
+}
+
+#[test]
+fn a_short_or_missing_code_key_is_refused_at_load() {
+    for (value, expected) in [
+        (
+            "\"too-short\"",
+            "otp.code_key: is 9 characters; use at least 32",
+        ),
+        (
+            "\"${env:GATEHOUSE_TEST_UNSET_CODE_KEY}\"",
+            "otp.code_key: environment variable GATEHOUSE_TEST_UNSET_CODE_KEY is not set",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gatehouse.toml");
+        std::fs::write(&path, format!("[otp]\ncode_key = {value}\n")).unwrap();
+        let error = gatehouse::config::Config::load(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(expected), "{error}");
+    }
 }
