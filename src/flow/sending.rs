@@ -3,7 +3,6 @@
 //! number, per client address and per day, all counted in the state store.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -130,8 +129,6 @@ fn has_possible_length(number: &phonenumber::PhoneNumber) -> bool {
 pub struct SendGuard {
     store: Arc<dyn StateStore>,
     limits: SendLimits,
-    /// The day whose budget exhaustion was already logged.
-    budget_alerted: AtomicU64,
 }
 
 /// Timestamps of recent sends, newest last.
@@ -157,11 +154,26 @@ fn window_wait(stamps: &[u64], now: u64, window: u64, limit: u32) -> Option<u64>
 
 impl SendGuard {
     pub fn new(store: Arc<dyn StateStore>, limits: SendLimits) -> Self {
-        SendGuard {
-            store,
-            limits,
-            budget_alerted: AtomicU64::new(u64::MAX),
-        }
+        SendGuard { store, limits }
+    }
+
+    /// Whether this refusal is the first of `day` to find the budget spent: the alert is logged
+    /// once a day, by one instance, however many share the store.
+    fn first_to_alert(&self, day: u64) -> Result<bool, SendError> {
+        let mut first = false;
+        self.store.update(
+            &format!("sms:budget-alert:{day}"),
+            Some(Duration::from_millis(DAY_MS * 2)),
+            &mut |current| {
+                first = current.is_none();
+                if first {
+                    StoreUpdate::Put(b"1".to_vec())
+                } else {
+                    StoreUpdate::Keep
+                }
+            },
+        )?;
+        Ok(first)
     }
 
     /// `number` masked for a page or a log line, showing `[sms] visible_digits` digits.
@@ -254,7 +266,7 @@ impl SendGuard {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or(0);
         if spent >= limits.daily_budget {
-            if self.budget_alerted.swap(day, Ordering::Relaxed) != day {
+            if self.first_to_alert(day)? {
                 tracing::error!(target: "server", "ALERT: the daily SMS budget of {} messages is spent: sending is paused until 00:00 UTC", limits.daily_budget);
             }
             return Err(throttled(
