@@ -39,6 +39,18 @@ pub struct AuthorizationRequest {
     pub acr_values: Vec<String>,
     pub prompt_login: bool,
     pub prompt_none: bool,
+    /// `max_age`: single sign-on only if the user signed in fewer than this many seconds ago
+    /// (0 always asks again, like prompt=login).
+    #[serde(default)]
+    pub max_age: Option<u64>,
+}
+
+impl AuthorizationRequest {
+    /// Whether a sign-in made at `auth_time` is recent enough for this request's `max_age`.
+    pub fn accepts_sign_in_from(&self, auth_time: u64) -> bool {
+        self.max_age
+            .is_none_or(|max_age| now().saturating_sub(auth_time) < max_age)
+    }
 }
 
 /// Why an authorization request was refused. Only errors after the redirect URI is trusted go
@@ -347,6 +359,15 @@ impl Provider {
                 &format!("prompt={other} is not supported"),
             ));
         }
+        let max_age = match get("max_age") {
+            None => None,
+            Some(text) => Some(text.parse::<u64>().map_err(|_| {
+                refuse(
+                    "invalid_request",
+                    "max_age must be a whole number of seconds",
+                )
+            })?),
+        };
         Ok(AuthorizationRequest {
             client_id: client_id.to_owned(),
             redirect_uri,
@@ -361,6 +382,7 @@ impl Provider {
                 .collect(),
             prompt_login: prompts.contains(&"login"),
             prompt_none: prompts.contains(&"none"),
+            max_age,
         })
     }
 

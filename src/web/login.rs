@@ -95,7 +95,7 @@ fn authorize(state: &WebState, headers: &HeaderMap, pairs: Vec<(String, String)>
         .data
         .signed_in
         .clone()
-        .filter(|_| !request.prompt_login)
+        .filter(|s| !request.prompt_login && request.accepts_sign_in_from(s.auth_time))
     {
         if wanted.is_empty() || wanted.contains(&signed_in.acr) {
             tracing::info!(target: "server", acr = signed_in.acr.as_str(), "single sign-on for {} to {}", crate::ports::subject_for_log(&signed_in.user), request.client_id);

@@ -631,6 +631,20 @@ fn single_sign_on_and_logout() {
         location(&browser.get(&authorize_url(&env, &[("acr_values", "second")]))),
         "/login"
     );
+    // max_age: a recent sign-in is reused, max_age=0 always asks again, junk is refused.
+    let recent = location(&browser.get(&authorize_url(&env, &[("max_age", "3600")])));
+    assert!(query_param(&recent, "code").is_some(), "{recent}");
+    assert_eq!(
+        location(&browser.get(&authorize_url(&env, &[("max_age", "0")]))),
+        "/login"
+    );
+    let junk = location(&browser.get(&authorize_url(&env, &[("max_age", "-5")])));
+    assert_eq!(
+        query_param(&junk, "error").as_deref(),
+        Some("invalid_request"),
+        "{junk}"
+    );
+    assert_eq!(env.sms.count(), sent);
     // Logout: only to a registered URI, with the state echoed.
     let base = env.base.clone().unwrap();
     let id_token = tokens["id_token"].as_str().unwrap();
