@@ -470,8 +470,16 @@ impl Provider {
                 }
             })
             .map_err(|e| TokenError::new(500, "server_error", e.to_string()))?;
-        let grant =
-            grant.ok_or_else(|| invalid_grant("the code is unknown, expired or already used"))?;
+        let Some(grant) = grant else {
+            if self.revoke_replayed(code, &client.client_id)? {
+                return Err(invalid_grant(
+                    "the code was already used; the access token issued for it is revoked",
+                ));
+            }
+            return Err(invalid_grant(
+                "the code is unknown, expired or already used",
+            ));
+        };
         if grant.client_id != client.client_id {
             return Err(invalid_grant("the code was issued to another client"));
         }
@@ -517,12 +525,22 @@ impl Provider {
             client_id: client.client_id.clone(),
             scope: grant.scope.clone(),
         };
+        let access_key = hashed("access", &access_token);
+        let access_ttl = Duration::from_secs(config.oidc.access_token_ttl_seconds);
         self.store
             .put(
-                &hashed("access", &access_token),
+                &access_key,
                 serde_json::to_vec(&access).expect("grants serialise"),
-                Duration::from_secs(config.oidc.access_token_ttl_seconds),
+                access_ttl,
             )
+            .and_then(|()| {
+                // Remembered as long as the token lives: a replay of the code revokes it.
+                self.store.put(
+                    &hashed("code-used", code),
+                    access_key.into_bytes(),
+                    access_ttl,
+                )
+            })
             .map_err(|e| TokenError::new(500, "server_error", e.to_string()))?;
         Ok(TokenResponse {
             access_token,
@@ -531,6 +549,22 @@ impl Provider {
             id_token,
             scope: grant.scope.join(" "),
         })
+    }
+
+    /// A redeemed code presented again (RFC 6749 4.1.2): the access token it gave is revoked.
+    /// Whether `code` was such a code.
+    fn revoke_replayed(&self, code: &str, client_id: &str) -> Result<bool, TokenError> {
+        let server_error = |e: StoreError| TokenError::new(500, "server_error", e.to_string());
+        let marker = hashed("code-used", code);
+        let Some(access_key) = self.store.get(&marker).map_err(server_error)? else {
+            return Ok(false);
+        };
+        self.store
+            .delete(&String::from_utf8_lossy(&access_key))
+            .and_then(|()| self.store.delete(&marker))
+            .map_err(server_error)?;
+        tracing::warn!(target: "server", "authorization code of client {client_id} presented twice: its access token is revoked");
+        Ok(true)
     }
 
     /// Claims for a bearer access token, by scope; `None` if the token is unknown or expired.

@@ -293,12 +293,28 @@ fn codes_are_single_use_and_pkce_is_checked() {
     let (status, body) = exchange(&env, &code, Some(VERIFIER));
     assert_eq!(status, 200, "{body}");
     assert!(body["id_token"].is_string() && body["access_token"].is_string());
+    let access_token = body["access_token"].as_str().unwrap().to_owned();
+    let userinfo = |token: &str| {
+        reqwest::blocking::Client::new()
+            .get(format!("{}/userinfo", env.base.as_ref().unwrap()))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(userinfo(&access_token), 200);
+    // A replay is refused, and the access token the code gave is revoked (RFC 6749 4.1.2).
     let (status, body) = exchange(&env, &code, Some(VERIFIER));
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_grant")),
         "replay"
     );
+    assert_eq!(userinfo(&access_token), 401);
+    env.wait_for_log(
+        "authorization code of client rp presented twice: its access token is revoked",
+    );
+    assert_log_clean(&env, &[&code, &access_token]);
 }
 
 #[test]
