@@ -130,14 +130,12 @@ impl Builder {
             ))),
             Mode::Serve => self.sms,
         };
-        let providers = ProviderSet::new(&config.sms, bridge, &config.paths.log_dir, default_sms)?;
+        let providers = ProviderSet::new(&config.sms, bridge, default_sms)?;
         if self.mode == Mode::Serve && providers.default_sender().provider() == CONSOLE_PROVIDER {
-            let sink = config.paths.log_dir.join("sms.log");
             log.scope(|| {
                 tracing::warn!(
                     target: "server",
-                    "SMS provider is 'console': NO SMS IS SENT. Messages go to {} (development only)",
-                    sink.display()
+                    "SMS provider is 'console': NO SMS IS SENT. Messages are printed on standard output (development only)"
                 )
             });
         }

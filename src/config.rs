@@ -336,7 +336,7 @@ impl SmsConfig {
     }
 }
 
-/// The development sink's name: messages are appended to `logs/sms.log`, nothing is sent.
+/// The development sink's name: messages are printed on standard output, nothing is sent.
 pub const CONSOLE_PROVIDER: &str = "console";
 
 #[derive(Debug, Clone, Deserialize)]

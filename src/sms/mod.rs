@@ -6,7 +6,6 @@ mod gateway;
 mod twilio;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use console::ConsoleSms;
@@ -49,7 +48,6 @@ pub const TWILIO_PROPERTIES: [&str; 3] = ["twilio_sid", "twilio_token", "from_nu
 pub struct ProviderSet {
     config: SmsConfig,
     bridge: Arc<HttpBridge>,
-    log_dir: PathBuf,
     default: Arc<dyn SmsSender>,
 }
 
@@ -58,13 +56,11 @@ impl ProviderSet {
     pub fn new(
         config: &SmsConfig,
         bridge: Arc<HttpBridge>,
-        log_dir: &Path,
         default_override: Option<Arc<dyn SmsSender>>,
     ) -> Result<Self, SmsSetupError> {
         let mut set = ProviderSet {
             config: config.clone(),
             bridge,
-            log_dir: log_dir.to_owned(),
             default: Arc::new(RefusingSms("not set up".into())),
         };
         set.default = match default_override {
@@ -98,7 +94,7 @@ impl ProviderSet {
                 .ok_or_else(|| setup("no such provider section".into()))?
         };
         Ok(match provider {
-            ProviderConfig::Console => Arc::new(ConsoleSms::new(&self.log_dir)),
+            ProviderConfig::Console => Arc::new(ConsoleSms::stdout()),
             ProviderConfig::Twilio(twilio) => {
                 let expand = |field: &str, value: &str| {
                     expand_env(value).map_err(|v| SmsSetupError {

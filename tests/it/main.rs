@@ -11,6 +11,7 @@ mod providers;
 mod reload;
 mod sandbox;
 mod sending;
+mod shipped;
 mod support;
 mod web;
 mod wso2;

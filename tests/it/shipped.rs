@@ -1,0 +1,184 @@
+//! The shipped deployment as a newcomer runs it: the real `gatehouse serve` binary on a copy of
+//! `config/` and `scripts/`, the demo client and user, the console SMS sink. The code reaches
+//! the terminal (standard output) and never `logs/`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::support::web::{csrf_of, location, query_param, Browser};
+use crate::support::*;
+
+const DEMO_REDIRECT: &str = "http://localhost:9090/callback";
+/// The README's example PKCE pair.
+const README_VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r7wW1gFWFOEjXk";
+const README_CHALLENGE: &str = "bwWFMyPfdG9qreDhH2lmftFx_dFeLDalzcT1gb_j68g";
+
+struct Server {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn serve_shipped(root: &Path, port: u16) -> Server {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    copy_dir(&repo.join("config"), &root.join("config"));
+    copy_dir(&repo.join("scripts"), &root.join("scripts"));
+    // Only what a clone has: a first start generates the signing key, as for a newcomer.
+    let _ = std::fs::remove_file(root.join("config/oidc-signing-key.pem"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = Arc::new(Mutex::new(String::new()));
+    let pipe = child.stdout.take().unwrap();
+    let collected = stdout.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut text = collected.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    let up = wait_until(Duration::from_secs(60), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "gatehouse serve did not listen on {port}");
+    Server { child, stdout }
+}
+
+#[test]
+fn the_readme_demo_login_on_the_shipped_defaults_keeps_codes_out_of_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = serve_shipped(dir.path(), port);
+    let base = format!("http://127.0.0.1:{port}");
+    let browser = Browser::new();
+    let authorize = format!(
+        "{base}/authorize?client_id=demo&redirect_uri={}&response_type=code&scope=openid%20profile%20phone&state=demo-state&nonce=demo-nonce&code_challenge={README_CHALLENGE}&code_challenge_method=S256&acr_values=sms_otp",
+        url::form_urlencoded::byte_serialize(DEMO_REDIRECT.as_bytes()).collect::<String>()
+    );
+    assert_eq!(location(&browser.get(&authorize)), "/login");
+    let csrf = csrf_of(&browser.get(&format!("{base}/login")).text().unwrap());
+    browser.post(
+        &format!("{base}/login"),
+        &[
+            ("csrf", &csrf),
+            ("step", "1"),
+            ("username", "alice"),
+            ("password", "wonderland"),
+        ],
+    );
+    let page = browser.get(&format!("{base}/login")).text().unwrap();
+    assert!(page.contains("+44******0123"), "{page}");
+    // The code is on the terminal, as the README says.
+    let mut line = String::new();
+    let printed = wait_until(Duration::from_secs(10), || {
+        line = server
+            .stdout
+            .lock()
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("[console SMS, not sent]"))
+            .unwrap_or_default()
+            .to_owned();
+        !line.is_empty()
+    });
+    assert!(printed, "no console SMS line on standard output");
+    assert!(line.contains("to +447700900123: "), "{line}");
+    let code = line.rsplit('#').next().unwrap().trim().to_owned();
+    assert_eq!(code.len(), 6, "{line}");
+    let answer = browser.post(
+        &format!("{base}/login"),
+        &[
+            ("csrf", &csrf_of(&page)),
+            ("step", "2"),
+            ("passcode", &code),
+        ],
+    );
+    let callback = location(&answer);
+    assert!(callback.starts_with(DEMO_REDIRECT), "{callback}");
+    let authorization_code = query_param(&callback, "code").unwrap();
+    let tokens: serde_json::Value = browser
+        .client
+        .post(format!("{base}/token"))
+        .basic_auth("demo", Some("demo-secret"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", DEMO_REDIRECT),
+            ("code_verifier", README_VERIFIER),
+            ("code", &authorization_code),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let access_token = tokens["access_token"].as_str().expect("an access token");
+    assert!(tokens["id_token"].is_string(), "{tokens}");
+
+    let logs = dir.path().join("logs");
+    let log = {
+        let mut text = String::new();
+        wait_until(Duration::from_secs(10), || {
+            text = read_logs(&logs);
+            text.contains("authenticated user alice")
+        });
+        text
+    };
+    assert!(log.contains("OTP. Initialized successfully"), "{log}");
+    assert!(log.contains("Code sent to +44******0123"), "{log}");
+    // Nothing under logs/ holds a secret: every file, not only script.log.
+    let mut everything = String::new();
+    for entry in std::fs::read_dir(&logs).unwrap().flatten() {
+        if entry.file_type().unwrap().is_file() {
+            everything.push_str(&String::from_utf8_lossy(
+                &std::fs::read(entry.path()).unwrap(),
+            ));
+        }
+    }
+    let body: String = everything
+        .lines()
+        .map(|line| line.split_once(' ').map_or(line, |(_, rest)| rest))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for secret in [
+        code.as_str(),
+        "wonderland",
+        "demo-secret",
+        access_token,
+        authorization_code.as_str(),
+        "447700900123",
+    ] {
+        assert!(
+            !body.contains(secret),
+            "{secret:?} is in logs/:\n{everything}"
+        );
+    }
+}
