@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gatehouse::base::password::{hash_password, PasswordChecker};
+use gatehouse::base::secret::Secret;
 use gatehouse::ports::{SmsError, SmsMessage, SmsReceipt, SmsSender};
-use gatehouse::secret::Secret;
-use gatehouse::users::password::{hash_password, PasswordChecker};
 use gatehouse::Builder;
 
 const USERS: usize = 64;

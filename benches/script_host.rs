@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use gatehouse::config::SandboxConfig;
-use gatehouse::flow::hooks::{HookCall, HookContext, HookState, RequestParams, ScriptRuntime};
+use gatehouse::flow::host::{HookContext, HookState};
+use gatehouse::flow::params::RequestParams;
+use gatehouse::flow::script_port::{HookCall, ScriptRuntime};
 use gatehouse::flow::{LoginEngine, StepOutcome};
 use gatehouse::ports::{SmsError, SmsMessage, SmsReceipt, SmsSender};
 use gatehouse::script::sandbox::build_engine;
@@ -150,16 +152,20 @@ fn benches(c: &mut Criterion) {
     );
     group.finish();
 
-    let phc =
-        gatehouse::users::password::hash_password(&gatehouse::secret::Secret::new("wonderland"))
-            .unwrap();
-    let checker = gatehouse::users::password::PasswordChecker::with_parallelism(1);
+    let phc = gatehouse::base::password::hash_password(&gatehouse::base::secret::Secret::new(
+        "wonderland",
+    ))
+    .unwrap();
+    let checker = gatehouse::base::password::PasswordChecker::with_parallelism(1);
     let mut group = c.benchmark_group("password");
     group.sample_size(10);
     group.bench_function("argon2id verify (reported separately)", |b| {
-        b.iter(
-            || assert!(checker.verify(Some(&phc), &gatehouse::secret::Secret::new("wonderland"))),
-        )
+        b.iter(|| {
+            assert!(checker.verify(
+                Some(&phc),
+                &gatehouse::base::secret::Secret::new("wonderland")
+            ))
+        })
     });
     group.finish();
 

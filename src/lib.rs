@@ -1,10 +1,13 @@
 //! Gatehouse: an authentication server whose login flows are Rhai scripts, in the tradition of
 //! the Gluu/Janssen person-authentication scripts.
 //!
-//! Layers, dependencies pointing one way: `web` -> `flow`, `oidc` -> ports (`ports`, `flow::hooks`)
-//! <- adapters (`script`, `users`, `store`, `sms`, `outbound`). `app` wires them.
+//! Layers, dependencies pointing one way (ARCHITECTURE.md; `tests/it/tidy.rs` enforces it):
+//! `web` -> `flow`, `oidc` -> `ports` (and `flow::script_port`) <- adapters (`script`, `users`,
+//! `store`, `sms`, `outbound`); everything may use `base` and `config`. `app` alone wires them.
 
+pub mod admin;
 pub mod app;
+pub mod base;
 pub mod config;
 pub mod flow;
 pub mod logging;
@@ -12,7 +15,6 @@ pub mod oidc;
 pub mod outbound;
 pub mod ports;
 pub mod script;
-pub mod secret;
 pub mod sms;
 pub mod store;
 pub mod users;

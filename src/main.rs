@@ -9,9 +9,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use gatehouse::base::password::hash_password;
+use gatehouse::base::Secret;
+use gatehouse::flow::sms_factor::FactorState;
 use gatehouse::script::ScriptState;
-use gatehouse::secret::Secret;
-use gatehouse::users::password::hash_password;
 use gatehouse::web;
 use gatehouse::{Builder, Mode};
 
@@ -22,6 +23,9 @@ use gatehouse::{Builder, Mode};
     about = "Authentication server whose login flows are Rhai scripts"
 )]
 struct Cli {
+    /// The configuration file (every command reads it).
+    #[arg(long, global = true, default_value = "config/gatehouse.toml")]
+    config: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,17 +34,12 @@ struct Cli {
 enum Command {
     /// Load the config and scripts, watch them for changes, and serve HTTP.
     Serve {
-        #[arg(long, default_value = "config/gatehouse.toml")]
-        config: PathBuf,
         /// Overrides `server.listen` of the config.
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
     /// Validate the config, compile every script and run init of the enabled ones; serve nothing.
-    Check {
-        #[arg(long, default_value = "config/gatehouse.toml")]
-        config: PathBuf,
-    },
+    Check,
     /// Read a password from standard input and print its argon2id hash for config/users.toml.
     HashPassword,
     /// Manage users of the embedded directory.
@@ -54,30 +53,24 @@ enum Command {
 enum UsersCommand {
     /// Generate 10 single-use backup codes for a user (replacing any earlier ones) and print them
     /// once; only their hashes are kept.
-    BackupCodes {
-        name: String,
-        #[arg(long, default_value = "config/gatehouse.toml")]
-        config: PathBuf,
-    },
-    /// Re-enable SMS sign-in for a user whose SMS factor was disabled after too many wrong codes.
-    ResetSms {
-        name: String,
-        #[arg(long, default_value = "config/gatehouse.toml")]
-        config: PathBuf,
-    },
+    BackupCodes { name: String },
+    /// Re-enable SMS sign-in for a user whose SMS factor was disabled or locked after too many
+    /// wrong codes: a directory user's name, or a phone-number subject like tel:+447700900123.
+    ResetSms { name: String },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = cli.config;
     let result = match cli.command {
-        Command::Serve { config, listen } => serve(config, listen),
-        Command::Check { config } => check(config),
+        Command::Serve { listen } => serve(config, listen),
+        Command::Check => check(config),
         Command::HashPassword => hash(),
         Command::Users {
-            command: UsersCommand::ResetSms { name, config },
+            command: UsersCommand::ResetSms { name },
         } => reset_sms(&name, config),
         Command::Users {
-            command: UsersCommand::BackupCodes { name, config },
+            command: UsersCommand::BackupCodes { name },
         } => backup_codes(&name, config),
     };
     match result {
@@ -95,16 +88,7 @@ fn serve(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<Exi
     let _global = tracing::dispatcher::set_default(&app.log.dispatch);
     app.load_scripts();
     app.watch()?;
-    let listen = match listen {
-        Some(addr) => addr,
-        None => app.config.server.listen.parse().with_context(|| {
-            format!(
-                "{}: server.listen {:?} is not an address like 127.0.0.1:8080",
-                config_path.display(),
-                app.config.server.listen
-            )
-        })?,
-    };
+    let listen = listen.unwrap_or(app.config.current().server.listen.0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -145,7 +129,8 @@ async fn shutdown_signal() {
 
 fn check(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     let app = Builder::new(&config_path).mode(Mode::Check).build()?;
-    let rows = app.log.scope(|| app.host.check());
+    let config = app.config.current();
+    let rows = app.log.scope(|| app.host.check(&config));
     println!(
         "{:<16} {:<28} {:<14} {:<9} ERROR",
         "ACR", "FILE", "REVISION", "STATE"
@@ -163,7 +148,7 @@ fn check(config_path: PathBuf) -> anyhow::Result<ExitCode> {
             row.last_error.as_deref().unwrap_or("-")
         );
     }
-    if let Some(default_acr) = &app.config.login.default_acr {
+    if let Some(default_acr) = &config.login.default_acr {
         if rows
             .iter()
             .any(|r| &r.acr == default_acr && r.state != ScriptState::Active)
@@ -204,44 +189,34 @@ fn hash() -> anyhow::Result<ExitCode> {
 }
 
 fn reset_sms(name: &str, config_path: PathBuf) -> anyhow::Result<ExitCode> {
-    use gatehouse::ports::{AttributeChange, UserDirectory};
-    let config = gatehouse::config::Config::load(&config_path)?;
-    let users = gatehouse::users::FileDirectory::open(&config.paths.users_file)?;
-    anyhow::ensure!(
-        users.find(name)?.is_some(),
-        "no user {name:?} in {}",
-        config.paths.users_file.display()
-    );
-    let attribute = gatehouse::flow::hooks::SMS_DISABLED_ATTRIBUTE.to_owned();
-    users.update(
-        name,
-        AttributeChange::Replace {
-            attribute,
-            values: Vec::new(),
-        },
-    )?;
-    println!("SMS sign-in re-enabled for {name} (a running server picks the change up at once)");
+    let app = Builder::new(&config_path).mode(Mode::Check).build()?;
+    let admin = app.admin();
+    let report = admin.reset_sms(name)?;
+    if report.directory_mark_removed {
+        println!(
+            "SMS sign-in re-enabled for {name} (a running server picks the change up at once)"
+        );
+    } else if gatehouse::base::phone::is_phone_subject(name) {
+        // The disable of a phone-number subject lives in the state store only. The embedded
+        // store is the server's own memory, which this command cannot reach.
+        println!(
+            "{name} has no directory entry: its SMS factor state is kept in the running server's state store, which the in-memory store does not share with this command; it is cleared when that server restarts"
+        );
+    } else {
+        println!("SMS sign-in was not disabled for {name}: nothing to reset in the directory");
+    }
+    if let FactorState::Locked {
+        retry_after_seconds,
+    } = admin.sms_status(name)?
+    {
+        println!("(still locked for {retry_after_seconds} s in this store)");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 fn backup_codes(name: &str, config_path: PathBuf) -> anyhow::Result<ExitCode> {
-    use gatehouse::flow::backup;
-    use gatehouse::ports::{AttributeChange, UserDirectory};
-    let config = gatehouse::config::Config::load(&config_path)?;
-    let users = gatehouse::users::FileDirectory::open(&config.paths.users_file)?;
-    anyhow::ensure!(
-        users.find(name)?.is_some(),
-        "no user {name:?} in {}",
-        config.paths.users_file.display()
-    );
-    let (shown, stored) = backup::generate()?;
-    users.update(
-        name,
-        AttributeChange::Replace {
-            attribute: backup::ATTRIBUTE.into(),
-            values: stored,
-        },
-    )?;
+    let app = Builder::new(&config_path).mode(Mode::Check).build()?;
+    let shown = app.admin().issue_backup_codes(name)?;
     println!("Backup codes for {name} (each works once; earlier codes no longer work). They are shown only now:");
     for code in shown {
         println!("  {code}");

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::secret::Secret;
+use crate::base::Secret;
 
 // ---------------------------------------------------------------- user directory
 
@@ -54,23 +54,6 @@ pub enum DirectoryError {
     ProtectedAttribute(String),
 }
 
-/// Subjects that are a verified phone number rather than a directory user start with this
-/// (phone-number sign-in, WSO2's SendOTPDirectlyToMobile); directory names may not.
-pub const PHONE_SUBJECT_PREFIX: &str = "tel:";
-
-/// Whether `user` is a phone-number subject rather than a directory user.
-pub fn is_phone_subject(user: &str) -> bool {
-    user.starts_with(PHONE_SUBJECT_PREFIX)
-}
-
-/// A subject as log lines show it: a phone-number subject is masked like any number.
-pub fn subject_for_log(user: &str) -> String {
-    match user.strip_prefix(PHONE_SUBJECT_PREFIX) {
-        Some(number) => format!("{PHONE_SUBJECT_PREFIX}{}", mask_phone(number)),
-        None => user.to_owned(),
-    }
-}
-
 pub trait UserDirectory: Send + Sync {
     fn find(&self, username: &str) -> Result<Option<UserEntry>, DirectoryError>;
     fn find_by_attribute(
@@ -99,8 +82,16 @@ pub enum StoreUpdate {
     Delete,
 }
 
-/// Key/value state with expiry: login transactions, issued codes (and later counters).
-/// Implementations must make `update` atomic per key, across processes for shared stores.
+/// Key/value state with expiry: login transactions, issued codes, sessions and every counter.
+/// Key names come from [`crate::base::store_keys`].
+///
+/// The contract, for the memory store and for any shared store:
+/// - `update` is atomic per key, across processes for shared stores.
+/// - `decide` may run more than once for one `update` (a shared store retries when another
+///   writer got there first): it must compute its answer from its argument alone and overwrite,
+///   not accumulate, whatever it records outside.
+/// - A value is gone once its TTL has passed; a `Put` from `update` keeps the key's remaining
+///   lifetime unless a `ttl` is given.
 pub trait StateStore: Send + Sync {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError>;
@@ -142,74 +133,4 @@ pub enum SmsError {
 pub trait SmsSender: Send + Sync {
     fn provider(&self) -> &str;
     fn send(&self, message: &SmsMessage) -> Result<SmsReceipt, SmsError>;
-}
-
-/// Masks a phone number for logs and pages: the country code and the last four digits stay.
-///
-/// ```
-/// assert_eq!(gatehouse::ports::mask_phone("+447700900123"), "+44******0123");
-/// assert_eq!(gatehouse::ports::mask_phone("+15551234567"), "+1******4567");
-/// ```
-pub fn mask_phone(number: &str) -> String {
-    mask_phone_showing(number, 4)
-}
-
-/// Masks a phone number keeping the country code and the last `visible` digits (`[sms]
-/// visible_digits`, at most 4).
-///
-/// ```
-/// assert_eq!(gatehouse::ports::mask_phone_showing("+447700900123", 2), "+44********23");
-/// assert_eq!(gatehouse::ports::mask_phone_showing("+447700900123", 0), "+44**********");
-/// ```
-pub fn mask_phone_showing(number: &str, visible: usize) -> String {
-    let visible = visible.min(4);
-    let chars: Vec<char> = number.chars().collect();
-    let keep_head = match number.strip_prefix('+') {
-        Some(rest) => 1 + country_code_len(rest),
-        None => 0,
-    };
-    // Too short to show the tail and still hide at least three digits: hide everything.
-    if chars.len() < keep_head + visible + 3 {
-        return "*".repeat(chars.len());
-    }
-    let tail = chars.len() - visible;
-    chars
-        .iter()
-        .enumerate()
-        .map(|(i, c)| if i < keep_head || i >= tail { *c } else { '*' })
-        .collect()
-}
-
-/// Length of the E.164 country calling code at the start of `digits` (ITU-T E.164 zones).
-fn country_code_len(digits: &str) -> usize {
-    let d: Vec<u8> = digits
-        .bytes()
-        .take(2)
-        .map(|b| b.wrapping_sub(b'0'))
-        .collect();
-    match d.as_slice() {
-        [1, ..] | [7, ..] => 1,
-        [2, 0] | [2, 7] => 2,
-        [3, 0..=4] | [3, 6] | [3, 9] => 2,
-        [4, 0] | [4, 1] | [4, 3..=9] => 2,
-        [5, 1..=8] => 2,
-        [6, 0..=6] => 2,
-        [8, 1] | [8, 2] | [8, 4] | [8, 6] => 2,
-        [9, 0..=5] | [9, 8] => 2,
-        _ => 3,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mask_phone;
-
-    #[test]
-    fn phone_masking_keeps_country_and_last_four() {
-        assert_eq!(mask_phone("+447700900123"), "+44******0123");
-        assert_eq!(mask_phone("+15551234567"), "+1******4567");
-        assert_eq!(mask_phone("+353861234567"), "+353*****4567");
-        assert_eq!(mask_phone("07700900123"), "*******0123");
-        assert_eq!(mask_phone("12345"), "*****");
-    }
 }

@@ -2,14 +2,14 @@
 //! in the user's `gatehouseBackupCodes` attribute, accepted on the passcode page when the
 //! script's `BackupCode` option is on.
 
-use crate::flow::random::{self, RandomError};
-use crate::secret::Secret;
-use crate::users::password::{hash_password, HashError};
+use crate::base::password::{hash_password, HashError};
+use crate::base::random::{self, RandomError};
+use crate::base::Secret;
+use crate::flow::otp::ALPHANUMERIC as ALPHABET;
 
 pub const ATTRIBUTE: &str = "gatehouseBackupCodes";
 pub const COUNT: usize = 10;
-/// Letters and digits without look-alikes; a code is 10 of them (about 49 bits), shown as XXXXX-XXXXX.
-const ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
+/// A code is 10 letters and digits without look-alikes (about 49 bits), shown as XXXXX-XXXXX.
 const LENGTH: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +33,7 @@ pub fn generate() -> Result<(Vec<String>, Vec<String>), BackupError> {
 }
 
 /// The code as stored (upper case, no dash or spaces), or `None` if it cannot be a backup code.
-pub fn normalise(submitted: &str) -> Option<String> {
+pub fn normalize(submitted: &str) -> Option<String> {
     let code: String = submitted
         .chars()
         .filter(|c| !matches!(c, '-' | ' '))
@@ -48,11 +48,11 @@ mod tests {
 
     #[test]
     fn codes_look_like_backup_codes_and_sms_codes_do_not() {
-        assert_eq!(normalise("abcde-fghjk").as_deref(), Some("ABCDEFGHJK"));
-        assert_eq!(normalise("ABCDE FGHJK").as_deref(), Some("ABCDEFGHJK"));
-        assert_eq!(normalise("123456"), None);
+        assert_eq!(normalize("abcde-fghjk").as_deref(), Some("ABCDEFGHJK"));
+        assert_eq!(normalize("ABCDE FGHJK").as_deref(), Some("ABCDEFGHJK"));
+        assert_eq!(normalize("123456"), None);
         assert_eq!(
-            normalise("ABCDE-FGHI0"),
+            normalize("ABCDE-FGHI0"),
             None,
             "I and 0 are not in the alphabet"
         );

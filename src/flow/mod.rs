@@ -2,26 +2,30 @@
 //! keeping each login's state in the state store. No HTTP here.
 
 pub mod backup;
-pub mod hooks;
+pub mod contract;
+pub mod host;
 pub mod otp;
-pub mod random;
+pub mod params;
+pub mod script_port;
 pub mod sending;
+pub mod sms_factor;
 pub mod throttle;
 pub mod transaction;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use hooks::{
-    AcrStatus, HookCall, HookContext, HookError, HookValue, HostServices, RequestParams,
-    ScriptRuntime,
-};
+use host::{messages, HookContext, HookState, HostServices};
+pub use params::RequestParams;
+use script_port::{AcrStatus, HookCall, HookError, HookValue, ScriptRuntime};
 pub use transaction::{LoginHandle, LoginTransaction};
 
+use crate::base::{phone::subject_for_log, random};
+use crate::config::LiveConfig;
 use crate::ports::{StateStore, StoreError, StoreUpdate};
 
 /// What the user sees when a step fails and the script said nothing.
-pub const DEFAULT_FAILURE_MESSAGE: &str = "Failed to authenticate.";
+pub const DEFAULT_FAILURE_MESSAGE: &str = messages::DEFAULT_FAILURE;
 /// Limit on `getAlternativeAuthenticationMethod` hops, so two scripts cannot ping-pong.
 const MAX_ALTERNATIVES: usize = 3;
 /// Limit on steps, so a script cannot loop a login forever with getNextStep.
@@ -87,30 +91,38 @@ pub struct AuthenticatedLogin {
     pub user: String,
     pub acr: String,
     pub steps_passed: Vec<u32>,
-    /// Methods the host verified (RFC 8176 names), see [`hooks::HookState::methods`].
+    /// Methods the host verified (RFC 8176 names), see [`HookState::methods`].
     pub methods: Vec<String>,
+    /// The ID token's `amr`, decided by [`decide_amr`].
+    pub amr: Vec<String>,
     pub correlation_id: String,
     pub auth_time: u64,
 }
 
-impl AuthenticatedLogin {
-    /// The ID token's `amr`: what the host verified, with "mfa" when that is two or more
-    /// methods. A script that checks its second factor itself (e.g. through a provider's API)
-    /// leaves only "pwd" recorded: then two or more steps passed mean ["pwd", "mfa"].
-    pub fn amr(&self) -> Vec<String> {
-        let mut amr = self.methods.clone();
-        let only_password = amr.iter().all(|m| m == "pwd");
-        if only_password && self.steps_passed.len() > 1 {
-            return vec!["pwd".into(), "mfa".into()];
-        }
-        if amr.is_empty() {
-            amr.push("pwd".into());
-        }
-        if amr.len() > 1 {
-            amr.push("mfa".into());
-        }
-        amr
+/// The one place the ID token's `amr` is decided. The entry's configured `amr` wins (kept for
+/// external verifiers such as Stytch, whose codes the host never sees). Otherwise: what the
+/// host verified, with "mfa" when that is two or more methods. A script that checks its second
+/// factor itself leaves only "pwd" recorded: then two or more steps passed mean ["pwd", "mfa"].
+pub fn decide_amr(
+    methods: &[String],
+    steps_passed: usize,
+    configured: Option<Vec<String>>,
+) -> Vec<String> {
+    if let Some(configured) = configured {
+        return configured;
     }
+    let mut amr = methods.to_vec();
+    let only_password = amr.iter().all(|m| m == "pwd");
+    if only_password && steps_passed > 1 {
+        return vec!["pwd".into(), "mfa".into()];
+    }
+    if amr.is_empty() {
+        amr.push("pwd".into());
+    }
+    if amr.len() > 1 {
+        amr.push("mfa".into());
+    }
+    amr
 }
 
 #[derive(Debug, Clone)]
@@ -126,15 +138,18 @@ pub struct LoginEngine {
     runtime: Arc<dyn ScriptRuntime>,
     store: Arc<dyn StateStore>,
     services: Arc<HostServices>,
+    /// For the default acr, which a reload may change.
+    config: LiveConfig,
     login_ttl: Duration,
     /// Where this engine's log lines go (the instance's script log); `None`: the global default.
     log: Option<tracing::Dispatch>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// The version of a stored transaction, if it reads as one.
+fn version_of(bytes: Option<&[u8]>) -> Option<u64> {
+    bytes
+        .and_then(|b| serde_json::from_slice::<LoginTransaction>(b).ok())
+        .map(|txn| txn.version)
 }
 
 fn step_of(value: &HookValue) -> Option<i64> {
@@ -149,6 +164,7 @@ impl LoginEngine {
         runtime: Arc<dyn ScriptRuntime>,
         store: Arc<dyn StateStore>,
         services: Arc<HostServices>,
+        config: LiveConfig,
         login_ttl: Duration,
         log: Option<tracing::Dispatch>,
     ) -> Self {
@@ -156,6 +172,7 @@ impl LoginEngine {
             runtime,
             store,
             services,
+            config,
             login_ttl,
             log,
         }
@@ -174,12 +191,15 @@ impl LoginEngine {
         txn: &LoginTransaction,
         params: Option<&RequestParams>,
     ) -> Arc<HookContext> {
+        let mut state = txn.state.clone();
+        // The message is the page's, not the hook's: a hook starts without one.
+        state.message = None;
         HookContext::for_login(
             &txn.acr,
             &txn.correlation_id,
             login.as_str(),
             self.services.clone(),
-            txn.hook_state(),
+            state,
             params,
         )
     }
@@ -188,15 +208,17 @@ impl LoginEngine {
     fn resolve_acr(&self, requested: Option<&str>) -> Result<String, FlowError> {
         let acr = match requested {
             Some(acr) => acr.to_owned(),
-            None => self.runtime.default_acr().ok_or(FlowError::NoDefaultAcr)?,
+            None => self
+                .config
+                .current()
+                .login
+                .default_acr
+                .clone()
+                .ok_or(FlowError::NoDefaultAcr)?,
         };
         match self.runtime.status(&acr) {
-            AcrStatus::Active {
-                interactive: true, ..
-            } => Ok(acr),
-            AcrStatus::Active {
-                interactive: false, ..
-            } => Err(FlowError::NotInteractive(acr)),
+            status if status.is_interactive() => Ok(acr),
+            AcrStatus::Active { .. } => Err(FlowError::NotInteractive(acr)),
             AcrStatus::Unknown => Err(FlowError::UnknownAcr(acr)),
             AcrStatus::Disabled => Err(FlowError::DisabledAcr(acr)),
             AcrStatus::Unavailable { reason } => Err(FlowError::UnavailableAcr { acr, reason }),
@@ -218,19 +240,15 @@ impl LoginEngine {
             acr: acr.clone(),
             step: 1,
             passed: Vec::new(),
-            user: None,
-            working: Default::default(),
-            message: None,
+            state: HookState::default(),
             page: String::new(),
-            started_at: unix_now(),
+            started_at: self.services.clock.now_secs(),
             version: 0,
-            last_sms: None,
-            methods: Vec::new(),
         };
         // isValidAuthenticationMethod may hand the login to another method, explicitly.
         for _ in 0..=MAX_ALTERNATIVES {
             let context = self.context(&login, &txn, None);
-            let usage = crate::config::Usage::Interactive.code();
+            let usage = HookCall::interactive_usage();
             if self
                 .runtime
                 .call(
@@ -305,12 +323,12 @@ impl LoginEngine {
                 Ok(value) => value.is_true(),
                 Err(_) => false, // the runtime has logged it with file:line:col
             };
-        let state = context.take_state();
-        let retry_after = state.retry_after;
-        txn.absorb(state);
+        txn.state = context.take_state();
+        let retry_after = txn.state.retry_after;
         if !passed {
             tracing::info!(target: "server", acr = acr.as_str(), login = correlation.as_str(), "step {step} failed");
-            txn.message
+            txn.state
+                .message
                 .get_or_insert_with(|| DEFAULT_FAILURE_MESSAGE.to_owned());
             self.save(login, &txn, loaded_version)?;
             let mut page = self.page(login, &txn);
@@ -319,12 +337,19 @@ impl LoginEngine {
         }
         txn.passed.push(step);
         tracing::info!(target: "server", acr = acr.as_str(), login = correlation.as_str(), "step {step} passed");
+        // getNextStep runs on what authenticate left; what it changes is kept too.
+        let message = txn.state.message.take();
+        let context = self.context(login, &txn, Some(params));
         let next = step_of(&self.runtime.call(
             &acr,
             HookCall::GetNextStep { params, step },
             &context,
         )?)
         .unwrap_or(-1);
+        txn.state = context.take_state();
+        if txn.state.message.is_none() {
+            txn.state.message = message;
+        }
         let target = if next > 0 {
             let target = u32::try_from(next).unwrap_or(MAX_STEP).min(MAX_STEP);
             // A jump back resets the steps from there on.
@@ -332,11 +357,11 @@ impl LoginEngine {
             tracing::info!(target: "server", acr = acr.as_str(), login = correlation.as_str(), "script moved the login to step {target}");
             target
         } else if step >= self.step_count(login, &txn)? {
-            if txn.user.is_none() {
+            if txn.state.user.is_none() {
                 // Every step passed but no user was identified: a script bug, never a login.
                 tracing::error!(target: "server", acr = acr.as_str(), login = correlation.as_str(), "all steps passed but the script identified no user (call users::authenticate or identity::set_user)");
                 txn.passed.pop();
-                txn.message = Some(DEFAULT_FAILURE_MESSAGE.to_owned());
+                txn.state.message = Some(DEFAULT_FAILURE_MESSAGE.to_owned());
                 self.save(login, &txn, loaded_version)?;
                 return Ok(StepOutcome::Retry(self.page(login, &txn)));
             }
@@ -366,7 +391,7 @@ impl LoginEngine {
     ) -> Result<StepOutcome, FlowError> {
         let mut txn = self.load(login)?;
         let loaded_version = txn.version;
-        let Some((to, template)) = txn.last_sms.clone() else {
+        let Some((to, template)) = txn.state.last_sms.clone() else {
             return Err(FlowError::NothingToResend);
         };
         let Some((sender, policy)) = self.runtime.resend_target(&txn.acr) else {
@@ -380,7 +405,7 @@ impl LoginEngine {
                 sender.as_ref(),
                 &number,
                 &to,
-                &template.replace("{code}", &code),
+                &template.replace(host::RESEND_CODE_SLOT, &code),
             )
         });
         let mut state = context.take_state();
@@ -390,16 +415,16 @@ impl LoginEngine {
                 tracing::info!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "code resent");
                 state
                     .message
-                    .get_or_insert_with(|| "A new code was sent.".to_owned());
+                    .get_or_insert_with(|| messages::CODE_RESENT.to_owned());
             }
             Err(error) => {
                 tracing::warn!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "code not resent: {}", context.mask(&error.to_string()));
-                state.message.get_or_insert_with(|| {
-                    "We could not send a new code. Please try again later.".to_owned()
-                });
+                state
+                    .message
+                    .get_or_insert_with(|| messages::CODE_NOT_RESENT.to_owned());
             }
         }
-        txn.absorb(state);
+        txn.state = state;
         self.save(login, &txn, loaded_version)?;
         let mut page = self.page(login, &txn);
         page.retry_after = retry_after;
@@ -411,10 +436,10 @@ impl LoginEngine {
     pub fn logout(&self, acr: &str, user: &str, params: &RequestParams) -> bool {
         self.logged(|| {
             let correlation_id = random::hex_token(6).unwrap_or_else(|_| "-".into());
-            let state = hooks::HookState { user: Some(user.to_owned()), ..Default::default() };
+            let state = HookState { user: Some(user.to_owned()), ..Default::default() };
             let context = HookContext::for_login(acr, &correlation_id, "logout", self.services.clone(), state, Some(params));
             let done = self.runtime.call(acr, HookCall::Logout { params }, &context).map(|v| v.is_true()).unwrap_or(false);
-            tracing::info!(target: "server", acr, login = correlation_id.as_str(), "logout of {}: hook returned {done}", crate::ports::subject_for_log(user));
+            tracing::info!(target: "server", acr, login = correlation_id.as_str(), "logout of {}: hook returned {done}", subject_for_log(user));
             done
         })
     }
@@ -453,7 +478,7 @@ impl LoginEngine {
             HookValue::List(names) => names,
             _ => Vec::new(),
         };
-        txn.working.retain(|name, _| names.contains(name));
+        txn.state.working.retain(|name, _| names.contains(name));
         txn.step = step;
         let context = self.context(login, txn, Some(params));
         let prepared = self
@@ -462,10 +487,10 @@ impl LoginEngine {
         let page = self
             .runtime
             .call(&acr, HookCall::GetPageForStep { step }, &context);
-        let message = txn.message.take();
-        txn.absorb(context.take_state());
-        if txn.message.is_none() {
-            txn.message = message;
+        let message = txn.state.message.take();
+        txn.state = context.take_state();
+        if txn.state.message.is_none() {
+            txn.state.message = message;
         }
         if !prepared.map(|v| v.is_true()).unwrap_or(false) {
             return Err(FlowError::StepNotPrepared { acr, step });
@@ -487,9 +512,7 @@ impl LoginEngine {
         let mut claimed = false;
         self.store
             .update(&login.store_key(), None, &mut |current| {
-                let current: Option<LoginTransaction> =
-                    current.and_then(|b| serde_json::from_slice(b).ok());
-                claimed = current.is_some_and(|c| c.version == loaded_version);
+                claimed = version_of(current) == Some(loaded_version);
                 if claimed {
                     StoreUpdate::Delete
                 } else {
@@ -500,15 +523,21 @@ impl LoginEngine {
             return Err(FlowError::Conflict);
         }
         let _ = self.services.otp.forget(login.as_str());
-        let user = txn.user.clone().unwrap_or_default();
-        tracing::info!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "authenticated user {} (steps {:?})", crate::ports::subject_for_log(&user), txn.passed);
+        let user = txn.state.user.clone().unwrap_or_default();
+        tracing::info!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "authenticated user {} (steps {:?})", subject_for_log(&user), txn.passed);
+        let amr = decide_amr(
+            &txn.state.methods,
+            txn.passed.len(),
+            self.runtime.configured_amr(&txn.acr),
+        );
         Ok(StepOutcome::Authenticated(AuthenticatedLogin {
             user,
             acr: txn.acr,
             steps_passed: txn.passed,
-            methods: txn.methods,
+            methods: txn.state.methods,
+            amr,
             correlation_id: txn.correlation_id,
-            auth_time: unix_now(),
+            auth_time: self.services.clock.now_secs(),
         }))
     }
 
@@ -519,11 +548,12 @@ impl LoginEngine {
             acr: txn.acr.clone(),
             step: txn.step,
             page: txn.page.clone(),
-            message: txn.message.clone(),
-            working: txn.working.clone(),
+            message: txn.state.message.clone(),
+            working: txn.state.working.clone(),
             retry_after: None,
             alternatives: self.alternatives(login, txn),
-            can_resend: txn.last_sms.is_some() && self.runtime.resend_target(&txn.acr).is_some(),
+            can_resend: txn.state.last_sms.is_some()
+                && self.runtime.resend_target(&txn.acr).is_some(),
             numeric_code: self
                 .runtime
                 .code_policy(&txn.acr)
@@ -534,25 +564,24 @@ impl LoginEngine {
     /// When the script asked for it (working parameter `offer_alternatives` = "yes"), the method
     /// its `getAlternativeAuthenticationMethod` names, if that one is enabled and interactive.
     fn alternatives(&self, login: &LoginHandle, txn: &LoginTransaction) -> Vec<String> {
-        if txn.working.get("offer_alternatives").map(String::as_str) != Some("yes") {
+        if txn
+            .state
+            .working
+            .get(contract::OFFER_ALTERNATIVES)
+            .map(String::as_str)
+            != Some("yes")
+        {
             return Vec::new();
         }
         let context = self.context(login, txn, None);
-        let usage = crate::config::Usage::Interactive.code();
+        let usage = HookCall::interactive_usage();
         match self.runtime.call(
             &txn.acr,
             HookCall::GetAlternativeAuthenticationMethod { usage },
             &context,
         ) {
             Ok(HookValue::Text(acr))
-                if acr != txn.acr
-                    && matches!(
-                        self.runtime.status(&acr),
-                        AcrStatus::Active {
-                            interactive: true,
-                            ..
-                        }
-                    ) =>
+                if acr != txn.acr && self.runtime.status(&acr).is_interactive() =>
             {
                 vec![acr]
             }
@@ -596,18 +625,16 @@ impl LoginEngine {
         let mut next = txn.clone();
         next.version = loaded_version + 1;
         let bytes = serde_json::to_vec(&next).map_err(|e| FlowError::Corrupt(e.to_string()))?;
+        // The closure may run more than once (a shared store retries on contention): it only
+        // reads its input and overwrites `saved`, and hands out a copy of the bytes each time.
         let mut saved = false;
-        let mut bytes = Some(bytes);
         self.store
             .update(&login.store_key(), None, &mut |current| {
-                let current: Option<LoginTransaction> =
-                    current.and_then(|b| serde_json::from_slice(b).ok());
-                match (current, bytes.take()) {
-                    (Some(c), Some(bytes)) if c.version == loaded_version => {
-                        saved = true;
-                        StoreUpdate::Put(bytes)
-                    }
-                    _ => StoreUpdate::Keep,
+                saved = version_of(current) == Some(loaded_version);
+                if saved {
+                    StoreUpdate::Put(bytes.clone())
+                } else {
+                    StoreUpdate::Keep
                 }
             })?;
         if saved {

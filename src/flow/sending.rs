@@ -1,11 +1,15 @@
 //! Guards around every SMS the host sends: phone numbers parsed and normalised to E.164 (never
 //! guessed), destination countries by prefix allow-list, and sending limits per login, per
-//! number, per client address and per day, all counted in the state store.
+//! number, per client address and per day, all counted in the state store. Each limit is checked
+//! and counted in one atomic store update, so instances sharing a store share every limit.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::base::phone::{Phone, Region};
+use crate::base::{store_keys, SharedClock};
+use crate::config::SmsConfig;
 use crate::ports::{StateStore, StoreError, StoreUpdate};
 
 const HOUR_MS: u64 = 3_600_000;
@@ -13,9 +17,8 @@ const DAY_MS: u64 = 24 * HOUR_MS;
 
 #[derive(Debug, Clone)]
 pub struct SendLimits {
-    /// Region for numbers written without a country code (ISO 3166 code, e.g. "GB"); none: such
-    /// numbers are refused.
-    pub default_region: Option<String>,
+    /// Region for numbers written without a country code; none: such numbers are refused.
+    pub default_region: Option<Region>,
     /// E.164 prefixes that may receive messages ("+44", "+1"). Empty: no destination at all.
     pub allowed_prefixes: Vec<String>,
     pub per_login: u32,
@@ -27,6 +30,23 @@ pub struct SendLimits {
     pub daily_budget: u32,
     /// Trailing digits shown when a number is masked for a page or a log line (0 to 4).
     pub visible_digits: usize,
+}
+
+impl SendLimits {
+    /// The limits of `[sms]` (validated at load).
+    pub fn from_config(sms: &SmsConfig) -> SendLimits {
+        SendLimits {
+            default_region: sms.default_region.as_deref().and_then(Region::parse),
+            allowed_prefixes: sms.allowed_prefixes.clone(),
+            per_login: sms.max_sends_per_login as u32,
+            resend_cooldown_seconds: sms.resend_cooldown_seconds as u64,
+            per_number_per_hour: sms.per_number_per_hour as u32,
+            per_number_per_day: sms.per_number_per_day as u32,
+            per_address_per_hour: sms.per_address_per_hour as u32,
+            daily_budget: sms.daily_budget as u32,
+            visible_digits: sms.visible_digits as usize,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,85 +70,15 @@ pub enum SendError {
     Store(#[from] StoreError),
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Parses a number as written in a user attribute or a form into E.164, or refuses it.
-pub fn normalize(raw: &str, default_region: Option<&str>) -> Result<String, Refusal> {
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return Err(Refusal::BadNumber("empty"));
-    }
-    // Only what people write in one phone number: digits, a leading +, spaces, dots, dashes and
-    // brackets. No "tel:" URIs, no lists, no letters, no extensions.
-    if !raw
-        .chars()
-        .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')'))
-    {
-        return Err(Refusal::BadNumber(
-            "unexpected characters (one number, digits only)",
-        ));
-    }
-    if raw.matches('+').count() > 1 || (raw.contains('+') && !raw.starts_with('+')) {
-        return Err(Refusal::BadNumber("a + only at the start"));
-    }
-    let region = match (raw.starts_with('+'), default_region) {
-        (true, _) => None,
-        (false, Some(region)) => Some(
-            region
-                .parse::<phonenumber::country::Id>()
-                .map_err(|_| Refusal::BadNumber("bad default region"))?,
-        ),
-        (false, None) => {
-            return Err(Refusal::BadNumber(
-                "no country code and no [sms] default_region",
-            ))
-        }
-    };
-    let number =
-        phonenumber::parse(region, raw).map_err(|_| Refusal::BadNumber("cannot be parsed"))?;
-    if number.extension().is_some() {
-        return Err(Refusal::BadNumber(
-            "extensions cannot receive text messages",
-        ));
-    }
-    if !phonenumber::is_valid(&number) && !has_possible_length(&number) {
-        return Err(Refusal::BadNumber(
-            "not a number of its country (wrong length)",
-        ));
-    }
-    Ok(number.format().mode(phonenumber::Mode::E164).to_string())
-}
-
-/// libphonenumber's "possible number": the national number has a length used in its country.
-/// Accepted besides fully valid numbers so that ranges reserved for testing and drama
-/// (+44 7700 900xxx, the demo's) work; the country code must still exist.
-fn has_possible_length(number: &phonenumber::PhoneNumber) -> bool {
-    let national = number.national();
-    let digits = national.value().to_string().len() + usize::from(national.zeros());
-    let code = number.country().code();
-    let Some(regions) = phonenumber::metadata::DATABASE.by_code(&code) else {
-        return false;
-    };
-    regions.iter().any(|metadata| {
-        let kinds = metadata.descriptors();
-        [Some(kinds.general()), kinds.mobile(), kinds.fixed_line()]
-            .into_iter()
-            .flatten()
-            .any(|kind| {
-                kind.possible_length()
-                    .iter()
-                    .any(|&len| usize::from(len) == digits)
-            })
-    })
+pub fn normalize(raw: &str, default_region: Option<Region>) -> Result<Phone, Refusal> {
+    Phone::parse(raw, default_region).map_err(Refusal::BadNumber)
 }
 
 pub struct SendGuard {
     store: Arc<dyn StateStore>,
     limits: SendLimits,
+    clock: SharedClock,
 }
 
 /// Timestamps of recent sends, newest last.
@@ -153,8 +103,12 @@ fn window_wait(stamps: &[u64], now: u64, window: u64, limit: u32) -> Option<u64>
 }
 
 impl SendGuard {
-    pub fn new(store: Arc<dyn StateStore>, limits: SendLimits) -> Self {
-        SendGuard { store, limits }
+    pub fn new(store: Arc<dyn StateStore>, limits: SendLimits, clock: SharedClock) -> Self {
+        SendGuard {
+            store,
+            limits,
+            clock,
+        }
     }
 
     /// Whether this refusal is the first of `day` to find the budget spent: the alert is logged
@@ -162,7 +116,7 @@ impl SendGuard {
     fn first_to_alert(&self, day: u64) -> Result<bool, SendError> {
         let mut first = false;
         self.store.update(
-            &format!("sms:budget-alert:{day}"),
+            &store_keys::budget_alert(day),
             Some(Duration::from_millis(DAY_MS * 2)),
             &mut |current| {
                 first = current.is_none();
@@ -178,140 +132,183 @@ impl SendGuard {
 
     /// `number` masked for a page or a log line, showing `[sms] visible_digits` digits.
     pub fn mask(&self, number: &str) -> String {
-        crate::ports::mask_phone_showing(number, self.limits.visible_digits)
+        crate::base::phone::mask_phone_showing(number, self.limits.visible_digits)
     }
 
-    pub fn normalize(&self, raw: &str) -> Result<String, Refusal> {
-        normalize(raw, self.limits.default_region.as_deref())
+    pub fn normalize(&self, raw: &str) -> Result<Phone, Refusal> {
+        normalize(raw, self.limits.default_region)
     }
 
-    pub fn allowed(&self, e164: &str) -> bool {
-        self.limits
-            .allowed_prefixes
-            .iter()
-            .any(|p| e164.starts_with(p.as_str()))
+    pub fn allowed(&self, number: &Phone) -> bool {
+        number.has_prefix_in(&self.limits.allowed_prefixes)
     }
 
-    fn get(&self, key: &str) -> Result<Vec<u64>, StoreError> {
-        Ok(stamps(self.store.get(key)?.as_deref()))
-    }
-
-    /// Checks every limit for one send and, if all allow it, counts it.
+    /// Checks every limit for one send and, if all allow it, counts it. Each limit is one atomic
+    /// update that admits and counts together; when a later limit refuses, the sends counted by
+    /// the earlier ones are taken back, so a refused send counts nowhere.
     pub fn admit(
         &self,
-        login_key: &str,
-        e164: &str,
+        login_handle: &str,
+        number: &Phone,
         client: Option<IpAddr>,
     ) -> Result<(), SendError> {
         let limits = &self.limits;
-        let now = now_ms();
-        let login_key = format!("sent:login:{login_key}");
-        let number_key = format!("sent:number:{e164}");
-        let address_key = client.map(|ip| format!("sent:address:{ip}"));
+        let now = self.clock.now_ms();
         let day = now / DAY_MS;
-        let budget_key = format!("sent:day:{day}");
+        let mut counted: Vec<(String, Duration)> = Vec::new();
+        let result = self.admit_each(login_handle, number, client, now, day, &mut counted);
+        if result.is_err() {
+            for (key, keep) in counted {
+                self.uncount(&key, keep, now)?;
+            }
+        }
+        if let Err(SendError::Refused(Refusal::Throttled { what, .. })) = &result {
+            if *what == PAUSED && self.first_to_alert(day)? {
+                tracing::error!(target: "server", "ALERT: the daily SMS budget of {} messages is spent: sending is paused until 00:00 UTC", limits.daily_budget);
+            }
+        }
+        result
+    }
+
+    fn admit_each(
+        &self,
+        login_handle: &str,
+        number: &Phone,
+        client: Option<IpAddr>,
+        now: u64,
+        day: u64,
+        counted: &mut Vec<(String, Duration)>,
+    ) -> Result<(), SendError> {
+        let limits = &self.limits;
         let throttled = |what, retry_after_seconds| {
             SendError::Refused(Refusal::Throttled {
                 what,
                 retry_after_seconds,
             })
         };
-
-        let login = self.get(&login_key)?;
-        if login.len() as u32 >= limits.per_login {
-            // No wait helps here: only a new login (whose sends count against the other limits).
-            return Err(throttled(
-                "the most codes one login may send were sent; start again",
-                0,
-            ));
-        }
-        if let Some(last) = login.last() {
-            let cooldown = limits
-                .resend_cooldown_seconds
-                .saturating_mul(1 << (login.len() - 1).min(16))
-                * 1000;
-            if now < last + cooldown {
-                return Err(throttled(
-                    "a new code can be sent after a short wait",
-                    (last + cooldown - now).div_ceil(1000),
+        let per_login = limits.per_login;
+        let cooldown_seconds = limits.resend_cooldown_seconds;
+        // Only the newest `cap` sends can decide a window of that limit: older ones are dropped,
+        // so a record never grows past its limit.
+        let key = store_keys::sent_by_login(login_handle);
+        let keep = Duration::from_millis(DAY_MS);
+        let refused = self.count_if(&key, keep, per_login, now, |login| {
+            if login.len() as u32 >= per_login {
+                // No wait helps here: only a new login (whose sends count elsewhere).
+                return Some(throttled(
+                    "the most codes one login may send were sent; start again",
+                    0,
                 ));
             }
-        }
-        let number = self.get(&number_key)?;
-        if let Some(wait) = window_wait(&number, now, HOUR_MS, limits.per_number_per_hour) {
-            return Err(throttled(
-                "too many codes were sent to this number in the last hour",
-                wait,
-            ));
-        }
-        if let Some(wait) = window_wait(&number, now, DAY_MS, limits.per_number_per_day) {
-            return Err(throttled(
-                "too many codes were sent to this number today",
-                wait,
-            ));
-        }
-        if let Some(key) = &address_key {
-            if let Some(wait) =
-                window_wait(&self.get(key)?, now, HOUR_MS, limits.per_address_per_hour)
-            {
-                return Err(throttled(
-                    "too many codes were requested from this address in the last hour",
+            let last = login.last()?;
+            let cooldown = cooldown_seconds.saturating_mul(1 << (login.len() - 1).min(16)) * 1000;
+            (now < last + cooldown).then(|| {
+                throttled(
+                    "a new code can be sent after a short wait",
+                    (last + cooldown - now).div_ceil(1000),
+                )
+            })
+        })?;
+        refused.map_or(Ok(()), Err)?;
+        counted.push((key, keep));
+
+        let key = store_keys::sent_to_number(number.as_str());
+        let cap = limits.per_number_per_hour.max(limits.per_number_per_day);
+        let refused = self.count_if(&key, keep, cap, now, |sent| {
+            if let Some(wait) = window_wait(sent, now, HOUR_MS, limits.per_number_per_hour) {
+                return Some(throttled(
+                    "too many codes were sent to this number in the last hour",
                     wait,
                 ));
             }
+            window_wait(sent, now, DAY_MS, limits.per_number_per_day)
+                .map(|wait| throttled("too many codes were sent to this number today", wait))
+        })?;
+        refused.map_or(Ok(()), Err)?;
+        counted.push((key, keep));
+
+        if let Some(ip) = client {
+            let key = store_keys::sent_from_address(&ip);
+            let keep = Duration::from_millis(HOUR_MS);
+            let refused = self.count_if(&key, keep, limits.per_address_per_hour, now, |sent| {
+                window_wait(sent, now, HOUR_MS, limits.per_address_per_hour).map(|wait| {
+                    throttled(
+                        "too many codes were requested from this address in the last hour",
+                        wait,
+                    )
+                })
+            })?;
+            refused.map_or(Ok(()), Err)?;
+            counted.push((key, keep));
         }
-        let spent: u32 = self
-            .store
-            .get(&budget_key)?
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(0);
-        if spent >= limits.daily_budget {
-            if self.first_to_alert(day)? {
-                tracing::error!(target: "server", "ALERT: the daily SMS budget of {} messages is spent: sending is paused until 00:00 UTC", limits.daily_budget);
-            }
-            return Err(throttled(
-                "sending is paused for today",
-                ((day + 1) * DAY_MS - now).div_ceil(1000),
-            ));
-        }
-        // Only the newest `cap` sends can decide a window of that limit: older ones are dropped,
-        // so a record never grows past its limit.
-        let record = |key: &str, keep: Duration, cap: u32| {
-            self.store.update(key, Some(keep), &mut |current| {
-                let mut list = stamps(current);
-                list.retain(|t| now < t + keep.as_millis() as u64);
-                list.push(now);
-                let excess = list.len().saturating_sub(cap.max(1) as usize);
-                list.drain(..excess);
-                StoreUpdate::Put(serde_json::to_vec(&list).expect("timestamps serialise"))
-            })
-        };
-        record(&login_key, Duration::from_millis(DAY_MS), limits.per_login)?;
-        record(
-            &number_key,
-            Duration::from_millis(DAY_MS),
-            limits.per_number_per_hour.max(limits.per_number_per_day),
-        )?;
-        if let Some(key) = &address_key {
-            record(
-                key,
-                Duration::from_millis(HOUR_MS),
-                limits.per_address_per_hour,
-            )?;
-        }
+
+        let budget = limits.daily_budget;
+        let mut spent_all = false;
         self.store.update(
-            &budget_key,
+            &store_keys::sent_on_day(day),
             Some(Duration::from_millis(DAY_MS + HOUR_MS)),
             &mut |current| {
                 let spent: u32 = current
                     .and_then(|b| serde_json::from_slice(b).ok())
                     .unwrap_or(0);
-                StoreUpdate::Put(serde_json::to_vec(&(spent + 1)).expect("a number serialises"))
+                spent_all = spent >= budget;
+                if spent_all {
+                    StoreUpdate::Keep
+                } else {
+                    StoreUpdate::Put(serde_json::to_vec(&(spent + 1)).expect("a number serialises"))
+                }
             },
         )?;
+        if spent_all {
+            return Err(throttled(PAUSED, ((day + 1) * DAY_MS - now).div_ceil(1000)));
+        }
         Ok(())
     }
+
+    /// One atomic update of the send record at `key`: `refuse` looks at the recent sends; when it
+    /// finds nothing to refuse, this send is counted. The closure may run more than once (a
+    /// shared store retries), so it only reads its input and overwrites its output.
+    fn count_if(
+        &self,
+        key: &str,
+        keep: Duration,
+        cap: u32,
+        now: u64,
+        refuse: impl Fn(&[u64]) -> Option<SendError>,
+    ) -> Result<Option<SendError>, SendError> {
+        let mut refused = None;
+        self.store.update(key, Some(keep), &mut |current| {
+            let mut list = stamps(current);
+            list.retain(|t| now < t + keep.as_millis() as u64);
+            refused = refuse(&list);
+            if refused.is_some() {
+                return StoreUpdate::Keep;
+            }
+            list.push(now);
+            let excess = list.len().saturating_sub(cap.max(1) as usize);
+            list.drain(..excess);
+            StoreUpdate::Put(serde_json::to_vec(&list).expect("timestamps serialise"))
+        })?;
+        Ok(refused)
+    }
+
+    /// Takes back one send counted at `now` (a later limit refused it).
+    fn uncount(&self, key: &str, keep: Duration, now: u64) -> Result<(), StoreError> {
+        self.store.update(key, Some(keep), &mut |current| {
+            let mut list = stamps(current);
+            match list.iter().rposition(|&t| t == now) {
+                Some(i) => {
+                    list.remove(i);
+                    StoreUpdate::Put(serde_json::to_vec(&list).expect("timestamps serialise"))
+                }
+                None => StoreUpdate::Keep,
+            }
+        })
+    }
 }
+
+/// What a refusal says while the daily budget is spent.
+const PAUSED: &str = "sending is paused for today";
 
 #[cfg(test)]
 mod tests {
@@ -319,13 +316,20 @@ mod tests {
 
     #[test]
     fn numbers_are_normalised_or_refused() {
-        assert_eq!(normalize("+44 7700 900123", None).unwrap(), "+447700900123");
         assert_eq!(
-            normalize("07700 900123", Some("GB")).unwrap(),
+            normalize("+44 7700 900123", None).unwrap().as_str(),
             "+447700900123"
         );
         assert_eq!(
-            normalize("(202) 555-0143", Some("US")).unwrap(),
+            normalize("07700 900123", Region::parse("GB"))
+                .unwrap()
+                .as_str(),
+            "+447700900123"
+        );
+        assert_eq!(
+            normalize("(202) 555-0143", Region::parse("US"))
+                .unwrap()
+                .as_str(),
             "+12025550143"
         );
         for bad in [
@@ -341,7 +345,7 @@ mod tests {
         ] {
             assert!(normalize(bad, None).is_err(), "{bad}");
         }
-        assert!(normalize("12", Some("GB")).is_err());
+        assert!(normalize("12", Region::parse("GB")).is_err());
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! in the state store, so every process sharing the store sees the same counts.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::base::SharedClock;
 use crate::ports::{StateStore, StoreError, StoreUpdate};
 
 /// How failures turn into waiting.
@@ -28,17 +29,16 @@ struct Record {
 pub struct Throttle {
     store: Arc<dyn StateStore>,
     policy: DelayPolicy,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    clock: SharedClock,
 }
 
 impl Throttle {
-    pub fn new(store: Arc<dyn StateStore>, policy: DelayPolicy) -> Self {
-        Throttle { store, policy }
+    pub fn new(store: Arc<dyn StateStore>, policy: DelayPolicy, clock: SharedClock) -> Self {
+        Throttle {
+            store,
+            policy,
+            clock,
+        }
     }
 
     /// Seconds to wait before `key` may try again, if any.
@@ -48,13 +48,14 @@ impl Throttle {
             .get(key)?
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         Ok((record.not_before_ms > now).then(|| (record.not_before_ms - now).div_ceil(1000)))
     }
 
     /// Counts a failure; past the free ones, each doubles the wait (1 s, 2 s, 4 s, ... up to the cap).
     pub fn fail(&self, key: &str) -> Result<(), StoreError> {
         let policy = self.policy;
+        let now = self.clock.now_ms();
         self.store.update(key, Some(policy.memory), &mut |current| {
             let mut record: Record = current
                 .and_then(|b| serde_json::from_slice(b).ok())
@@ -63,7 +64,7 @@ impl Throttle {
             if record.failures > policy.free_failures {
                 let exponent = (record.failures - policy.free_failures - 1).min(20);
                 let delay = (1u64 << exponent).min(policy.max_delay_seconds);
-                record.not_before_ms = now_ms() + delay * 1000;
+                record.not_before_ms = now + delay * 1000;
             }
             StoreUpdate::Put(serde_json::to_vec(&record).expect("throttle records serialise"))
         })
@@ -88,6 +89,7 @@ mod tests {
                 max_delay_seconds: 4,
                 memory: Duration::from_secs(60),
             },
+            crate::base::SystemClock::shared(),
         );
         let mut waits = Vec::new();
         for _ in 0..6 {

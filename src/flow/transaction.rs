@@ -1,11 +1,11 @@
 //! A login in progress, as kept in the state store between requests.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::flow::hooks::HookState;
+use crate::base::store_keys;
+use crate::flow::host::HookState;
 
 /// The unguessable handle of a login (later: behind the session cookie). Never logged: logs
 /// carry the separate correlation id.
@@ -31,7 +31,7 @@ impl LoginHandle {
     }
 
     pub(crate) fn store_key(&self) -> String {
-        format!("login:{}", self.0)
+        store_keys::login(&self.0)
     }
 }
 
@@ -49,39 +49,13 @@ pub struct LoginTransaction {
     pub step: u32,
     /// Steps passed so far, in order.
     pub passed: Vec<u32>,
-    pub user: Option<String>,
-    pub working: BTreeMap<String, String>,
-    pub message: Option<String>,
+    /// What the hooks keep between steps: user, working parameters, message, methods...
+    /// Hooks get a copy and the engine takes back what they leave, after every hook call.
+    #[serde(flatten)]
+    pub state: HookState,
     /// The page `getPageForStep` named for `step` ("" = the default login page).
     pub page: String,
     pub started_at: u64,
     /// Bumped on every save: a concurrent submission of the same login loses, never mixes.
     pub version: u64,
-    /// See [`HookState::last_sms`].
-    #[serde(default)]
-    pub last_sms: Option<(String, String)>,
-    /// See [`HookState::methods`].
-    #[serde(default)]
-    pub methods: Vec<String>,
-}
-
-impl LoginTransaction {
-    pub fn hook_state(&self) -> HookState {
-        HookState {
-            user: self.user.clone(),
-            working: self.working.clone(),
-            message: None,
-            retry_after: None,
-            last_sms: self.last_sms.clone(),
-            methods: self.methods.clone(),
-        }
-    }
-
-    pub fn absorb(&mut self, state: HookState) {
-        self.user = state.user;
-        self.working = state.working;
-        self.message = state.message;
-        self.last_sms = state.last_sms;
-        self.methods = state.methods;
-    }
 }

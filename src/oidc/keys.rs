@@ -4,13 +4,13 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::base::digest;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey, EncodeRsaPublicKey};
 use rsa::traits::PublicKeyParts;
 use rsa::RsaPrivateKey;
-use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -71,11 +71,7 @@ impl SigningKey {
         let public_der = public
             .to_pkcs1_der()
             .map_err(|e| KeyError::Generate(e.to_string()))?;
-        let kid: String = Sha256::digest(public_der.as_bytes())
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let kid = digest::hex(&digest::sha256(public_der.as_bytes())[..8]);
         let n = URL_SAFE_NO_PAD.encode(public.n().to_bytes_be());
         let e = URL_SAFE_NO_PAD.encode(public.e().to_bytes_be());
         Ok(SigningKey {

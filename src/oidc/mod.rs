@@ -5,26 +5,21 @@ pub mod keys;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::base::digest::{sha256, sha256_hex};
+use crate::base::phone::PHONE_SUBJECT_PREFIX;
+use crate::base::{random, store_keys, SharedClock};
 use crate::config::{ClientConfig, Config};
-use crate::flow::random;
 use crate::ports::{StateStore, StoreError, StoreUpdate, UserDirectory};
 pub use keys::{KeyError, SigningKey};
 
 pub const SCOPES: [&str; 4] = ["openid", "profile", "email", "phone"];
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// A validated authorization request, kept with the browser session while the user logs in.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,10 +41,10 @@ pub struct AuthorizationRequest {
 }
 
 impl AuthorizationRequest {
-    /// Whether a sign-in made at `auth_time` is recent enough for this request's `max_age`.
-    pub fn accepts_sign_in_from(&self, auth_time: u64) -> bool {
+    /// Whether a sign-in made at `auth_time` is recent enough, at `now`, for `max_age`.
+    pub fn accepts_sign_in_from(&self, auth_time: u64, now: u64) -> bool {
         self.max_age
-            .is_none_or(|max_age| now().saturating_sub(auth_time) < max_age)
+            .is_none_or(|max_age| now.saturating_sub(auth_time) < max_age)
     }
 }
 
@@ -173,17 +168,7 @@ pub struct Provider {
     store: Arc<dyn StateStore>,
     users: Arc<dyn UserDirectory>,
     key: SigningKey,
-}
-
-fn hashed(prefix: &str, secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
-    format!(
-        "{prefix}:{}",
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    )
+    clock: SharedClock,
 }
 
 /// PKCE S256: `BASE64URL(SHA256(verifier)) == challenge`, verifier per RFC 7636 section 4.1.
@@ -192,18 +177,33 @@ pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
         && verifier
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
-    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let computed = URL_SAFE_NO_PAD.encode(sha256(verifier.as_bytes()));
     well_formed && bool::from(computed.as_bytes().ct_eq(challenge.as_bytes()))
 }
 
 fn secret_matches(client: &ClientConfig, presented: &str) -> bool {
-    let expected = crate::config::expand_env(&client.client_secret).unwrap_or_default();
+    // Expanded at load; a secret whose variable is unset matches nothing.
+    let expected = client
+        .client_secret
+        .resolved()
+        .map(|s| s.expose())
+        .unwrap_or_default();
     !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
 }
 
 impl Provider {
-    pub fn new(store: Arc<dyn StateStore>, users: Arc<dyn UserDirectory>, key: SigningKey) -> Self {
-        Provider { store, users, key }
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        users: Arc<dyn UserDirectory>,
+        key: SigningKey,
+        clock: SharedClock,
+    ) -> Self {
+        Provider {
+            store,
+            users,
+            key,
+            clock,
+        }
     }
 
     pub fn jwks(&self) -> serde_json::Value {
@@ -391,7 +391,7 @@ impl Provider {
         let code = random::hex_token(32)?;
         let bytes = serde_json::to_vec(grant).expect("grants serialise");
         self.store.put(
-            &hashed("code", &code),
+            &store_keys::authorization_code(&sha256_hex(&code)),
             bytes,
             Duration::from_secs(config.oidc.code_ttl_seconds),
         )?;
@@ -461,14 +461,18 @@ impl Provider {
         // Take the code atomically: a replay finds nothing.
         let mut grant: Option<CodeGrant> = None;
         self.store
-            .update(&hashed("code", code), None, &mut |current| {
-                grant = current.and_then(|b| serde_json::from_slice(b).ok());
-                if grant.is_some() {
-                    StoreUpdate::Delete
-                } else {
-                    StoreUpdate::Keep
-                }
-            })
+            .update(
+                &store_keys::authorization_code(&sha256_hex(code)),
+                None,
+                &mut |current| {
+                    grant = current.and_then(|b| serde_json::from_slice(b).ok());
+                    if grant.is_some() {
+                        StoreUpdate::Delete
+                    } else {
+                        StoreUpdate::Keep
+                    }
+                },
+            )
             .map_err(|e| TokenError::new(500, "server_error", e.to_string()))?;
         let Some(grant) = grant else {
             if self.revoke_replayed(code, &client.client_id)? {
@@ -501,7 +505,7 @@ impl Provider {
             }
             (None, None) => {}
         }
-        let issued = now();
+        let issued = self.clock.now_secs();
         let claims = IdTokenClaims {
             iss: config.oidc.issuer.trim_end_matches('/').to_owned(),
             sub: grant.user.clone(),
@@ -525,7 +529,7 @@ impl Provider {
             client_id: client.client_id.clone(),
             scope: grant.scope.clone(),
         };
-        let access_key = hashed("access", &access_token);
+        let access_key = store_keys::access_token(&sha256_hex(&access_token));
         let access_ttl = Duration::from_secs(config.oidc.access_token_ttl_seconds);
         self.store
             .put(
@@ -536,7 +540,7 @@ impl Provider {
             .and_then(|()| {
                 // Remembered as long as the token lives: a replay of the code revokes it.
                 self.store.put(
-                    &hashed("code-used", code),
+                    &store_keys::redeemed_code(&sha256_hex(code)),
                     access_key.into_bytes(),
                     access_ttl,
                 )
@@ -555,7 +559,7 @@ impl Provider {
     /// Whether `code` was such a code.
     fn revoke_replayed(&self, code: &str, client_id: &str) -> Result<bool, TokenError> {
         let server_error = |e: StoreError| TokenError::new(500, "server_error", e.to_string());
-        let marker = hashed("code-used", code);
+        let marker = store_keys::redeemed_code(&sha256_hex(code));
         let Some(access_key) = self.store.get(&marker).map_err(server_error)? else {
             return Ok(false);
         };
@@ -569,7 +573,10 @@ impl Provider {
 
     /// Claims for a bearer access token, by scope; `None` if the token is unknown or expired.
     pub fn userinfo(&self, access_token: &str) -> Result<Option<serde_json::Value>, OidcError> {
-        let Some(bytes) = self.store.get(&hashed("access", access_token))? else {
+        let Some(bytes) = self
+            .store
+            .get(&store_keys::access_token(&sha256_hex(access_token)))?
+        else {
             return Ok(None);
         };
         let Ok(grant) = serde_json::from_slice::<AccessGrant>(&bytes) else {
@@ -578,7 +585,7 @@ impl Provider {
         let mut claims = serde_json::Map::new();
         claims.insert("sub".into(), grant.user.clone().into());
         // A phone-number sign-in has no directory entry: the verified number is all there is.
-        if let Some(number) = grant.user.strip_prefix(crate::ports::PHONE_SUBJECT_PREFIX) {
+        if let Some(number) = grant.user.strip_prefix(PHONE_SUBJECT_PREFIX) {
             if grant.scope.iter().any(|s| s == "phone") {
                 claims.insert("phone_number".into(), number.into());
                 claims.insert("phone_number_verified".into(), true.into());

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Url;
 
+use crate::base::Secret;
 use crate::config::HttpConfig;
-use crate::secret::Secret;
 pub use policy::DestinationPolicy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +224,7 @@ pub struct HttpBridge {
 
 impl HttpBridge {
     pub fn new(config: &HttpConfig) -> Result<Self, HttpError> {
-        let policy = Arc::new(config.policy());
+        let policy = Arc::new(DestinationPolicy::from_config(config));
         let client = reqwest::blocking::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()

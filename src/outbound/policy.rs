@@ -14,6 +14,16 @@ pub struct DestinationPolicy {
     pub allowed: Vec<IpNet>,
 }
 
+impl DestinationPolicy {
+    /// The policy of `[http]` (entries were parsed at load).
+    pub fn from_config(config: &crate::config::HttpConfig) -> DestinationPolicy {
+        DestinationPolicy {
+            insecure_http_hosts: config.insecure_http_hosts.clone(),
+            allowed: config.allow_addresses.iter().map(|n| n.0).collect(),
+        }
+    }
+}
+
 /// Why an address is refused, in words for the error message.
 pub fn restricted_kind(ip: IpAddr) -> Option<&'static str> {
     let ip = match ip {
@@ -82,17 +92,6 @@ impl DestinationPolicy {
     }
 }
 
-/// Parses `127.0.0.1` or `10.0.0.0/8` style entries.
-pub fn parse_allowed(entry: &str) -> Result<IpNet, String> {
-    if let Ok(net) = entry.parse::<IpNet>() {
-        return Ok(net);
-    }
-    entry
-        .parse::<IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| format!("{entry:?} is not an IP address or CIDR range"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,11 +121,11 @@ mod tests {
     #[test]
     fn allowed_ranges_open_exceptions() {
         let policy = DestinationPolicy {
-            allowed: vec![parse_allowed("127.0.0.1").unwrap()],
+            allowed: vec![crate::config::Network::parse("127.0.0.1").unwrap().0],
             ..Default::default()
         };
         assert!(policy.check_address("127.0.0.1".parse().unwrap()).is_ok());
         assert!(policy.check_address("127.0.0.2".parse().unwrap()).is_err());
-        assert!(parse_allowed("not-an-ip").is_err());
+        assert!(crate::config::Network::parse("not-an-ip").is_err());
     }
 }

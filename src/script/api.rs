@@ -6,12 +6,13 @@ use rhai::{
     Array, Dynamic, Engine, EvalAltResult, FuncRegistration, ImmutableString, Module, Position,
 };
 
-use crate::flow::hooks::HookContext;
+use crate::base::phone::mask_phone;
+use crate::base::Secret;
+use crate::flow::host::HookContext;
 use crate::flow::otp::OtpCheck;
 use crate::outbound::{redacted, Auth, Body, MaybeSecret, Method, OutboundRequest};
-use crate::ports::{mask_phone, AttributeChange};
+use crate::ports::AttributeChange;
 use crate::script::sandbox::{with_call, with_context, CallEnv};
-use crate::secret::Secret;
 
 /// A secret as scripts see it: prints as `***`, has no getter, can only be handed to the host.
 #[derive(Clone)]

@@ -2,7 +2,6 @@
 //! runs hooks on it in the sandbox, and swaps revisions on reload. The only module that knows Rhai.
 
 mod api;
-pub mod reload;
 mod revision;
 pub mod sandbox;
 
@@ -12,43 +11,20 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rhai::{CallFnOptions, Dynamic, Engine, Map, Scope};
-use serde::Serialize;
 
-use crate::config::{Config, ScriptEntry, Usage};
-use crate::flow::hooks::{
-    AcrStatus, HookCall, HookContext, HookError, HookFailureKind, HookValue, HostServices,
-    ParamValue, RequestParams, ScriptRuntime,
-};
+use crate::config::{Config, ScriptEntry};
+use crate::flow::host::{HookContext, HostServices};
 use crate::flow::otp::CodePolicy;
+use crate::flow::params::{ParamValue, RequestParams};
+use crate::flow::script_port::{
+    AcrStatus, HookCall, HookError, HookFailureKind, HookValue, ScriptRuntime,
+};
+pub use crate::flow::script_port::{ScriptState, ScriptStatus};
 use crate::sms::ProviderSet;
 pub use api::ScriptSecret;
 use revision::{compile, describe_error, read_script};
 pub use revision::{LoadError, ScriptRevision};
 use sandbox::{enter, ActiveCall};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ScriptState {
-    /// A revision serves (the latest edit may still have been refused: see `last_error`).
-    Active,
-    /// Enabled but nothing serves: it never loaded, or its file is gone.
-    Failed,
-    Disabled,
-}
-
-/// One row of `/health` and `gatehouse check`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScriptStatus {
-    pub acr: String,
-    pub file: String,
-    pub enabled: bool,
-    pub level: i64,
-    pub usage: Usage,
-    pub revision: Option<u64>,
-    pub digest: Option<String>,
-    pub state: ScriptState,
-    pub last_error: Option<String>,
-}
 
 #[derive(Clone)]
 struct Slot {
@@ -59,7 +35,7 @@ struct Slot {
 }
 
 struct HostState {
-    config: Arc<Config>,
+    /// One slot per configured acr, by acr.
     slots: BTreeMap<String, Slot>,
 }
 
@@ -72,6 +48,14 @@ pub struct ReloadSummary {
     pub config_error: Option<String>,
 }
 
+impl ReloadSummary {
+    /// Notes that the config file could not be read, so the previous one keeps serving.
+    pub fn with_config_error(mut self, message: String) -> Self {
+        self.config_error = Some(message);
+        self
+    }
+}
+
 pub struct ScriptHost {
     engine: Engine,
     services: Arc<HostServices>,
@@ -79,7 +63,6 @@ pub struct ScriptHost {
     providers: ProviderSet,
     /// The server's `[otp]` code policy (read at start-up).
     code_policy: CodePolicy,
-    config_path: PathBuf,
     scripts_dir: PathBuf,
     hook_timeout: Duration,
     max_script_bytes: u64,
@@ -101,10 +84,11 @@ fn params_map(params: &RequestParams) -> Map {
         .collect()
 }
 
+/// The arguments of a hook, in the order of its row in [`crate::flow::script_port::HOOKS`].
 fn hook_args(call: HookCall<'_>, config: &Map) -> Vec<Dynamic> {
     let config = || Dynamic::from_map(config.clone());
     let step = |s: u32| Dynamic::from_int(i64::from(s));
-    match call {
+    let args = match call {
         HookCall::Init | HookCall::Destroy | HookCall::GetCountAuthenticationSteps => {
             vec![config()]
         }
@@ -122,7 +106,9 @@ fn hook_args(call: HookCall<'_>, config: &Map) -> Vec<Dynamic> {
             vec![config(), step(s)]
         }
         HookCall::Logout { params } => vec![config(), Dynamic::from_map(params_map(params))],
-    }
+    };
+    debug_assert_eq!(args.len(), call.spec().arity(), "{}", call.name());
+    args
 }
 
 fn hook_value(value: Dynamic) -> HookValue {
@@ -148,24 +134,19 @@ fn hook_value(value: Dynamic) -> HookValue {
 
 impl ScriptHost {
     /// Builds the host; nothing is loaded until [`ScriptHost::reconcile`].
-    pub fn new(
-        config: Config,
-        config_path: &Path,
-        services: Arc<HostServices>,
-        providers: ProviderSet,
-    ) -> Self {
+    /// The sandbox limits, the scripts directory and the code policy are taken from `config`
+    /// now (they need a restart); the scripts themselves from each [`ScriptHost::reconcile`].
+    pub fn new(config: &Config, services: Arc<HostServices>, providers: ProviderSet) -> Self {
         let engine = sandbox::build_engine(&config.sandbox);
         ScriptHost {
             engine,
             services,
             providers,
             code_policy: CodePolicy::from_config(&config.otp),
-            config_path: config_path.to_owned(),
             scripts_dir: config.paths.scripts_dir.clone(),
             hook_timeout: config.sandbox.hook_timeout(),
             max_script_bytes: config.sandbox.max_script_bytes,
             state: RwLock::new(HostState {
-                config: Arc::new(config),
                 slots: BTreeMap::new(),
             }),
             reloading: Mutex::new(HashMap::new()),
@@ -174,14 +155,6 @@ impl ScriptHost {
 
     pub fn scripts_dir(&self) -> &Path {
         &self.scripts_dir
-    }
-
-    pub fn config_path(&self) -> &Path {
-        &self.config_path
-    }
-
-    pub fn config(&self) -> Arc<Config> {
-        self.read_state().config.clone()
     }
 
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, HostState> {
@@ -247,11 +220,11 @@ impl ScriptHost {
             &self.engine,
             entry,
             &source,
-            &properties,
+            properties,
             number,
             code_policy,
         )?;
-        match self.providers.for_script(entry, &properties) {
+        match self.providers.for_script(entry, properties) {
             Ok(sms) => revision.sms = sms,
             Err(error) => revision.sms_error = Some(error.to_string()),
         }
@@ -310,33 +283,11 @@ impl ScriptHost {
         }
     }
 
-    /// Re-reads the config file, then reconciles. A config that does not parse is logged and the
-    /// running one kept.
-    pub fn reload(&self) -> ReloadSummary {
-        match Config::load(&self.config_path) {
-            Ok(config) => self.reconcile(Some(config)),
-            Err(error) => {
-                let message = error.to_string();
-                tracing::error!(target: "server", "{message}; the previous configuration keeps serving");
-                let mut summary = self.reconcile(None);
-                summary.config_error = Some(message);
-                summary
-            }
-        }
-    }
-
-    /// Brings every script in line with the config and the files: new revisions are compiled and
+    /// Brings every script in line with `config` and the files: new revisions are compiled and
     /// initialised before they replace the old; a failure leaves the old one serving.
-    pub fn reconcile(&self, new_config: Option<Config>) -> ReloadSummary {
+    pub fn reconcile(&self, config: &Config) -> ReloadSummary {
         let mut noticed = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        let (config, mut slots) = {
-            let state = self.read_state();
-            let config = new_config
-                .map(Arc::new)
-                .unwrap_or_else(|| state.config.clone());
-            warn_restart_only_changes(&state.config, &config);
-            (config, state.slots.clone())
-        };
+        let mut slots = self.read_state().slots.clone();
         let mut summary = ReloadSummary::default();
         let mut retired = Vec::new();
         let mut next_slots = BTreeMap::new();
@@ -356,12 +307,8 @@ impl ScriptHost {
             summary.retired.push(acr);
             retired.extend(slot.current);
         }
-        self.notice_unconfigured_files(&config, &mut noticed);
-        {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            state.config = config;
-            state.slots = next_slots;
-        }
+        self.notice_unconfigured_files(config, &mut noticed);
+        self.state.write().unwrap_or_else(|p| p.into_inner()).slots = next_slots;
         for revision in retired {
             self.destroy(&revision);
         }
@@ -386,6 +333,7 @@ impl ScriptHost {
             return;
         }
         let (properties, unset) = slot.entry.resolved_properties();
+        let (properties, unset) = (properties.clone(), unset.to_vec());
         let source = match read_script(&self.scripts_dir, &slot.entry.file, self.max_script_bytes) {
             Ok(source) => source,
             Err(LoadError::Missing(name)) => {
@@ -487,8 +435,7 @@ impl ScriptHost {
 
     /// `gatehouse check`: compiles every configured script, initialises (and destroys) the enabled
     /// ones. Nothing is kept.
-    pub fn check(&self) -> Vec<ScriptStatus> {
-        let config = self.config();
+    pub fn check(&self, config: &Config) -> Vec<ScriptStatus> {
         config
             .scripts
             .iter()
@@ -578,34 +525,6 @@ fn status_of(slot: &Slot) -> ScriptStatus {
     }
 }
 
-/// Settings read once at start-up: say so when an edit changes them.
-fn warn_restart_only_changes(old: &Config, new: &Config) {
-    let changed = [
-        (
-            "server",
-            format!("{:?}", old.server) != format!("{:?}", new.server),
-        ),
-        (
-            "paths",
-            format!("{:?}", old.paths) != format!("{:?}", new.paths),
-        ),
-        (
-            "sandbox",
-            format!("{:?}", old.sandbox) != format!("{:?}", new.sandbox),
-        ),
-        ("otp", format!("{:?}", old.otp) != format!("{:?}", new.otp)),
-        ("sms", format!("{:?}", old.sms) != format!("{:?}", new.sms)),
-        ("log", format!("{:?}", old.log) != format!("{:?}", new.log)),
-        (
-            "login.ttl_seconds",
-            old.login.ttl_seconds != new.login.ttl_seconds,
-        ),
-    ];
-    for (section, _) in changed.iter().filter(|(_, changed)| *changed) {
-        tracing::warn!(target: "server", "configuration [{section}] changed: it takes effect after a restart");
-    }
-}
-
 impl ScriptRuntime for ScriptHost {
     fn call(
         &self,
@@ -653,13 +572,21 @@ impl ScriptRuntime for ScriptHost {
         }
     }
 
+    fn statuses(&self) -> Vec<ScriptStatus> {
+        ScriptHost::statuses(self)
+    }
+
+    fn configured_amr(&self, acr: &str) -> Option<Vec<String>> {
+        self.read_state().slots.get(acr)?.entry.amr.clone()
+    }
+
     fn resend_target(&self, acr: &str) -> Option<(Arc<dyn crate::ports::SmsSender>, CodePolicy)> {
         let state = self.read_state();
         let slot = state.slots.get(acr)?;
         let disabled = slot
             .entry
             .properties
-            .get("ResendEnable")
+            .get(crate::flow::contract::RESEND_ENABLE)
             .is_some_and(|v| v.eq_ignore_ascii_case("false"));
         let revision = slot.current.as_ref().filter(|_| !disabled)?;
         Some((revision.sms.clone(), revision.code_policy))
@@ -668,9 +595,5 @@ impl ScriptRuntime for ScriptHost {
     fn code_policy(&self, acr: &str) -> Option<CodePolicy> {
         let state = self.read_state();
         Some(state.slots.get(acr)?.current.as_ref()?.code_policy)
-    }
-
-    fn default_acr(&self) -> Option<String> {
-        self.read_state().config.login.default_acr.clone()
     }
 }

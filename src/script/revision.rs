@@ -5,11 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Map, AST};
-use sha2::{Digest, Sha256};
 
 use crate::config::{PropertyValue, ScriptEntry};
-use crate::flow::hooks::{HookError, HookFailureKind};
 use crate::flow::otp::CodePolicy;
+use crate::flow::script_port::{hook_named, HookError, HookFailureKind};
 use crate::ports::SmsSender;
 use crate::script::api::ScriptSecret;
 use crate::script::sandbox::DEADLINE_TOKEN;
@@ -43,22 +42,6 @@ impl ScriptRevision {
         self.hooks.contains(&(hook.to_owned(), arity))
     }
 }
-
-/// The hooks and their parameter counts: a wrong count is refused at load, not at the first login.
-const HOOK_ARITIES: [(&str, usize); 12] = [
-    ("init", 1),
-    ("destroy", 1),
-    ("getApiVersion", 0),
-    ("isValidAuthenticationMethod", 2),
-    ("getAlternativeAuthenticationMethod", 2),
-    ("prepareForStep", 3),
-    ("authenticate", 3),
-    ("getCountAuthenticationSteps", 1),
-    ("getPageForStep", 2),
-    ("getNextStep", 3),
-    ("getExtraParametersForStep", 2),
-    ("logout", 2),
-];
 
 /// Why a script file could not become a revision. Messages start with `file:line:col:` where known.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -133,23 +116,19 @@ pub fn display_name(dir: &Path, file: &str) -> String {
     PathBuf::from(dir).join(file).display().to_string()
 }
 
+/// A short digest of the source and its properties: one revision per distinct content.
 pub fn digest(source: &str, properties: &BTreeMap<String, PropertyValue>) -> String {
-    let mut hash = Sha256::new();
-    hash.update(source.as_bytes());
+    let mut content = source.as_bytes().to_vec();
     for (name, value) in properties {
-        hash.update([0]);
-        hash.update(name.as_bytes());
-        hash.update([1]);
+        content.push(0);
+        content.extend_from_slice(name.as_bytes());
+        content.push(1);
         match value {
-            PropertyValue::Plain(v) => hash.update(v.as_bytes()),
-            PropertyValue::Secret(v) => hash.update(v.expose().as_bytes()),
+            PropertyValue::Plain(v) => content.extend_from_slice(v.as_bytes()),
+            PropertyValue::Secret(v) => content.extend_from_slice(v.expose().as_bytes()),
         }
     }
-    hash.finalize()
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::base::digest::hex(&crate::base::digest::sha256(&content)[..6])
 }
 
 pub fn config_map(properties: &BTreeMap<String, PropertyValue>) -> Map {
@@ -189,11 +168,13 @@ pub fn compile(
     let mut hooks = HashSet::new();
     for function in ast.iter_functions() {
         let (name, arity) = (function.name.to_string(), function.params.len());
-        if let Some((_, expected)) = HOOK_ARITIES.iter().find(|(hook, _)| *hook == name) {
-            if *expected != arity {
+        // A wrong parameter count is refused at load, not at the first login.
+        if let Some(hook) = hook_named(&name) {
+            if hook.arity() != arity {
                 return Err(LoadError::Compile(format!(
-                    "{}: fn {name} takes {arity} parameter(s); the hook takes {expected}",
-                    source.source_name
+                    "{}: fn {name} takes {arity} parameter(s); the hook takes {}",
+                    source.source_name,
+                    hook.arity()
                 )));
             }
         }

@@ -9,7 +9,7 @@ use rhai::module_resolvers::DummyModuleResolver;
 use rhai::{Dynamic, Engine, EvalAltResult, Position};
 
 use crate::config::SandboxConfig;
-use crate::flow::hooks::HookContext;
+use crate::flow::host::HookContext;
 use crate::flow::otp::CodePolicy;
 use crate::outbound::HttpBridge;
 use crate::ports::SmsSender;

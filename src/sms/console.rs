@@ -63,7 +63,7 @@ impl SmsSender for ConsoleSms {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
+    use crate::base::Secret;
     use std::sync::Arc;
 
     /// A writer the test can read back.

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use crate::config::{expand_env, GatewayConfig};
+use crate::base::Secret;
+use crate::config::{EnvValue, GatewayConfig, HttpMethod};
 use crate::outbound::{Auth, Body, HttpBridge, MaybeSecret, Method, OutboundRequest};
 use crate::ports::{SmsError, SmsMessage, SmsReceipt, SmsSender};
-use crate::secret::Secret;
 
 pub const NUMBER_PLACEHOLDER: &str = "$ctx.num";
 pub const MESSAGE_PLACEHOLDER: &str = "$ctx.msg";
@@ -51,16 +51,16 @@ impl GatewaySms {
         config: &GatewayConfig,
     ) -> Result<Self, (String, String)> {
         let key = format!("sms.providers.{name}");
-        let expand = |field: &str, value: &str| {
-            expand_env(value).map_err(|variable| {
-                (
-                    format!("{key}.{field}"),
-                    format!("environment variable {variable} is not set"),
-                )
-            })
+        // Expanded at load; a variable that was unset is reported with its key.
+        let expand = |field: &str, value: &EnvValue| {
+            value
+                .require(&format!("{key}.{field}"))
+                .map(|v| v.expose().to_owned())
         };
-        let method = Method::parse(&config.method)
-            .ok_or_else(|| (format!("{key}.method"), "use GET or POST".to_owned()))?;
+        let method = match config.method {
+            HttpMethod::Get => Method::Get,
+            HttpMethod::Post => Method::Post,
+        };
         let url = expand("url", &config.url)?;
         let mut headers = Vec::new();
         for (header, value) in &config.headers {

@@ -12,13 +12,12 @@ pub use console::ConsoleSms;
 pub use gateway::GatewaySms;
 pub use twilio::TwilioSms;
 
+use crate::base::Secret;
 use crate::config::{
-    expand_env, PropertyValue, ProviderConfig, ScriptEntry, SmsConfig, CONSOLE_PROVIDER,
-    TWILIO_API_BASE,
+    PropertyValue, ProviderConfig, ScriptEntry, SmsConfig, CONSOLE_PROVIDER, TWILIO_API_BASE,
 };
 use crate::outbound::HttpBridge;
 use crate::ports::{SmsError, SmsMessage, SmsReceipt, SmsSender};
-use crate::secret::Secret;
 
 /// Used by `gatehouse check`, and by scripts whose provider could not be set up: sends nothing.
 pub struct RefusingSms(pub String);
@@ -96,18 +95,24 @@ impl ProviderSet {
         Ok(match provider {
             ProviderConfig::Console => Arc::new(ConsoleSms::stdout()),
             ProviderConfig::Twilio(twilio) => {
-                let expand = |field: &str, value: &str| {
-                    expand_env(value).map_err(|v| SmsSetupError {
-                        key: format!("{key}.{field}"),
-                        message: format!("environment variable {v} is not set"),
-                    })
+                let value = |field: &str, value: &crate::config::EnvValue| {
+                    value
+                        .require(&format!("{key}.{field}"))
+                        .cloned()
+                        .map_err(|(key, message)| SmsSetupError { key, message })
                 };
-                let sid = expand("account_sid", &twilio.account_sid)?;
-                let token = Secret::new(expand("auth_token", &twilio.auth_token)?);
-                let from = expand("from", &twilio.from)?;
+                let sid = value("account_sid", &twilio.account_sid)?;
+                let token = value("auth_token", &twilio.auth_token)?;
+                let from = value("from", &twilio.from)?;
                 Arc::new(
-                    TwilioSms::new(self.bridge.clone(), &sid, token, &from, &twilio.api_base)
-                        .map_err(setup)?,
+                    TwilioSms::new(
+                        self.bridge.clone(),
+                        sid.expose(),
+                        token,
+                        from.expose(),
+                        &twilio.api_base,
+                    )
+                    .map_err(setup)?,
                 )
             }
             ProviderConfig::Http(gateway) => Arc::new(

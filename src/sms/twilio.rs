@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use crate::base::Secret;
 use crate::outbound::{Auth, Body, HttpBridge, MaybeSecret, Method, OutboundRequest};
 use crate::ports::{SmsError, SmsMessage, SmsReceipt, SmsSender};
-use crate::secret::Secret;
 
 const PROVIDER: &str = "twilio";
 

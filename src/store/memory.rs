@@ -1,20 +1,35 @@
-//! In-memory state store: one process, entries expire by TTL.
+//! In-memory state store: one process, entries expire by TTL (read from the shared clock, so
+//! tests can move time forward).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::base::{SharedClock, SystemClock};
 use crate::ports::{StateStore, StoreError, StoreUpdate};
+
+/// Milliseconds on the clock.
+type Millis = u64;
 
 struct Entry {
     value: Vec<u8>,
-    expires_at: Instant,
+    expires_at: Millis,
 }
 
 /// Expired entries are dropped on access and swept every `SWEEP_EVERY` writes.
-#[derive(Default)]
 pub struct MemoryStore {
     entries: Mutex<Inner>,
+    clock: SharedClock,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::with_clock(SystemClock::shared())
+    }
+}
+
+fn plus(now: Millis, ttl: Duration) -> Millis {
+    now.saturating_add(ttl.as_millis() as u64)
 }
 
 #[derive(Default)]
@@ -30,12 +45,23 @@ impl MemoryStore {
         Self::default()
     }
 
+    pub fn with_clock(clock: SharedClock) -> Self {
+        MemoryStore {
+            entries: Mutex::new(Inner::default()),
+            clock,
+        }
+    }
+
+    fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn len(&self) -> usize {
-        let now = Instant::now();
+        let now = self.now();
         self.lock()
             .map
             .values()
@@ -49,14 +75,14 @@ impl MemoryStore {
 }
 
 impl Inner {
-    fn live(&mut self, key: &str, now: Instant) -> Option<&Entry> {
+    fn live(&mut self, key: &str, now: Millis) -> Option<&Entry> {
         if self.map.get(key).is_some_and(|e| e.expires_at <= now) {
             self.map.remove(key);
         }
         self.map.get(key)
     }
 
-    fn wrote(&mut self, now: Instant) {
+    fn wrote(&mut self, now: Millis) {
         self.writes += 1;
         if self.writes % SWEEP_EVERY == 0 {
             self.map.retain(|_, e| e.expires_at > now);
@@ -66,20 +92,17 @@ impl Inner {
 
 impl StateStore for MemoryStore {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .lock()
-            .live(key, Instant::now())
-            .map(|e| e.value.clone()))
+        Ok(self.lock().live(key, self.now()).map(|e| e.value.clone()))
     }
 
     fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let mut inner = self.lock();
         inner.map.insert(
             key.to_owned(),
             Entry {
                 value,
-                expires_at: now + ttl,
+                expires_at: plus(now, ttl),
             },
         );
         inner.wrote(now);
@@ -97,7 +120,7 @@ impl StateStore for MemoryStore {
         ttl: Option<Duration>,
         decide: &mut dyn FnMut(Option<&[u8]>) -> StoreUpdate,
     ) -> Result<(), StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let mut inner = self.lock();
         let current = inner
             .live(key, now)
@@ -110,9 +133,9 @@ impl StateStore for MemoryStore {
             }
             StoreUpdate::Put(value) => {
                 let expires_at = match (ttl, expires_at) {
-                    (Some(ttl), _) => now + ttl,
+                    (Some(ttl), _) => plus(now, ttl),
                     (None, Some(at)) => at,
-                    (None, None) => now + Duration::from_secs(60),
+                    (None, None) => plus(now, Duration::from_secs(60)),
                 };
                 inner
                     .map

@@ -10,9 +10,10 @@ use std::time::SystemTime;
 use serde::Deserialize;
 use toml_edit::{Array, DocumentMut, Item, Table};
 
+use crate::base::password::PasswordChecker;
+use crate::base::phone::{is_phone_subject, PHONE_SUBJECT_PREFIX};
+use crate::base::Secret;
 use crate::ports::{AttributeChange, DirectoryError, UserDirectory, UserEntry};
-use crate::secret::Secret;
-use crate::users::password::PasswordChecker;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,7 +60,8 @@ pub struct FileDirectory {
     cache: Mutex<Cache>,
     /// Serialises writers (read-modify-replace).
     writing: Mutex<()>,
-    passwords: PasswordChecker,
+    /// The server's one argon2id gate, shared with every other password check.
+    passwords: Arc<PasswordChecker>,
 }
 
 fn stamp(path: &Path) -> Stamp {
@@ -77,12 +79,12 @@ fn parse(path: &Path, text: &str) -> Result<Loaded, DirectoryError> {
         passwords: BTreeMap::new(),
     };
     for (username, record) in file.users {
-        if crate::ports::is_phone_subject(&username) {
+        if is_phone_subject(&username) {
             return Err(DirectoryError::Unreadable {
                 path: path.display().to_string(),
                 message: format!(
                     "user {username:?}: names starting with \"{}\" are kept for phone-number sign-ins; rename the entry",
-                    crate::ports::PHONE_SUBJECT_PREFIX
+                    PHONE_SUBJECT_PREFIX
                 ),
             });
         }
@@ -120,9 +122,15 @@ fn valid_attribute_name(name: &str) -> bool {
 }
 
 impl FileDirectory {
+    /// Opens the directory with a password gate of its own (the CLI, tests); the server passes
+    /// its one gate with [`FileDirectory::open_with`].
+    pub fn open(path: &Path) -> Result<Self, DirectoryError> {
+        Self::open_with(path, Arc::new(PasswordChecker::default()))
+    }
+
     /// Opens the directory; the file must parse now (later bad edits are logged and the last
     /// good content kept).
-    pub fn open(path: &Path) -> Result<Self, DirectoryError> {
+    pub fn open_with(path: &Path, passwords: Arc<PasswordChecker>) -> Result<Self, DirectoryError> {
         let text = std::fs::read_to_string(path).map_err(|e| DirectoryError::Unreadable {
             path: path.display().to_string(),
             message: e.to_string(),
@@ -136,7 +144,7 @@ impl FileDirectory {
                 reported: None,
             }),
             writing: Mutex::new(()),
-            passwords: PasswordChecker::default(),
+            passwords,
         })
     }
 

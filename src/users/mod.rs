@@ -1,6 +1,5 @@
 //! User directory adapters. The embedded one is a TOML file; LDAP comes later behind the same port.
 
 mod file;
-pub mod password;
 
 pub use file::FileDirectory;

@@ -11,7 +11,8 @@ use axum::Extension;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::flow::hooks::{AcrStatus, RequestParams, ScriptRuntime};
+use crate::flow::contract;
+use crate::flow::params::RequestParams;
 use crate::flow::{FlowError, LoginHandle, StepOutcome, StepPage};
 use crate::oidc::{AuthorizationRequest, AuthorizeError, CodeGrant, ErrorRedirect};
 use crate::web::security::{ClientIp, DEFAULT_CSP};
@@ -43,7 +44,7 @@ fn redirect_error(config: &Config, error: ErrorRedirect) -> Response {
 }
 
 fn authorize(state: &WebState, headers: &HeaderMap, pairs: Vec<(String, String)>) -> Response {
-    let config = state.host.config();
+    let config = state.config.current();
     let id = request_id(headers);
     let params = match single_values(pairs) {
         Ok(params) => params,
@@ -91,14 +92,11 @@ fn authorize(state: &WebState, headers: &HeaderMap, pairs: Vec<(String, String)>
         &request.acr_values
     };
     // Single sign-on: a browser signed in with an acceptable method skips the login.
-    if let Some(signed_in) = session
-        .data
-        .signed_in
-        .clone()
-        .filter(|s| !request.prompt_login && request.accepts_sign_in_from(s.auth_time))
-    {
+    if let Some(signed_in) = session.data.signed_in.clone().filter(|s| {
+        !request.prompt_login && request.accepts_sign_in_from(s.auth_time, state.clock.now_secs())
+    }) {
         if wanted.is_empty() || wanted.contains(&signed_in.acr) {
-            tracing::info!(target: "server", acr = signed_in.acr.as_str(), "single sign-on for {} to {}", crate::ports::subject_for_log(&signed_in.user), request.client_id);
+            tracing::info!(target: "server", acr = signed_in.acr.as_str(), "single sign-on for {} to {}", crate::base::phone::subject_for_log(&signed_in.user), request.client_id);
             return finish(state, &config, &mut session, &request, signed_in, &id);
         }
     }
@@ -111,15 +109,10 @@ fn authorize(state: &WebState, headers: &HeaderMap, pairs: Vec<(String, String)>
     let acr = if wanted.is_empty() {
         None
     } else {
-        match wanted.iter().find(|acr| {
-            matches!(
-                state.host.status(acr),
-                AcrStatus::Active {
-                    interactive: true,
-                    ..
-                }
-            )
-        }) {
+        match wanted
+            .iter()
+            .find(|acr| state.runtime.status(acr).is_interactive())
+        {
             Some(acr) => Some(acr.clone()),
             None => {
                 tracing::warn!(target: "server", "none of the acr_values {wanted:?} is enabled for {}", request.client_id);
@@ -244,7 +237,7 @@ fn render_step(state: &WebState, session: &Session, page: &StepPage, id: &str) -
         step: page.step,
         acr: &page.acr,
         message: page.message.as_deref(),
-        sent_to: page.working.get("sent_to").map(String::as_str),
+        sent_to: page.working.get(contract::SENT_TO).map(String::as_str),
         working: &page.working,
         alternatives: &page.alternatives,
         can_resend: page.can_resend,
@@ -344,7 +337,7 @@ fn check_csrf(
 
 pub async fn show_step(State(state): State<WebState>, headers: HeaderMap) -> Response {
     blocking(&state, move |app| {
-        let config = app.host.config();
+        let config = app.config.current();
         let id = request_id(&headers);
         let (session, login) = match session_with_login(app, &config, &headers, &id) {
             Ok(found) => found,
@@ -373,7 +366,7 @@ fn submit(
     client: ClientIp,
     pairs: Vec<(String, String)>,
 ) -> Response {
-    let config = state.host.config();
+    let config = state.config.current();
     let id = request_id(headers);
     let (mut session, login) = match session_with_login(state, &config, headers, &id) {
         Ok(found) => found,
@@ -429,14 +422,10 @@ fn submit(
             let Some(request) = session.data.authorization.clone() else {
                 return no_login(state, &id);
             };
-            let amr = config
-                .script(&done.acr)
-                .and_then(|s| s.amr.clone())
-                .unwrap_or_else(|| done.amr());
             let signed_in = SignedIn {
                 user: done.user,
                 acr: done.acr,
-                amr,
+                amr: done.amr,
                 auth_time: done.auth_time,
             };
             finish(state, &config, &mut session, &request, signed_in, &id)
@@ -470,7 +459,7 @@ pub async fn resend_code(
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     blocking(&state, move |app| {
-        let config = app.host.config();
+        let config = app.config.current();
         let id = request_id(&headers);
         let (session, login) = match session_with_login(app, &config, &headers, &id) {
             Ok(found) => found,
@@ -496,7 +485,7 @@ pub async fn switch_method(
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     blocking(&state, move |app| {
-        let config = app.host.config();
+        let config = app.config.current();
         let id = request_id(&headers);
         let (mut session, login) = match session_with_login(app, &config, &headers, &id) {
             Ok(found) => found,

@@ -17,10 +17,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
+use crate::base::SharedClock;
+use crate::config::LiveConfig;
+use crate::flow::script_port::{ScriptRuntime, ScriptState, ScriptStatus};
 use crate::flow::LoginEngine;
 use crate::oidc::Provider;
 use crate::ports::StateStore;
-use crate::script::{ScriptHost, ScriptState, ScriptStatus};
 use pages::Pages;
 
 /// Forms and queries larger than this are refused (413).
@@ -28,12 +30,16 @@ const BODY_LIMIT: usize = 16 * 1024;
 
 #[derive(Clone)]
 pub struct WebState {
-    pub host: Arc<ScriptHost>,
+    /// The config in force (the app replaces it on reload).
+    pub config: LiveConfig,
+    /// Script statuses, for `/health`, discovery and the acr choice.
+    pub runtime: Arc<dyn ScriptRuntime>,
     pub engine: Arc<LoginEngine>,
     pub provider: Arc<Provider>,
     pub store: Arc<dyn StateStore>,
     pub pages: Arc<Pages>,
     pub log: tracing::Dispatch,
+    pub clock: SharedClock,
 }
 
 impl WebState {
@@ -43,14 +49,7 @@ impl WebState {
 
     /// Enabled interactive methods that serve, in level order (for discovery and acr choice).
     fn interactive_acrs(&self) -> Vec<String> {
-        let mut scripts: Vec<ScriptStatus> = self
-            .host
-            .statuses()
-            .into_iter()
-            .filter(|s| s.enabled && s.state == ScriptState::Active && s.usage.allows_interactive())
-            .collect();
-        scripts.sort_by(|a, b| a.level.cmp(&b.level).then_with(|| a.acr.cmp(&b.acr)));
-        scripts.into_iter().map(|s| s.acr).collect()
+        self.runtime.interactive_acrs()
     }
 
     /// A plain page for the user; the detail for the operator goes to the log.
@@ -128,7 +127,7 @@ struct Health {
 }
 
 async fn health(State(state): State<WebState>) -> Json<Health> {
-    let scripts = state.host.statuses();
+    let scripts = state.runtime.statuses();
     let degraded = scripts
         .iter()
         .any(|s| s.enabled && (s.state != ScriptState::Active || s.last_error.is_some()));
@@ -140,13 +139,7 @@ async fn health(State(state): State<WebState>) -> Json<Health> {
 
 /// A landing page for people who open the server's address: where to look next.
 async fn home(State(state): State<WebState>) -> Html<String> {
-    let issuer = state
-        .host
-        .config()
-        .oidc
-        .issuer
-        .trim_end_matches('/')
-        .to_owned();
+    let issuer = state.config.current().oidc.issuer_base().to_owned();
     let acrs = state.interactive_acrs().join(", ");
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Gatehouse</title><link rel=\"stylesheet\" href=\"/static/gatehouse.css\"></head><body><main class=\"card\"><h1>Gatehouse</h1><p>This is an OpenID Connect provider. Applications start at <a href=\"/.well-known/openid-configuration\">{issuer}/.well-known/openid-configuration</a>.</p><p>Authentication methods: {}</p><p><a href=\"/health\">Health</a></p></main></body></html>",

@@ -7,12 +7,12 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 
-use crate::flow::hooks::RequestParams;
+use crate::flow::params::RequestParams;
 use crate::web::session;
 use crate::web::{blocking, request_id, see_other, single_values, WebState};
 
 pub async fn discovery(State(state): State<WebState>) -> Response {
-    let config = state.host.config();
+    let config = state.config.current();
     let document = state.provider.discovery(&config, &state.interactive_acrs());
     (
         [(
@@ -85,7 +85,7 @@ pub async fn token(
                 Ok(form) => form,
                 Err(name) => return token_error(400, "invalid_request", &format!("parameter {name} is repeated"), used_basic),
             };
-            let config = app.host.config();
+            let config = app.config.current();
             match app.provider.exchange_code(&config, &form, basic) {
                 Ok(tokens) => {
                     tracing::info!(target: "server", request = request_id(&headers).as_str(), "tokens issued ({})", tokens.scope);
@@ -135,7 +135,7 @@ pub async fn end_session(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
     blocking(&state, move |app| {
-        let config = app.host.config();
+        let config = app.config.current();
         let id = request_id(&headers);
         let params = match single_values(pairs) {
             Ok(params) => params,

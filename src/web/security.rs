@@ -11,7 +11,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::instrument::WithSubscriber;
 
-use crate::flow::random;
+use crate::base::random;
+use crate::config::ServerConfig;
 use crate::web::WebState;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -26,16 +27,12 @@ pub const DEFAULT_CSP: &str =
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<IpAddr>);
 
-fn client_ip(request: &Request, trusted: &[String]) -> Option<IpAddr> {
+fn client_ip(request: &Request, server: &ServerConfig) -> Option<IpAddr> {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())?;
-    let trusted: Vec<ipnet::IpNet> = trusted
-        .iter()
-        .filter_map(|t| crate::outbound::policy::parse_allowed(t).ok())
-        .collect();
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let is_trusted = |ip: &IpAddr| server.is_trusted_proxy(ip);
     if !is_trusted(&peer) {
         return Some(peer);
     }
@@ -62,8 +59,8 @@ pub async fn headers_and_log(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let config = state.host.config();
-    let client = ClientIp(client_ip(&request, &config.server.trusted_proxies));
+    let config = state.config.current();
+    let client = ClientIp(client_ip(&request, &config.server));
     request.extensions_mut().insert(client);
     let id = random::hex_token(8).unwrap_or_else(|_| "-".into());
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());

@@ -7,10 +7,10 @@ use std::time::Duration;
 use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use crate::base::digest::sha256_hex;
+use crate::base::{random, store_keys};
 use crate::config::OidcConfig;
-use crate::flow::random;
 use crate::oidc::AuthorizationRequest;
 use crate::ports::{StateStore, StoreError};
 
@@ -48,14 +48,7 @@ pub fn cookie_name(oidc: &OidcConfig) -> &'static str {
 }
 
 fn store_key(id: &str) -> String {
-    let digest = Sha256::digest(id.as_bytes());
-    format!(
-        "session:{}",
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    )
+    store_keys::session(&sha256_hex(id))
 }
 
 fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {

@@ -11,7 +11,7 @@ fn bridge(allow_loopback: bool, max_response_bytes: u64) -> HttpBridge {
     let config = HttpConfig {
         insecure_http_hosts: vec!["127.0.0.1".into(), "localhost".into()],
         allow_addresses: if allow_loopback {
-            vec!["127.0.0.1".into()]
+            vec![gatehouse::config::Network::parse("127.0.0.1").unwrap()]
         } else {
             vec![]
         },

@@ -13,5 +13,6 @@ mod sandbox;
 mod sending;
 mod shipped;
 mod support;
+mod tidy;
 mod web;
 mod wso2;

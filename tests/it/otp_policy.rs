@@ -1,7 +1,7 @@
 //! The code policy and the protection of each account's SMS factor, enforced by the host around
 //! the scripts: a script can tighten the policy, never loosen it.
 
-use gatehouse::flow::hooks::RequestParams;
+use gatehouse::flow::params::RequestParams;
 use gatehouse::flow::StepOutcome;
 
 use crate::support::*;
@@ -128,7 +128,7 @@ fn a_right_code_resets_the_count() {
 
 fn password_attempt(env: &TestEnv, user: &str, password: &str, ip: &str) -> StepOutcome {
     let page = env.start(None).unwrap();
-    let params = gatehouse::flow::hooks::RequestParams::from_pairs([
+    let params = gatehouse::flow::params::RequestParams::from_pairs([
         ("username", user),
         ("password", password),
     ])

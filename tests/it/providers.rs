@@ -386,11 +386,7 @@ fn shipped_presets_parse_and_send_their_documented_shape() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sms-presets.toml"),
     )
     .unwrap();
-    let presets: Presets = toml::from_str(&text).unwrap();
-    assert_eq!(
-        presets.0.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["bulksms", "clickatell", "plivo", "twilio_http", "vonage"]
-    );
+    // `${env:NAME}` is expanded when the config is read: set the variables first.
     for variable in [
         "VONAGE_API_KEY",
         "VONAGE_API_SECRET",
@@ -406,6 +402,11 @@ fn shipped_presets_parse_and_send_their_documented_shape() {
     ] {
         std::env::set_var(variable, format!("v-{variable}"));
     }
+    let presets: Presets = toml::from_str(&text).unwrap();
+    assert_eq!(
+        presets.0.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["bulksms", "clickatell", "plivo", "twilio_http", "vonage"]
+    );
     let gateway = MockServer::sequence(vec![MockResponse::json(
         200,
         r#"{"messages":[{"status":"0","message-id":"m1","apiMessageId":"m1"}],"message_uuid":["m1"],"sid":"m1"}"#,
@@ -418,20 +419,20 @@ fn shipped_presets_parse_and_send_their_documented_shape() {
             panic!("{name} is an http preset")
         };
         // Point the preset at the mock, keeping its path and query.
-        let url = url::Url::parse(&gateway_config.url).unwrap();
-        gateway_config.url = format!(
+        let url = url::Url::parse(gateway_config.url.resolved().unwrap().expose()).unwrap();
+        gateway_config.url = gatehouse::config::EnvValue::new(format!(
             "{}{}{}",
             gateway.url(),
             url.path(),
             url.query().map(|q| format!("?{q}")).unwrap_or_default()
-        );
+        ));
         gateway_config.accepted_status.push(200);
         gateway_config.success_body_contains = None;
         let sender =
             gatehouse::sms::GatewaySms::new(&name, bridge.clone(), &gateway_config).unwrap();
         let message = gatehouse::ports::SmsMessage {
             to: ALICE_PHONE.into(),
-            text: gatehouse::secret::Secret::new("Code 123456 \"now\""),
+            text: gatehouse::base::secret::Secret::new("Code 123456 \"now\""),
         };
         gatehouse::ports::SmsSender::send(&sender, &message)
             .unwrap_or_else(|e| panic!("{name}: {e}"));

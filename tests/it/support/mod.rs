@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use gatehouse::flow::hooks::RequestParams;
+use gatehouse::base::password::hash_password;
+use gatehouse::base::secret::Secret;
+use gatehouse::flow::params::RequestParams;
 use gatehouse::flow::{FlowError, LoginHandle, StepOutcome, StepPage};
 use gatehouse::ports::{SmsError, SmsMessage, SmsReceipt, SmsSender};
-use gatehouse::secret::Secret;
-use gatehouse::users::password::hash_password;
 use gatehouse::{Builder, Gatehouse};
 
 pub const ALICE_PASSWORD: &str = "wonderland";

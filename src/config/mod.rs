@@ -1,14 +1,26 @@
-//! Typed configuration (`config/gatehouse.toml`): parsing, `${env:NAME}` expansion, validation.
-//!
+//! Typed configuration (`config/gatehouse.toml`), parsed once into the values the server uses:
+//! addresses and networks, `${env:NAME}` expanded ([`env`]), script properties resolved and
+//! marked secret. `validate` checks what types cannot; `changes` says which edits need a restart.
 //! Unknown keys are refused (with file, line and key) so a typo never silently becomes a default.
+//! This module knows no layer above it: each consumer converts its section itself.
 
-use std::collections::{BTreeMap, HashSet};
+mod changes;
+mod env;
+mod live;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::secret::Secret;
+use crate::base::Secret;
+pub use changes::restart_only_changes;
+pub use env::{expand_env, EnvValue};
+pub use live::LiveConfig;
+pub use validate::is_valid_acr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -54,27 +66,76 @@ pub struct Config {
     pub scripts: Vec<ScriptEntry>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address the HTTP server listens on.
-    pub listen: String,
+    pub listen: ListenAddress,
     /// Reverse proxies (IPs or CIDR ranges) whose X-Forwarded-For is believed. Empty: the peer
     /// address is the client.
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<Network>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: "127.0.0.1:8080".into(),
+            listen: ListenAddress(SocketAddr::from(([127, 0, 0, 1], 8080))),
             trusted_proxies: Vec::new(),
         }
     }
 }
 
+impl ServerConfig {
+    /// Whether `ip` is one of the trusted reverse proxies.
+    pub fn is_trusted_proxy(&self, ip: &std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.0.contains(ip))
+    }
+}
+
+/// A socket address to listen on, like `127.0.0.1:8080`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ListenAddress(pub SocketAddr);
+
+impl TryFrom<String> for ListenAddress {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+            .map(ListenAddress)
+            .map_err(|_| format!("{text:?} is not an address like 127.0.0.1:8080"))
+    }
+}
+
+/// An IP address or a CIDR range (`10.0.0.0/8`); a single address is a range of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Network(pub ipnet::IpNet);
+
+impl Network {
+    pub fn parse(entry: &str) -> Result<Network, String> {
+        if let Ok(net) = entry.parse::<ipnet::IpNet>() {
+            return Ok(Network(net));
+        }
+        entry
+            .parse::<std::net::IpAddr>()
+            .map(|ip| Network(ipnet::IpNet::from(ip)))
+            .map_err(|_| format!("{entry:?} is not an IP address or CIDR range"))
+    }
+
+    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        self.0.contains(ip)
+    }
+}
+
+impl TryFrom<String> for Network {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        Network::parse(&text)
+    }
+}
+
 /// Relative paths are resolved against the working directory the server was started in.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PathsConfig {
     pub scripts_dir: PathBuf,
@@ -95,7 +156,7 @@ impl Default for PathsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoginConfig {
     /// The acr used when an application asks for none.
@@ -121,7 +182,7 @@ impl Default for LoginConfig {
 
 /// The code policy (server-wide) and the protection of each account's SMS factor. Numbers are
 /// read signed so that a negative value is refused with the key's name, not a type error.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtpConfig {
     /// Characters per code, 4 to 10.
@@ -140,7 +201,7 @@ pub struct OtpConfig {
     /// Key of the keyed hashes codes are stored under, at least 32 characters, normally
     /// `${env:NAME}`. Unset: a random key per process, which is right for one instance; every
     /// instance sharing a state store needs the same key, or a code issued by one fails on another.
-    pub code_key: Option<crate::secret::Secret>,
+    pub code_key: Option<EnvValue>,
 }
 
 impl Default for OtpConfig {
@@ -167,7 +228,7 @@ pub enum CodeAlphabet {
 }
 
 /// A script's own code policy: each value may only tighten the server's.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtpOverride {
     pub length: Option<i64>,
@@ -177,7 +238,7 @@ pub struct OtpOverride {
 }
 
 /// Limits applied to every script hook call.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxConfig {
     pub max_operations: u64,
@@ -214,7 +275,7 @@ impl SandboxConfig {
 }
 
 /// The OpenID Connect provider.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OidcConfig {
     /// The issuer URL applications see; `https://...` in production (turns on Secure cookies, HSTS).
@@ -245,6 +306,20 @@ impl OidcConfig {
     pub fn is_https(&self) -> bool {
         self.issuer.starts_with("https://")
     }
+
+    /// The issuer without a trailing slash, as URLs are built from it.
+    pub fn issuer_base(&self) -> &str {
+        self.issuer.trim_end_matches('/')
+    }
+}
+
+impl OtpConfig {
+    /// `[otp] code_key` after `${env:NAME}` expansion (checked at load).
+    pub fn shared_code_key(&self) -> Option<Secret> {
+        self.code_key
+            .as_ref()
+            .and_then(|key| key.resolved().ok().cloned())
+    }
 }
 
 /// A registered application (relying party).
@@ -253,7 +328,7 @@ impl OidcConfig {
 pub struct ClientConfig {
     pub client_id: String,
     /// May be `${env:NAME}`.
-    pub client_secret: String,
+    pub client_secret: EnvValue,
     pub redirect_uris: Vec<String>,
     #[serde(default)]
     pub post_logout_redirect_uris: Vec<String>,
@@ -275,7 +350,7 @@ impl std::fmt::Debug for ClientConfig {
 }
 
 /// SMS providers: a default, and named ones that scripts pick with `sms_provider`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmsConfig {
     /// Provider of scripts that name none: "console" or the name of a `[sms.providers.NAME]`.
@@ -320,26 +395,10 @@ impl Default for SmsConfig {
     }
 }
 
-impl SmsConfig {
-    pub fn limits(&self) -> crate::flow::sending::SendLimits {
-        crate::flow::sending::SendLimits {
-            default_region: self.default_region.clone(),
-            allowed_prefixes: self.allowed_prefixes.clone(),
-            per_login: self.max_sends_per_login as u32,
-            resend_cooldown_seconds: self.resend_cooldown_seconds as u64,
-            per_number_per_hour: self.per_number_per_hour as u32,
-            per_number_per_day: self.per_number_per_day as u32,
-            per_address_per_hour: self.per_address_per_hour as u32,
-            daily_budget: self.daily_budget as u32,
-            visible_digits: self.visible_digits as usize,
-        }
-    }
-}
-
 /// The development sink's name: messages are printed on standard output, nothing is sent.
 pub const CONSOLE_PROVIDER: &str = "console";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ProviderConfig {
     Console,
@@ -350,12 +409,12 @@ pub enum ProviderConfig {
 pub const TWILIO_API_BASE: &str = "https://api.twilio.com";
 
 /// Twilio's Messages API. Values may be `${env:NAME}`.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TwilioConfig {
-    pub account_sid: String,
-    pub auth_token: String,
-    pub from: String,
+    pub account_sid: EnvValue,
+    pub auth_token: EnvValue,
+    pub from: EnvValue,
     #[serde(default = "twilio_api_base")]
     pub api_base: String,
 }
@@ -367,7 +426,6 @@ fn twilio_api_base() -> String {
 impl std::fmt::Debug for TwilioConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TwilioConfig")
-            .field("account_sid", &self.account_sid)
             .field("api_base", &self.api_base)
             .finish_non_exhaustive()
     }
@@ -375,24 +433,24 @@ impl std::fmt::Debug for TwilioConfig {
 
 /// A generic HTTP SMS gateway, as WSO2's SMS OTP connector describes it: URL, method, headers,
 /// payload, with `$ctx.num` and `$ctx.msg` placeholders. Values may be `${env:NAME}`.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
-    pub url: String,
+    pub url: EnvValue,
     #[serde(default = "post")]
-    pub method: String,
+    pub method: HttpMethod,
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, EnvValue>,
     /// Request body template; none for gateways that take everything in the URL.
     #[serde(default)]
-    pub payload: Option<String>,
+    pub payload: Option<EnvValue>,
     /// Defaults to JSON when the payload starts with `{` or `[`, to a form otherwise.
     #[serde(default)]
     pub content_type: Option<String>,
     #[serde(default)]
-    pub basic_user: Option<String>,
+    pub basic_user: Option<EnvValue>,
     #[serde(default)]
-    pub basic_password: Option<String>,
+    pub basic_password: Option<EnvValue>,
     /// Status codes that mean "accepted" (default 200, 201, 202).
     #[serde(default = "accepted_statuses")]
     pub accepted_status: Vec<u16>,
@@ -407,8 +465,27 @@ pub struct GatewayConfig {
     pub message_id_pointer: Option<String>,
 }
 
-fn post() -> String {
-    "POST".into()
+fn post() -> HttpMethod {
+    HttpMethod::Post
+}
+
+/// The methods an SMS gateway may be called with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum HttpMethod {
+    Get,
+    Post,
+}
+
+impl TryFrom<String> for HttpMethod {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.to_ascii_uppercase().as_str() {
+            "GET" => Ok(HttpMethod::Get),
+            "POST" => Ok(HttpMethod::Post),
+            _ => Err(format!("method {text:?}: use GET or POST")),
+        }
+    }
 }
 
 fn accepted_statuses() -> Vec<u16> {
@@ -425,7 +502,7 @@ impl std::fmt::Debug for GatewayConfig {
 }
 
 /// Outbound HTTP limits and the development exceptions to the destination policy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub connect_timeout_ms: u64,
@@ -435,7 +512,7 @@ pub struct HttpConfig {
     /// Hosts that may be reached over plain http. Development and tests only.
     pub insecure_http_hosts: Vec<String>,
     /// Loopback/private/link-local addresses or CIDR ranges that may be reached anyway.
-    pub allow_addresses: Vec<String>,
+    pub allow_addresses: Vec<Network>,
 }
 
 impl Default for HttpConfig {
@@ -450,21 +527,7 @@ impl Default for HttpConfig {
     }
 }
 
-impl HttpConfig {
-    /// The destination policy; entries were validated at load.
-    pub fn policy(&self) -> crate::outbound::DestinationPolicy {
-        crate::outbound::DestinationPolicy {
-            insecure_http_hosts: self.insecure_http_hosts.clone(),
-            allowed: self
-                .allow_addresses
-                .iter()
-                .filter_map(|a| crate::outbound::policy::parse_allowed(a).ok())
-                .collect(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Minimum level written: trace, debug, info, warn or error.
@@ -539,6 +602,16 @@ pub struct ScriptEntry {
     /// The script's custom properties, handed to every hook as `config`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// `properties` with `${env:NAME}` expanded and secrets marked, once, at load.
+    #[serde(skip)]
+    resolved: ResolvedProperties,
+}
+
+/// A script's properties after `${env:NAME}` expansion, and those whose variable is unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolvedProperties {
+    pub values: BTreeMap<String, PropertyValue>,
+    pub unset: Vec<UnsetVariable>,
 }
 
 /// Debug output never shows property values: any of them may be a secret.
@@ -592,9 +665,20 @@ impl ScriptEntry {
             || SECRET_NAME_PARTS.iter().any(|part| lower.contains(part))
     }
 
-    /// Properties with `${env:NAME}` expanded. A property whose variable is unset is left out
-    /// (so the script's own "missing property" check names it) and reported in the second list.
-    pub fn resolved_properties(&self) -> (BTreeMap<String, PropertyValue>, Vec<UnsetVariable>) {
+    /// Properties with `${env:NAME}` expanded (at load). A property whose variable is unset is
+    /// left out (so the script's own "missing property" check names it) and reported in the
+    /// second list.
+    pub fn resolved_properties(&self) -> (&BTreeMap<String, PropertyValue>, &[UnsetVariable]) {
+        (&self.resolved.values, &self.resolved.unset)
+    }
+
+    /// Expands the properties; done once by [`Config::parse`].
+    pub fn resolve(&mut self) {
+        let (values, unset) = self.expand_properties();
+        self.resolved = ResolvedProperties { values, unset };
+    }
+
+    fn expand_properties(&self) -> (BTreeMap<String, PropertyValue>, Vec<UnsetVariable>) {
         let mut resolved = BTreeMap::new();
         let mut unset = Vec::new();
         for (name, raw) in &self.properties {
@@ -623,28 +707,6 @@ pub struct UnsetVariable {
     pub variable: String,
 }
 
-/// Expands every `${env:NAME}` in `raw`; returns the name of the first unset variable as error.
-pub fn expand_env(raw: &str) -> Result<String, String> {
-    let mut out = String::with_capacity(raw.len());
-    let mut rest = raw;
-    while let Some(start) = rest.find("${env:") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 6..];
-        let Some(end) = after.find('}') else {
-            out.push_str(&rest[start..]);
-            return Ok(out);
-        };
-        let name = &after[..end];
-        match std::env::var(name) {
-            Ok(value) if !value.is_empty() => out.push_str(&value),
-            _ => return Err(name.to_owned()),
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -655,197 +717,15 @@ impl Config {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: one_line_toml_error(text, &e),
         })?;
         config.validate(path)?;
+        for entry in &mut config.scripts {
+            entry.resolve();
+        }
         Ok(config)
-    }
-
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: String, message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            key,
-            message,
-        };
-        let mut seen = HashSet::new();
-        for (i, script) in self.scripts.iter().enumerate() {
-            let key = format!("scripts[{i}]");
-            if !is_valid_acr(&script.acr) {
-                return Err(invalid(
-                    format!("{key}.acr"),
-                    format!(
-                        "{:?} is not a valid acr: use 1-64 letters, digits, '_', '-' or '.'",
-                        script.acr
-                    ),
-                ));
-            }
-            if !seen.insert(script.acr.as_str()) {
-                return Err(invalid(
-                    format!("{key}.acr"),
-                    format!("acr {:?} is configured twice", script.acr),
-                ));
-            }
-            if !is_plain_script_file_name(&script.file) {
-                return Err(invalid(
-                    format!("{key}.file"),
-                    format!("{:?} must be a file name ending in .rhai inside the scripts directory (no '/')", script.file),
-                ));
-            }
-        }
-        let provider_known =
-            |name: &str| name == CONSOLE_PROVIDER || self.sms.providers.contains_key(name);
-        if !provider_known(&self.sms.provider) {
-            return Err(invalid(
-                "sms.provider".into(),
-                format!(
-                    "{:?} is neither \"console\" nor a [sms.providers.NAME] section",
-                    self.sms.provider
-                ),
-            ));
-        }
-        for (i, script) in self.scripts.iter().enumerate() {
-            if let Some(name) = script
-                .sms_provider
-                .as_deref()
-                .filter(|n| !provider_known(n))
-            {
-                return Err(invalid(
-                    format!("scripts[{i}].sms_provider"),
-                    format!("{name:?} is neither \"console\" nor a [sms.providers.NAME] section"),
-                ));
-            }
-        }
-        for (name, provider) in &self.sms.providers {
-            if let ProviderConfig::Http(gateway) = provider {
-                if crate::outbound::Method::parse(&gateway.method).is_none() {
-                    return Err(invalid(
-                        format!("sms.providers.{name}.method"),
-                        "use GET or POST".into(),
-                    ));
-                }
-            }
-        }
-        for (i, entry) in self.server.trusted_proxies.iter().enumerate() {
-            crate::outbound::policy::parse_allowed(entry)
-                .map_err(|m| invalid(format!("server.trusted_proxies[{i}]"), m))?;
-        }
-        for (i, entry) in self.http.allow_addresses.iter().enumerate() {
-            crate::outbound::policy::parse_allowed(entry)
-                .map_err(|m| invalid(format!("http.allow_addresses[{i}]"), m))?;
-        }
-        let issuer = url::Url::parse(&self.oidc.issuer).map_err(|e| {
-            invalid(
-                "oidc.issuer".into(),
-                format!("{:?} is not a URL: {e}", self.oidc.issuer),
-            )
-        })?;
-        if !matches!(issuer.scheme(), "http" | "https")
-            || issuer.query().is_some()
-            || issuer.fragment().is_some()
-        {
-            return Err(invalid(
-                "oidc.issuer".into(),
-                "use an http(s) URL without query or fragment".into(),
-            ));
-        }
-        let mut client_ids = HashSet::new();
-        for (i, client) in self.clients.iter().enumerate() {
-            let key = format!("clients[{i}]");
-            if client.client_id.is_empty() || !client_ids.insert(client.client_id.as_str()) {
-                return Err(invalid(
-                    format!("{key}.client_id"),
-                    "must be present and unique".into(),
-                ));
-            }
-            if client.redirect_uris.is_empty() {
-                return Err(invalid(
-                    format!("{key}.redirect_uris"),
-                    "register at least one redirect URI".into(),
-                ));
-            }
-            for (j, uri) in client
-                .redirect_uris
-                .iter()
-                .chain(&client.post_logout_redirect_uris)
-                .enumerate()
-            {
-                let parsed = url::Url::parse(uri).map_err(|e| {
-                    invalid(format!("{key}.redirect_uris[{j}]"), format!("{uri:?}: {e}"))
-                })?;
-                if parsed.fragment().is_some() || !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(invalid(
-                        format!("{key}.redirect_uris[{j}]"),
-                        format!("{uri:?}: use an http(s) URL without fragment"),
-                    ));
-                }
-            }
-        }
-        if let Some(default_acr) = &self.login.default_acr {
-            if !self.scripts.iter().any(|s| &s.acr == default_acr) {
-                return Err(invalid(
-                    "login.default_acr".into(),
-                    format!(
-                        "{default_acr:?} names no [[scripts]] entry; add one or change the default"
-                    ),
-                ));
-            }
-        }
-        let positive = [
-            ("login.ttl_seconds", self.login.ttl_seconds),
-            ("sandbox.max_operations", self.sandbox.max_operations),
-            ("sandbox.hook_timeout_ms", self.sandbox.hook_timeout_ms),
-            ("sandbox.max_script_bytes", self.sandbox.max_script_bytes),
-            ("http.connect_timeout_ms", self.http.connect_timeout_ms),
-            ("http.timeout_ms", self.http.timeout_ms),
-            ("http.max_response_bytes", self.http.max_response_bytes),
-            ("oidc.code_ttl_seconds", self.oidc.code_ttl_seconds),
-            (
-                "oidc.access_token_ttl_seconds",
-                self.oidc.access_token_ttl_seconds,
-            ),
-            ("oidc.id_token_ttl_seconds", self.oidc.id_token_ttl_seconds),
-            ("oidc.sso_ttl_seconds", self.oidc.sso_ttl_seconds),
-        ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(invalid(key.into(), "must be greater than 0".into()));
-            }
-        }
-        validate_otp(&self.otp).map_err(|(key, message)| invalid(key, message))?;
-        validate_sms(&self.sms).map_err(|(key, message)| invalid(key, message))?;
-        in_range(
-            "login.password_free_failures",
-            self.login.password_free_failures,
-            0,
-            100,
-            "",
-        )
-        .and_then(|_| {
-            in_range(
-                "login.password_max_delay_seconds",
-                self.login.password_max_delay_seconds,
-                1,
-                3600,
-                " seconds",
-            )
-        })
-        .map_err(|(key, message)| invalid(key, message))?;
-        for (i, script) in self.scripts.iter().enumerate() {
-            if let Some(custom) = &script.otp {
-                validate_override(&self.otp, custom).map_err(|(key, message)| {
-                    invalid(format!("scripts[{i}].otp.{key}"), message)
-                })?;
-            }
-        }
-        if !["trace", "debug", "info", "warn", "error"].contains(&self.log.level.as_str()) {
-            return Err(invalid(
-                "log.level".into(),
-                "use one of trace, debug, info, warn, error".into(),
-            ));
-        }
-        Ok(())
     }
 
     pub fn client(&self, client_id: &str) -> Option<&ClientConfig> {
@@ -855,203 +735,6 @@ impl Config {
     pub fn script(&self, acr: &str) -> Option<&ScriptEntry> {
         self.scripts.iter().find(|s| s.acr == acr)
     }
-}
-
-fn in_range(
-    key: &str,
-    value: i64,
-    low: i64,
-    high: i64,
-    unit: &str,
-) -> Result<(), (String, String)> {
-    if value < low || value > high {
-        return Err((
-            key.to_owned(),
-            format!("{value} is out of range: use {low} to {high}{unit}"),
-        ));
-    }
-    Ok(())
-}
-
-fn validate_sms(sms: &SmsConfig) -> Result<(), (String, String)> {
-    in_range(
-        "sms.max_sends_per_login",
-        sms.max_sends_per_login,
-        1,
-        10,
-        "",
-    )?;
-    in_range(
-        "sms.resend_cooldown_seconds",
-        sms.resend_cooldown_seconds,
-        0,
-        3600,
-        " seconds",
-    )?;
-    in_range(
-        "sms.per_number_per_hour",
-        sms.per_number_per_hour,
-        1,
-        1_000_000,
-        "",
-    )?;
-    in_range(
-        "sms.per_number_per_day",
-        sms.per_number_per_day,
-        1,
-        10_000_000,
-        "",
-    )?;
-    in_range(
-        "sms.per_address_per_hour",
-        sms.per_address_per_hour,
-        1,
-        10_000_000,
-        "",
-    )?;
-    in_range("sms.daily_budget", sms.daily_budget, 0, 100_000_000, "")?;
-    in_range("sms.visible_digits", sms.visible_digits, 0, 4, "")?;
-    for (i, prefix) in sms.allowed_prefixes.iter().enumerate() {
-        let digits = prefix.strip_prefix('+').unwrap_or("");
-        if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err((
-                format!("sms.allowed_prefixes[{i}]"),
-                format!("{prefix:?} is not an E.164 prefix like \"+44\""),
-            ));
-        }
-    }
-    if let Some(region) = &sms.default_region {
-        if region.parse::<phonenumber::country::Id>().is_err() {
-            return Err((
-                "sms.default_region".into(),
-                format!("{region:?} is not an ISO 3166 region like \"GB\""),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn validate_otp(otp: &OtpConfig) -> Result<(), (String, String)> {
-    in_range("otp.length", otp.length, 4, 10, " characters")?;
-    in_range(
-        "otp.ttl_seconds",
-        otp.ttl_seconds,
-        1,
-        600,
-        " seconds (codes never live longer than 10 minutes)",
-    )?;
-    in_range(
-        "otp.max_attempts",
-        otp.max_attempts,
-        1,
-        10,
-        " wrong guesses",
-    )?;
-    in_range(
-        "otp.lock_after_failures",
-        otp.lock_after_failures,
-        1,
-        1000,
-        "",
-    )?;
-    in_range("otp.lock_minutes", otp.lock_minutes, 1, 24 * 60, " minutes")?;
-    in_range(
-        "otp.disable_after_failures",
-        otp.disable_after_failures,
-        1,
-        10_000,
-        "",
-    )?;
-    if otp.disable_after_failures < otp.lock_after_failures {
-        return Err((
-            "otp.disable_after_failures".into(),
-            "must be at least otp.lock_after_failures".into(),
-        ));
-    }
-    if let Some(raw) = &otp.code_key {
-        otp_code_key(raw)?;
-    }
-    Ok(())
-}
-
-/// `[otp] code_key` after `${env:NAME}` expansion, checked for length.
-pub fn otp_code_key(
-    raw: &crate::secret::Secret,
-) -> Result<crate::secret::Secret, (String, String)> {
-    let key = expand_env(raw.expose()).map_err(|variable| {
-        (
-            "otp.code_key".to_owned(),
-            format!("environment variable {variable} is not set"),
-        )
-    })?;
-    if key.len() < 32 {
-        return Err((
-            "otp.code_key".into(),
-            format!(
-                "is {} characters; use at least 32 (e.g. the output of `openssl rand -base64 32`)",
-                key.len()
-            ),
-        ));
-    }
-    Ok(crate::secret::Secret::new(key))
-}
-
-/// A script may ask for longer codes, shorter lifetimes, fewer guesses, a larger alphabet.
-fn validate_override(server: &OtpConfig, custom: &OtpOverride) -> Result<(), (String, String)> {
-    if let Some(length) = custom.length {
-        in_range(
-            "length",
-            length,
-            server.length,
-            10,
-            &format!(" characters (at least [otp] length = {})", server.length),
-        )?;
-    }
-    if let Some(ttl) = custom.ttl_seconds {
-        in_range(
-            "ttl_seconds",
-            ttl,
-            1,
-            server.ttl_seconds,
-            &format!(
-                " seconds (at most [otp] ttl_seconds = {})",
-                server.ttl_seconds
-            ),
-        )?;
-    }
-    if let Some(attempts) = custom.max_attempts {
-        in_range(
-            "max_attempts",
-            attempts,
-            1,
-            server.max_attempts,
-            &format!(" (at most [otp] max_attempts = {})", server.max_attempts),
-        )?;
-    }
-    if custom.alphabet == Some(CodeAlphabet::Numeric)
-        && server.alphabet == CodeAlphabet::Alphanumeric
-    {
-        return Err((
-            "alphabet".into(),
-            "numeric would loosen [otp] alphabet = \"alphanumeric\"".into(),
-        ));
-    }
-    Ok(())
-}
-
-pub fn is_valid_acr(acr: &str) -> bool {
-    (1..=64).contains(&acr.len())
-        && acr
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
-fn is_plain_script_file_name(name: &str) -> bool {
-    name.ends_with(".rhai")
-        && name.len() > 5
-        && !name.starts_with('.')
-        && !name.contains(['/', '\\'])
-        && name != ".."
 }
 
 /// toml's messages span several lines with a source excerpt; the log wants one line with line:column.
@@ -1068,6 +751,7 @@ fn one_line_toml_error(text: &str, error: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use validate::is_plain_script_file_name;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("gatehouse.toml"), text)
@@ -1130,6 +814,8 @@ mod tests {
             "acr = \"a\"\nfile = \"a.rhai\"\nsecret_properties = [\"from_number\"]\n[properties]\ntwilio_token = \"t\"\nfrom_number = \"f\"\ntwilio_sid = \"s\"\n",
         )
         .unwrap();
+        let mut entry = entry;
+        entry.resolve();
         let (props, _) = entry.resolved_properties();
         assert!(matches!(props["twilio_token"], PropertyValue::Secret(_)));
         assert!(matches!(props["from_number"], PropertyValue::Secret(_)));

@@ -7,7 +7,7 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier as _, SaltString};
 use argon2::Argon2;
 
-use crate::secret::Secret;
+use crate::base::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot hash the password: {0}")]

@@ -6,7 +6,7 @@ use std::fmt;
 /// the value is reachable only through [`Secret::expose`], which reads as a warning at call sites.
 ///
 /// ```
-/// let token = gatehouse::secret::Secret::new("tok-123");
+/// let token = gatehouse::base::secret::Secret::new("tok-123");
 /// assert_eq!(format!("{token} {token:?}"), "*** ***");
 /// ```
 #[derive(Clone, PartialEq, Eq, Default)]

@@ -4,13 +4,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
 use std::time::Duration;
 
 use notify::event::{AccessKind, EventKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
-
-use crate::script::ScriptHost;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot watch {path}: {source}")]
@@ -69,13 +66,18 @@ fn classify(path: &Path, scripts_dir: &Path, config_path: &Path) -> PathRole {
 }
 
 /// Starts watching; reload lines go to `dispatch` (the script log).
+/// What a burst of changes asks for: `true` when the config file was among them.
+pub type OnChange = Box<dyn Fn(bool) + Send>;
+
 pub fn watch(
-    host: Arc<ScriptHost>,
+    scripts_dir: &Path,
+    config_path: &Path,
     debounce: Duration,
     dispatch: tracing::Dispatch,
+    on_change: OnChange,
 ) -> Result<ReloadWatcher, WatchError> {
-    let scripts_dir = absolute(host.scripts_dir());
-    let config_path = absolute(host.config_path());
+    let scripts_dir = absolute(scripts_dir);
+    let config_path = absolute(config_path);
     let config_dir = config_path
         .parent()
         .map(Path::to_path_buf)
@@ -100,7 +102,7 @@ pub fn watch(
         .name("gatehouse-reload".into())
         .spawn(move || {
             tracing::dispatcher::with_default(&dispatch, || {
-                reload_loop(&host, &receiver, debounce, &scripts_dir, &config_path);
+                reload_loop(&on_change, &receiver, debounce, &scripts_dir, &config_path);
             })
         })
         .expect("spawning the reload thread");
@@ -116,7 +118,7 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 fn reload_loop(
-    host: &ScriptHost,
+    on_change: &OnChange,
     receiver: &mpsc::Receiver<notify::Result<notify::Event>>,
     debounce: Duration,
     scripts_dir: &Path,
@@ -175,11 +177,7 @@ fn reload_loop(
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
-        if config_touched {
-            host.reload();
-        } else {
-            host.reconcile(None);
-        }
+        on_change(config_touched);
     }
 }
 

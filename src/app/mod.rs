@@ -1,0 +1,380 @@
+//! The composition root: builds a Gatehouse instance from a config file. `main.rs` and the tests
+//! wire through here, so both run the same thing. Only this module knows every layer; it owns
+//! the live config and the reload that replaces it.
+
+pub mod reload;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::admin::Admin;
+use crate::base::password::PasswordChecker;
+use crate::base::{SharedClock, SystemClock};
+use crate::config::{restart_only_changes, Config, ConfigError, LiveConfig, CONSOLE_PROVIDER};
+use crate::flow::host::{HostServices, PasswordThrottle};
+use crate::flow::otp::{OtpError, OtpService};
+use crate::flow::script_port::ScriptRuntime;
+use crate::flow::sending::{SendGuard, SendLimits};
+use crate::flow::sms_factor::{AccountPolicy, SmsFactor};
+use crate::flow::throttle::{DelayPolicy, Throttle};
+use crate::flow::LoginEngine;
+use crate::logging::{LogError, ScriptLog};
+use crate::oidc::{KeyError, Provider, SigningKey};
+use crate::outbound::{HttpBridge, HttpError};
+use crate::ports::{DirectoryError, SmsSender, StateStore, UserDirectory};
+use crate::script::{ReloadSummary, ScriptHost};
+use crate::sms::{ProviderSet, RefusingSms, SmsSetupError};
+use crate::store::MemoryStore;
+use crate::users::FileDirectory;
+use crate::web::pages::Pages;
+use crate::web::WebState;
+use reload::{ReloadWatcher, WatchError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Otp(#[from] OtpError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Sms(#[from] SmsSetupError),
+}
+
+/// How an instance is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Logs under the log directory, sends SMS through the configured provider.
+    Serve,
+    /// `gatehouse check` and the operator commands: logs to stderr only, sends nothing.
+    Check,
+}
+
+pub struct Gatehouse {
+    /// The config in force; a reload replaces it (restart-only values stay as they started).
+    pub config: LiveConfig,
+    pub config_path: PathBuf,
+    pub host: Arc<ScriptHost>,
+    pub engine: Arc<LoginEngine>,
+    pub store: Arc<dyn StateStore>,
+    pub users: Arc<dyn UserDirectory>,
+    pub services: Arc<HostServices>,
+    /// The OpenID Connect provider (not built for `check`).
+    pub provider: Option<Arc<Provider>>,
+    pub pages: Arc<Pages>,
+    pub log: ScriptLog,
+    pub clock: SharedClock,
+    watcher: Option<ReloadWatcher>,
+}
+
+pub struct Builder {
+    config_path: PathBuf,
+    mode: Mode,
+    sms: Option<Arc<dyn SmsSender>>,
+    console_log: Option<bool>,
+    store: Option<Arc<dyn StateStore>>,
+    clock: Option<SharedClock>,
+}
+
+impl Builder {
+    pub fn new(config_path: impl Into<PathBuf>) -> Self {
+        Builder {
+            config_path: config_path.into(),
+            mode: Mode::Serve,
+            sms: None,
+            console_log: None,
+            store: None,
+            clock: None,
+        }
+    }
+
+    /// The state store (default: a new in-memory one). Instances given the same store share
+    /// logins, codes, sessions and every counter; they also need the same `[otp] code_key`.
+    pub fn store(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The clock every expiry, lock and window reads (default: the system clock). Tests pass a
+    /// [`crate::base::ManualClock`] and move time instead of sleeping.
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Replaces the configured SMS provider (tests capture messages this way).
+    pub fn sms(mut self, sms: Arc<dyn SmsSender>) -> Self {
+        self.sms = Some(sms);
+        self
+    }
+
+    /// Overrides `log.console` (tests keep stderr quiet).
+    pub fn console_log(mut self, console: bool) -> Self {
+        self.console_log = Some(console);
+        self
+    }
+
+    /// Loads config and users and builds every part; no script is loaded yet (see [`Gatehouse::load_scripts`]).
+    pub fn build(self) -> Result<Gatehouse, StartError> {
+        let config = Config::load(&self.config_path)?;
+        let clock = self.clock.unwrap_or_else(SystemClock::shared);
+        let log = match self.mode {
+            Mode::Serve => ScriptLog::open(
+                &config.paths.log_dir,
+                &config.log.level,
+                self.console_log.unwrap_or(config.log.console),
+            )?,
+            Mode::Check => ScriptLog::console_only(&config.log.level),
+        };
+        // One argon2id gate for the whole server: passwords and backup codes together never run
+        // more checks at once than there are cores.
+        let passwords = Arc::new(PasswordChecker::default());
+        let users: Arc<dyn UserDirectory> = Arc::new(FileDirectory::open_with(
+            &config.paths.users_file,
+            passwords.clone(),
+        )?);
+        let store: Arc<dyn StateStore> = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())));
+        let bridge = Arc::new(HttpBridge::new(&config.http)?);
+        let default_sms: Option<Arc<dyn SmsSender>> = match self.mode {
+            Mode::Check => Some(Arc::new(RefusingSms(
+                "gatehouse check sends nothing".into(),
+            ))),
+            Mode::Serve => self.sms,
+        };
+        let providers = ProviderSet::new(&config.sms, bridge, default_sms)?;
+        if self.mode == Mode::Serve && providers.default_sender().provider() == CONSOLE_PROVIDER {
+            log.scope(|| {
+                tracing::warn!(
+                    target: "server",
+                    "SMS provider is 'console': NO SMS IS SENT. Messages are printed on standard output (development only)"
+                )
+            });
+        }
+        let services = Arc::new(host_services(
+            &config,
+            store.clone(),
+            users.clone(),
+            passwords,
+            clock.clone(),
+        )?);
+        let host = Arc::new(ScriptHost::new(&config, services.clone(), providers));
+        let provider = match self.mode {
+            Mode::Check => None,
+            Mode::Serve => {
+                let path = &config.oidc.signing_key_file;
+                let (key, created) = SigningKey::load_or_create(path)?;
+                if created {
+                    log.scope(|| tracing::warn!(target: "server", "generated a new ID-token signing key {} (kid {}): keep it secret and back it up", path.display(), key.kid));
+                }
+                Some(Arc::new(Provider::new(
+                    store.clone(),
+                    users.clone(),
+                    key,
+                    clock.clone(),
+                )))
+            }
+        };
+        let pages = Arc::new(Pages::new(config.paths.pages_dir.clone()));
+        let login_ttl = Duration::from_secs(config.login.ttl_seconds);
+        let live = LiveConfig::new(config);
+        let engine = Arc::new(LoginEngine::new(
+            host.clone(),
+            store.clone(),
+            services.clone(),
+            live.clone(),
+            login_ttl,
+            Some(log.dispatch.clone()),
+        ));
+        Ok(Gatehouse {
+            config: live,
+            config_path: self.config_path,
+            host,
+            engine,
+            store,
+            users,
+            services,
+            provider,
+            pages,
+            log,
+            clock,
+            watcher: None,
+        })
+    }
+}
+
+/// What every login shares, each policy converted from its own config section.
+fn host_services(
+    config: &Config,
+    store: Arc<dyn StateStore>,
+    users: Arc<dyn UserDirectory>,
+    passwords: Arc<PasswordChecker>,
+    clock: SharedClock,
+) -> Result<HostServices, StartError> {
+    let otp = OtpService::new(
+        store.clone(),
+        config.otp.shared_code_key().as_ref(),
+        clock.clone(),
+    )?;
+    let sms_factor = Arc::new(SmsFactor::new(
+        store.clone(),
+        users.clone(),
+        AccountPolicy::from_config(&config.otp),
+        clock.clone(),
+    ));
+    let delays = |free: i64| DelayPolicy {
+        free_failures: free as u32,
+        max_delay_seconds: config.login.password_max_delay_seconds as u64,
+        memory: Duration::from_secs(3600),
+    };
+    let password_attempts = PasswordThrottle {
+        accounts: Throttle::new(
+            store.clone(),
+            delays(config.login.password_free_failures),
+            clock.clone(),
+        ),
+        addresses: Throttle::new(
+            store.clone(),
+            delays(config.login.password_free_failures * 4),
+            clock.clone(),
+        ),
+    };
+    let sending = SendGuard::new(store, SendLimits::from_config(&config.sms), clock.clone());
+    let webotp_host = config
+        .sms
+        .webotp_line
+        .then(|| {
+            url::Url::parse(&config.oidc.issuer)
+                .ok()?
+                .host_str()
+                .map(str::to_owned)
+        })
+        .flatten();
+    Ok(HostServices {
+        users,
+        otp,
+        sms_factor,
+        password_attempts,
+        sending,
+        webotp_host,
+        passwords,
+        clock,
+    })
+}
+
+impl Gatehouse {
+    /// Compiles and initialises every enabled script.
+    pub fn load_scripts(&self) -> ReloadSummary {
+        self.log
+            .scope(|| self.host.reconcile(&self.config.current()))
+    }
+
+    /// Re-reads the config file (when `config_touched`) and reconciles the scripts with it. A
+    /// config that does not load is logged and the running one kept; an edit of a value that
+    /// needs a restart is named in a warning and not applied.
+    pub fn reload(&self, config_touched: bool) -> ReloadSummary {
+        self.log
+            .scope(|| reload_now(&self.config, &self.host, &self.config_path, config_touched))
+    }
+
+    /// Starts hot reload of scripts and config.
+    pub fn watch(&mut self) -> Result<(), StartError> {
+        let config = self.config.current();
+        let debounce = Duration::from_millis(config.log.reload_debounce_ms);
+        let (live, host, path) = (
+            self.config.clone(),
+            self.host.clone(),
+            self.config_path.clone(),
+        );
+        self.watcher = Some(reload::watch(
+            &config.paths.scripts_dir,
+            &self.config_path,
+            debounce,
+            self.log.dispatch.clone(),
+            Box::new(move |config_touched| {
+                reload_now(&live, &host, &path, config_touched);
+            }),
+        )?);
+        Ok(())
+    }
+
+    /// What the HTTP layer needs; `None` for a `check` instance.
+    pub fn web_state(&self) -> Option<WebState> {
+        let runtime: Arc<dyn ScriptRuntime> = self.host.clone();
+        Some(WebState {
+            config: self.config.clone(),
+            runtime,
+            engine: self.engine.clone(),
+            provider: self.provider.clone()?,
+            store: self.store.clone(),
+            pages: self.pages.clone(),
+            log: self.log.dispatch.clone(),
+            clock: self.clock.clone(),
+        })
+    }
+
+    /// The operator's user actions (CLI; later the admin API).
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.users.clone(), self.services.sms_factor.clone())
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.log.path()
+    }
+
+    pub fn scripts_dir(&self) -> &Path {
+        self.host.scripts_dir()
+    }
+
+    /// Stops watching and runs `destroy` on every serving script.
+    pub fn shutdown(&mut self) {
+        self.watcher = None;
+        self.log.scope(|| {
+            self.host.shutdown();
+            tracing::info!(target: "server", "stopped");
+        });
+    }
+}
+
+fn reload_now(
+    live: &LiveConfig,
+    host: &ScriptHost,
+    config_path: &Path,
+    config_touched: bool,
+) -> ReloadSummary {
+    if !config_touched {
+        return host.reconcile(&live.current());
+    }
+    match Config::load(config_path) {
+        Ok(loaded) => {
+            let running = live.current();
+            for key in restart_only_changes(&running, &loaded) {
+                tracing::warn!(target: "server", "configuration {key} changed: it takes effect after a restart");
+            }
+            let applied = Arc::new(loaded.with_restart_only_values_of(&running));
+            live.replace(applied.clone());
+            host.reconcile(&applied)
+        }
+        Err(error) => {
+            let message = error.to_string();
+            tracing::error!(target: "server", "{message}; the previous configuration keeps serving");
+            host.reconcile(&live.current()).with_config_error(message)
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! SHA-256 digests as the server stores and names things: lowercase hex.
+
+use sha2::{Digest, Sha256};
+use std::fmt::Write;
+
+/// The SHA-256 of `data` as 64 lowercase hex digits.
+pub fn sha256_hex(data: impl AsRef<[u8]>) -> String {
+    hex(&Sha256::digest(data.as_ref()))
+}
+
+/// The raw SHA-256 of `data`.
+pub fn sha256(data: impl AsRef<[u8]>) -> [u8; 32] {
+    Sha256::digest(data.as_ref()).into()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}

@@ -1,0 +1,366 @@
+//! Checks of a parsed config that types alone cannot make: ranges, references between
+//! sections, uniqueness. Every message names the key and the fix.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::*;
+
+impl Config {
+    pub(super) fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let mut seen = HashSet::new();
+        for (i, script) in self.scripts.iter().enumerate() {
+            let key = format!("scripts[{i}]");
+            if !is_valid_acr(&script.acr) {
+                return Err(invalid(
+                    format!("{key}.acr"),
+                    format!(
+                        "{:?} is not a valid acr: use 1-64 letters, digits, '_', '-' or '.'",
+                        script.acr
+                    ),
+                ));
+            }
+            if !seen.insert(script.acr.as_str()) {
+                return Err(invalid(
+                    format!("{key}.acr"),
+                    format!("acr {:?} is configured twice", script.acr),
+                ));
+            }
+            if !is_plain_script_file_name(&script.file) {
+                return Err(invalid(
+                    format!("{key}.file"),
+                    format!("{:?} must be a file name ending in .rhai inside the scripts directory (no '/')", script.file),
+                ));
+            }
+        }
+        let provider_known =
+            |name: &str| name == CONSOLE_PROVIDER || self.sms.providers.contains_key(name);
+        if !provider_known(&self.sms.provider) {
+            return Err(invalid(
+                "sms.provider".into(),
+                format!(
+                    "{:?} is neither \"console\" nor a [sms.providers.NAME] section",
+                    self.sms.provider
+                ),
+            ));
+        }
+        for (i, script) in self.scripts.iter().enumerate() {
+            if let Some(name) = script
+                .sms_provider
+                .as_deref()
+                .filter(|n| !provider_known(n))
+            {
+                return Err(invalid(
+                    format!("scripts[{i}].sms_provider"),
+                    format!("{name:?} is neither \"console\" nor a [sms.providers.NAME] section"),
+                ));
+            }
+        }
+        let issuer = url::Url::parse(&self.oidc.issuer).map_err(|e| {
+            invalid(
+                "oidc.issuer".into(),
+                format!("{:?} is not a URL: {e}", self.oidc.issuer),
+            )
+        })?;
+        if !matches!(issuer.scheme(), "http" | "https")
+            || issuer.query().is_some()
+            || issuer.fragment().is_some()
+        {
+            return Err(invalid(
+                "oidc.issuer".into(),
+                "use an http(s) URL without query or fragment".into(),
+            ));
+        }
+        let mut client_ids = HashSet::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            let key = format!("clients[{i}]");
+            if client.client_id.is_empty() || !client_ids.insert(client.client_id.as_str()) {
+                return Err(invalid(
+                    format!("{key}.client_id"),
+                    "must be present and unique".into(),
+                ));
+            }
+            if client.redirect_uris.is_empty() {
+                return Err(invalid(
+                    format!("{key}.redirect_uris"),
+                    "register at least one redirect URI".into(),
+                ));
+            }
+            for (j, uri) in client
+                .redirect_uris
+                .iter()
+                .chain(&client.post_logout_redirect_uris)
+                .enumerate()
+            {
+                let parsed = url::Url::parse(uri).map_err(|e| {
+                    invalid(format!("{key}.redirect_uris[{j}]"), format!("{uri:?}: {e}"))
+                })?;
+                if parsed.fragment().is_some() || !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(invalid(
+                        format!("{key}.redirect_uris[{j}]"),
+                        format!("{uri:?}: use an http(s) URL without fragment"),
+                    ));
+                }
+            }
+        }
+        if let Some(default_acr) = &self.login.default_acr {
+            if !self.scripts.iter().any(|s| &s.acr == default_acr) {
+                return Err(invalid(
+                    "login.default_acr".into(),
+                    format!(
+                        "{default_acr:?} names no [[scripts]] entry; add one or change the default"
+                    ),
+                ));
+            }
+        }
+        let positive = [
+            ("login.ttl_seconds", self.login.ttl_seconds),
+            ("sandbox.max_operations", self.sandbox.max_operations),
+            ("sandbox.hook_timeout_ms", self.sandbox.hook_timeout_ms),
+            ("sandbox.max_script_bytes", self.sandbox.max_script_bytes),
+            ("http.connect_timeout_ms", self.http.connect_timeout_ms),
+            ("http.timeout_ms", self.http.timeout_ms),
+            ("http.max_response_bytes", self.http.max_response_bytes),
+            ("oidc.code_ttl_seconds", self.oidc.code_ttl_seconds),
+            (
+                "oidc.access_token_ttl_seconds",
+                self.oidc.access_token_ttl_seconds,
+            ),
+            ("oidc.id_token_ttl_seconds", self.oidc.id_token_ttl_seconds),
+            ("oidc.sso_ttl_seconds", self.oidc.sso_ttl_seconds),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key.into(), "must be greater than 0".into()));
+            }
+        }
+        validate_otp(&self.otp).map_err(|(key, message)| invalid(key, message))?;
+        validate_sms(&self.sms).map_err(|(key, message)| invalid(key, message))?;
+        in_range(
+            "login.password_free_failures",
+            self.login.password_free_failures,
+            0,
+            100,
+            "",
+        )
+        .and_then(|_| {
+            in_range(
+                "login.password_max_delay_seconds",
+                self.login.password_max_delay_seconds,
+                1,
+                3600,
+                " seconds",
+            )
+        })
+        .map_err(|(key, message)| invalid(key, message))?;
+        for (i, script) in self.scripts.iter().enumerate() {
+            if let Some(custom) = &script.otp {
+                validate_override(&self.otp, custom).map_err(|(key, message)| {
+                    invalid(format!("scripts[{i}].otp.{key}"), message)
+                })?;
+            }
+        }
+        if !["trace", "debug", "info", "warn", "error"].contains(&self.log.level.as_str()) {
+            return Err(invalid(
+                "log.level".into(),
+                "use one of trace, debug, info, warn, error".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn in_range(
+    key: &str,
+    value: i64,
+    low: i64,
+    high: i64,
+    unit: &str,
+) -> Result<(), (String, String)> {
+    if value < low || value > high {
+        return Err((
+            key.to_owned(),
+            format!("{value} is out of range: use {low} to {high}{unit}"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_sms(sms: &SmsConfig) -> Result<(), (String, String)> {
+    in_range(
+        "sms.max_sends_per_login",
+        sms.max_sends_per_login,
+        1,
+        10,
+        "",
+    )?;
+    in_range(
+        "sms.resend_cooldown_seconds",
+        sms.resend_cooldown_seconds,
+        0,
+        3600,
+        " seconds",
+    )?;
+    in_range(
+        "sms.per_number_per_hour",
+        sms.per_number_per_hour,
+        1,
+        1_000_000,
+        "",
+    )?;
+    in_range(
+        "sms.per_number_per_day",
+        sms.per_number_per_day,
+        1,
+        10_000_000,
+        "",
+    )?;
+    in_range(
+        "sms.per_address_per_hour",
+        sms.per_address_per_hour,
+        1,
+        10_000_000,
+        "",
+    )?;
+    in_range("sms.daily_budget", sms.daily_budget, 0, 100_000_000, "")?;
+    in_range("sms.visible_digits", sms.visible_digits, 0, 4, "")?;
+    for (i, prefix) in sms.allowed_prefixes.iter().enumerate() {
+        let digits = prefix.strip_prefix('+').unwrap_or("");
+        if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err((
+                format!("sms.allowed_prefixes[{i}]"),
+                format!("{prefix:?} is not an E.164 prefix like \"+44\""),
+            ));
+        }
+    }
+    if let Some(region) = &sms.default_region {
+        if crate::base::phone::Region::parse(region).is_none() {
+            return Err((
+                "sms.default_region".into(),
+                format!("{region:?} is not an ISO 3166 region like \"GB\""),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_otp(otp: &OtpConfig) -> Result<(), (String, String)> {
+    in_range("otp.length", otp.length, 4, 10, " characters")?;
+    in_range(
+        "otp.ttl_seconds",
+        otp.ttl_seconds,
+        1,
+        600,
+        " seconds (codes never live longer than 10 minutes)",
+    )?;
+    in_range(
+        "otp.max_attempts",
+        otp.max_attempts,
+        1,
+        10,
+        " wrong guesses",
+    )?;
+    in_range(
+        "otp.lock_after_failures",
+        otp.lock_after_failures,
+        1,
+        1000,
+        "",
+    )?;
+    in_range("otp.lock_minutes", otp.lock_minutes, 1, 24 * 60, " minutes")?;
+    in_range(
+        "otp.disable_after_failures",
+        otp.disable_after_failures,
+        1,
+        10_000,
+        "",
+    )?;
+    if otp.disable_after_failures < otp.lock_after_failures {
+        return Err((
+            "otp.disable_after_failures".into(),
+            "must be at least otp.lock_after_failures".into(),
+        ));
+    }
+    if let Some(raw) = &otp.code_key {
+        otp_code_key(raw)?;
+    }
+    Ok(())
+}
+
+/// `[otp] code_key` after `${env:NAME}` expansion, checked for length.
+fn otp_code_key(raw: &EnvValue) -> Result<(), (String, String)> {
+    let key = raw.require("otp.code_key")?.expose();
+    if key.len() < 32 {
+        return Err((
+            "otp.code_key".into(),
+            format!(
+                "is {} characters; use at least 32 (e.g. the output of `openssl rand -base64 32`)",
+                key.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A script may ask for longer codes, shorter lifetimes, fewer guesses, a larger alphabet.
+fn validate_override(server: &OtpConfig, custom: &OtpOverride) -> Result<(), (String, String)> {
+    if let Some(length) = custom.length {
+        in_range(
+            "length",
+            length,
+            server.length,
+            10,
+            &format!(" characters (at least [otp] length = {})", server.length),
+        )?;
+    }
+    if let Some(ttl) = custom.ttl_seconds {
+        in_range(
+            "ttl_seconds",
+            ttl,
+            1,
+            server.ttl_seconds,
+            &format!(
+                " seconds (at most [otp] ttl_seconds = {})",
+                server.ttl_seconds
+            ),
+        )?;
+    }
+    if let Some(attempts) = custom.max_attempts {
+        in_range(
+            "max_attempts",
+            attempts,
+            1,
+            server.max_attempts,
+            &format!(" (at most [otp] max_attempts = {})", server.max_attempts),
+        )?;
+    }
+    if custom.alphabet == Some(CodeAlphabet::Numeric)
+        && server.alphabet == CodeAlphabet::Alphanumeric
+    {
+        return Err((
+            "alphabet".into(),
+            "numeric would loosen [otp] alphabet = \"alphanumeric\"".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub fn is_valid_acr(acr: &str) -> bool {
+    (1..=64).contains(&acr.len())
+        && acr
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+pub(super) fn is_plain_script_file_name(name: &str) -> bool {
+    name.ends_with(".rhai")
+        && name.len() > 5
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\'])
+        && name != ".."
+}

@@ -1,0 +1,127 @@
+//! Who signs in: password checks with their delays, binding a login to a directory user or to a
+//! phone number, the directory facade scripts use, working parameters and page messages.
+
+use crate::base::phone::PHONE_SUBJECT_PREFIX;
+use crate::base::{store_keys, Secret};
+use crate::flow::sms_factor::SmsFactor;
+use crate::ports::{AttributeChange, UserEntry};
+
+use super::{HookContext, HostError};
+
+impl HookContext {
+    /// Checks a username and password; on success the login is bound to that user.
+    /// After repeated failures the account and the client address must wait (doubling delays):
+    /// a password tried too early is refused unchecked, with the same answer as a wrong one.
+    pub fn authenticate_user(&self, username: &str, password: &Secret) -> Result<bool, HostError> {
+        self.add_masked(password.expose());
+        if username.is_empty() || password.is_empty() {
+            return Ok(false);
+        }
+        let throttle = &self.services.password_attempts;
+        let account_key = store_keys::password_failures_of_account(username);
+        let address_key = self
+            .client_ip
+            .map(|ip| store_keys::password_failures_from_address(&ip));
+        let wait = throttle
+            .accounts
+            .wait(&account_key)?
+            .into_iter()
+            .chain(match &address_key {
+                Some(key) => throttle.addresses.wait(key)?,
+                None => None,
+            });
+        if let Some(seconds) = wait.max() {
+            tracing::warn!(target: "server", acr = self.acr.as_str(), login = self.correlation_id.as_str(), "password not checked: too many recent failures for {username} or this address (wait {seconds} s)");
+            return Ok(false);
+        }
+        let ok = self.services.users.verify_password(username, password)?;
+        if ok {
+            throttle.accounts.clear(&account_key)?;
+            let entry = self.services.users.find(username)?;
+            self.bind_user(username, entry.as_ref())?;
+            self.record_method("pwd");
+        } else {
+            throttle.accounts.fail(&account_key)?;
+            if let Some(key) = &address_key {
+                throttle.addresses.fail(key)?;
+            }
+        }
+        Ok(ok)
+    }
+
+    /// Binds the login to a directory user, noting once whether its SMS factor is disabled.
+    fn bind_user(&self, username: &str, entry: Option<&UserEntry>) -> Result<(), HostError> {
+        let disabled = entry.is_some_and(SmsFactor::marked_in_directory);
+        if !disabled {
+            self.services.sms_factor.follow_directory_reset(username)?;
+        }
+        let mut state = self.state();
+        state.user = Some(username.to_owned());
+        state.sms_disabled_in_directory = disabled;
+        Ok(())
+    }
+
+    /// Binds the login to an existing user without a password (Gluu's `authenticate(user)`).
+    pub fn set_user(&self, username: &str) -> Result<bool, HostError> {
+        let Some(entry) = self.services.users.find(username)? else {
+            return Ok(false);
+        };
+        self.bind_user(username, Some(&entry))?;
+        Ok(true)
+    }
+
+    pub fn user(&self) -> Option<String> {
+        self.state().user.clone()
+    }
+
+    /// Binds the login to the holder of a phone number rather than to a directory user
+    /// (WSO2's SendOTPDirectlyToMobile): the subject is `tel:` and the E.164 number, which no
+    /// directory name can take. `None` if the number is malformed or its country not allowed.
+    /// The login still needs a code sent to that number and verified before it completes.
+    /// A login already bound to someone else is never rebound.
+    pub fn set_phone_user(&self, raw: &str) -> Option<String> {
+        let number = self.normalize_phone(raw)?;
+        let subject = format!("{PHONE_SUBJECT_PREFIX}{number}");
+        // A script that prints identity::user() must not put the number in the log.
+        self.add_masked(&number);
+        let mut state = self.state();
+        if state.user.as_ref().is_some_and(|u| *u != subject) {
+            return None;
+        }
+        state.user = Some(subject.clone());
+        state.sms_disabled_in_directory = false;
+        Some(subject)
+    }
+
+    /// Notes a method the host verified (see [`super::HookState::methods`]).
+    pub(super) fn record_method(&self, method: &str) {
+        let mut state = self.state();
+        if !state.methods.iter().any(|m| m == method) {
+            state.methods.push(method.to_owned());
+        }
+    }
+
+    pub fn find_user(&self, username: &str) -> Result<Option<UserEntry>, HostError> {
+        Ok(self.services.users.find(username)?)
+    }
+
+    pub fn find_users_by(&self, attribute: &str, value: &str) -> Result<Vec<UserEntry>, HostError> {
+        Ok(self.services.users.find_by_attribute(attribute, value)?)
+    }
+
+    pub fn update_user(&self, username: &str, change: AttributeChange) -> Result<(), HostError> {
+        Ok(self.services.users.update(username, change)?)
+    }
+
+    pub fn set_working(&self, name: &str, value: String) {
+        self.state().working.insert(name.to_owned(), value);
+    }
+
+    pub fn working(&self, name: &str) -> Option<String> {
+        self.state().working.get(name).cloned()
+    }
+
+    pub fn set_message(&self, message: &str) {
+        self.state().message = Some(message.to_owned());
+    }
+}

@@ -1,0 +1,260 @@
+//! [`HookContext`]: everything a running hook may touch, one per hook call and never shared
+//! between logins; and [`HostServices`], what every login shares. The host's policies (code
+//! policy, account locks, sending limits, password delays) sit here, around the scripts: a script
+//! can tighten them, never loosen them, and their messages replace the script's.
+//!
+//! By topic: `identity` (who signs in, the directory, working parameters), `codes` (one-time and
+//! backup codes), `sms` (numbers and sending), `messages` (what users read).
+
+mod codes;
+mod identity;
+pub mod messages;
+mod sms;
+
+pub use sms::RESEND_CODE_SLOT;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use crate::base::password::PasswordChecker;
+use crate::base::SharedClock;
+use crate::flow::otp::{OtpError, OtpService};
+use crate::flow::params::RequestParams;
+use crate::flow::sending::{SendError, SendGuard};
+use crate::flow::sms_factor::{FactorError, SmsFactor};
+use crate::flow::throttle::Throttle;
+use crate::ports::{DirectoryError, SmsError, StoreError, UserDirectory};
+
+/// What hooks can use from the host, shared by every login.
+pub struct HostServices {
+    pub users: Arc<dyn UserDirectory>,
+    pub otp: OtpService,
+    /// Locks, disable and reset of each account's SMS factor.
+    pub sms_factor: Arc<SmsFactor>,
+    /// Progressive delays after wrong passwords, per account and per client address.
+    pub password_attempts: PasswordThrottle,
+    /// Number normalisation, allowed countries and sending limits for every SMS.
+    pub sending: SendGuard,
+    /// The host named in the WebOTP last line of messages (`@HOST #CODE`), from the issuer;
+    /// `None` leaves the line out.
+    pub webotp_host: Option<String>,
+    /// The one argon2id gate (backup codes here; the directory's passwords share it).
+    pub passwords: Arc<PasswordChecker>,
+    pub clock: SharedClock,
+}
+
+pub struct PasswordThrottle {
+    pub accounts: Throttle,
+    pub addresses: Throttle,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{0} is only available during a login, not in init/destroy")]
+    NoLogin(&'static str),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Otp(#[from] OtpError),
+    #[error(transparent)]
+    Sms(#[from] SmsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+impl From<FactorError> for HostError {
+    fn from(error: FactorError) -> Self {
+        match error {
+            FactorError::Store(e) => HostError::Store(e),
+            FactorError::Directory(e) => HostError::Directory(e),
+        }
+    }
+}
+
+/// Per-login state a hook can read and change; the login's transaction keeps it between steps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HookState {
+    /// The user this login has identified (set by a successful password check or `set_user`).
+    pub user: Option<String>,
+    /// Named working parameters (Gluu's `identity.setWorkingParameter`).
+    pub working: BTreeMap<String, String>,
+    /// Message to show on the next page.
+    pub message: Option<String>,
+    /// Set when a sending limit refused a message: seconds until it may succeed (HTTP Retry-After).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
+    /// The last message sent with a code: its number and its text with the code as `{code}`,
+    /// so that the host can resend a fresh code the same way.
+    #[serde(default)]
+    pub last_sms: Option<(String, String)>,
+    /// What the host itself verified in this login, as RFC 8176 method names ("pwd", "sms",
+    /// "otp"), in order: the ID token's `amr` is built from it.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// The directory entry of `user` carried the SMS-factor disable mark when the login bound
+    /// it: read once then, not on every guess.
+    #[serde(default)]
+    pub sms_disabled_in_directory: bool,
+}
+
+pub struct HookContext {
+    pub acr: String,
+    /// Correlation id written on every log line of this login ("-" outside logins).
+    pub correlation_id: String,
+    services: Arc<HostServices>,
+    /// The key issued codes are bound to; `None` in init/destroy.
+    login_key: Option<String>,
+    state: Mutex<HookState>,
+    /// Values masked in anything this login logs: password, passcodes, issued codes.
+    masked: Mutex<Vec<String>>,
+    /// A message the host's policy sets (a lock): it wins over whatever the script says.
+    policy_message: Mutex<Option<String>>,
+    client_ip: Option<IpAddr>,
+    accept_language: Option<String>,
+    /// The code issued during this call, if any (never stored: only its hash is).
+    issued: Mutex<Option<String>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A hook that panicked mid-update leaves plain data behind: keep using it.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl HookContext {
+    /// A context for `init`/`destroy`: no login, no codes.
+    pub fn for_lifecycle(acr: &str, services: Arc<HostServices>) -> Arc<Self> {
+        Arc::new(HookContext {
+            acr: acr.to_owned(),
+            correlation_id: "-".into(),
+            services,
+            login_key: None,
+            state: Mutex::new(HookState::default()),
+            masked: Mutex::new(Vec::new()),
+            policy_message: Mutex::new(None),
+            client_ip: None,
+            accept_language: None,
+            issued: Mutex::new(None),
+        })
+    }
+
+    pub fn for_login(
+        acr: &str,
+        correlation_id: &str,
+        login_key: &str,
+        services: Arc<HostServices>,
+        state: HookState,
+        params: Option<&RequestParams>,
+    ) -> Arc<Self> {
+        let masked = params
+            .map(|p| p.masked_values().filter(|v| !v.is_empty()).collect())
+            .unwrap_or_default();
+        Arc::new(HookContext {
+            acr: acr.to_owned(),
+            correlation_id: correlation_id.to_owned(),
+            services,
+            login_key: Some(login_key.to_owned()),
+            state: Mutex::new(state),
+            masked: Mutex::new(masked),
+            policy_message: Mutex::new(None),
+            client_ip: params.and_then(RequestParams::client_ip),
+            accept_language: params.and_then(|p| p.accept_language().map(str::to_owned)),
+            issued: Mutex::new(None),
+        })
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, HookState> {
+        lock(&self.state)
+    }
+
+    /// The state after the call, with a policy message in place of the script's.
+    pub fn take_state(&self) -> HookState {
+        let mut state = self.state().clone();
+        if let Some(message) = lock(&self.policy_message).clone() {
+            state.message = Some(message);
+        }
+        state
+    }
+
+    /// Sets the message of a policy decision (lock, disable); scripts cannot replace it.
+    fn set_policy_message(&self, message: &str) {
+        *lock(&self.policy_message) = Some(message.to_owned());
+    }
+
+    /// Replaces every sensitive value in `text` by `***`.
+    pub fn mask(&self, text: &str) -> String {
+        let masked = lock(&self.masked);
+        let mut out = text.to_owned();
+        for value in masked.iter() {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), "***");
+            }
+        }
+        out
+    }
+
+    fn add_masked(&self, value: &str) {
+        if !value.is_empty() {
+            lock(&self.masked).push(value.to_owned());
+        }
+    }
+
+    fn login_key(&self, function: &'static str) -> Result<&str, HostError> {
+        self.login_key
+            .as_deref()
+            .ok_or(HostError::NoLogin(function))
+    }
+
+    /// Writes a script's own line to the script log, masked, with acr and correlation id.
+    pub fn log(&self, level: tracing::Level, text: &str) {
+        let text = self.mask(text);
+        let (acr, login) = (self.acr.as_str(), self.correlation_id.as_str());
+        match level {
+            tracing::Level::ERROR => tracing::error!(target: "script", acr, login, "{text}"),
+            tracing::Level::WARN => tracing::warn!(target: "script", acr, login, "{text}"),
+            tracing::Level::INFO => tracing::info!(target: "script", acr, login, "{text}"),
+            tracing::Level::DEBUG => tracing::debug!(target: "script", acr, login, "{text}"),
+            tracing::Level::TRACE => tracing::trace!(target: "script", acr, login, "{text}"),
+        }
+    }
+
+    /// The user's languages from Accept-Language, best first ("fr-CH" gives "fr-ch" then "fr").
+    pub fn languages(&self) -> Vec<String> {
+        let Some(header) = &self.accept_language else {
+            return Vec::new();
+        };
+        let mut ranked: Vec<(f32, String)> = header
+            .split(',')
+            .filter_map(|part| {
+                let mut pieces = part.trim().split(';');
+                let tag = pieces.next()?.trim().to_ascii_lowercase();
+                let quality = pieces
+                    .find_map(|p| p.trim().strip_prefix("q=")?.parse::<f32>().ok())
+                    .unwrap_or(1.0);
+                (!tag.is_empty() && tag != "*" && quality > 0.0).then_some((quality, tag))
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
+        let mut languages = Vec::new();
+        for (_, tag) in ranked {
+            let base = tag.split('-').next().unwrap_or("").to_owned();
+            for candidate in [tag, base] {
+                if !candidate.is_empty() && !languages.contains(&candidate) {
+                    languages.push(candidate);
+                }
+            }
+        }
+        languages
+    }
+
+    /// The WebOTP host, if messages end with `@HOST #CODE`.
+    pub fn webotp_host(&self) -> Option<&str> {
+        self.services.webotp_host.as_deref()
+    }
+}

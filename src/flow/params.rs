@@ -1,0 +1,95 @@
+//! Request parameters as a hook sees them: the first value of each name, secrets wrapped, and
+//! which values are masked wherever a login logs.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use crate::base::Secret;
+
+/// Request parameters as a hook sees them: the first value of each name.
+#[derive(Debug, Clone, Default)]
+pub struct RequestParams {
+    values: BTreeMap<String, ParamValue>,
+    /// Where the request came from (after trusted proxies), for per-address limits.
+    client_ip: Option<IpAddr>,
+    /// The browser's Accept-Language, for messages in the user's language.
+    accept_language: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamValue {
+    Plain(String),
+    /// Reaches the script as an opaque value that prints as `***`.
+    Secret(Secret),
+}
+
+/// Parameters delivered to scripts as opaque secrets.
+const SECRET_PARAMS: [&str; 1] = ["password"];
+/// Parameters whose values are masked wherever a script logs them.
+const MASKED_PARAMS: [&str; 6] = ["password", "passcode", "otp", "code", "pin", "backup_code"];
+
+impl RequestParams {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds from name/value pairs, keeping the first value of each name (as Gluu does).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut params = RequestParams::new();
+        for (name, value) in pairs {
+            let name = name.into();
+            if params.values.contains_key(&name) {
+                continue;
+            }
+            let value = value.into();
+            let value = if SECRET_PARAMS.contains(&name.as_str()) {
+                ParamValue::Secret(Secret::new(value))
+            } else {
+                ParamValue::Plain(value)
+            };
+            params.values.insert(name, value);
+        }
+        params
+    }
+
+    pub fn with_client_ip(mut self, ip: Option<IpAddr>) -> Self {
+        self.client_ip = ip;
+        self
+    }
+
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
+    }
+
+    pub fn with_accept_language(mut self, value: Option<String>) -> Self {
+        self.accept_language = value;
+        self
+    }
+
+    pub fn accept_language(&self) -> Option<&str> {
+        self.accept_language.as_deref()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &ParamValue)> {
+        self.values.iter()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ParamValue> {
+        self.values.get(name)
+    }
+
+    pub(crate) fn masked_values(&self) -> impl Iterator<Item = String> + '_ {
+        self.values
+            .iter()
+            .filter(|(name, _)| MASKED_PARAMS.contains(&name.as_str()))
+            .map(|(_, v)| match v {
+                ParamValue::Plain(s) => s.clone(),
+                ParamValue::Secret(s) => s.expose().to_owned(),
+            })
+    }
+}

@@ -1,0 +1,405 @@
+//! The SMS factor of an account: consecutive wrong codes, locks that double, the disable that
+//! waits for an operator, and the reset. One owner for both kinds of subject: a directory user's
+//! disable is also written to the directory (it outlives the state store); a phone-number subject
+//! (`tel:+E164`) has no entry, so its disable lives in the state store only. The login flow, the
+//! CLI (`gatehouse users reset-sms`) and later the admin API all go through [`SmsFactor`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::base::phone::is_phone_subject;
+use crate::base::{store_keys, SharedClock};
+use crate::config::OtpConfig;
+use crate::ports::{
+    AttributeChange, DirectoryError, StateStore, StoreError, StoreUpdate, UserDirectory, UserEntry,
+};
+
+/// User attribute that marks a disabled SMS factor; an operator removes it to reset
+/// (`gatehouse users reset-sms NAME`).
+pub const SMS_DISABLED_ATTRIBUTE: &str = "gatehouseSmsDisabled";
+
+/// How long an account's record is remembered without activity.
+const ACCOUNT_MEMORY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// When an account's SMS factor locks, and when it is disabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountPolicy {
+    /// Consecutive wrong codes that lock the factor (and every further multiple of it).
+    pub lock_after: u32,
+    /// First lock; each further lock doubles it.
+    pub lock_minutes: u64,
+    /// Consecutive wrong codes that disable the factor until an operator resets it.
+    pub disable_after: u32,
+}
+
+impl AccountPolicy {
+    pub fn from_config(config: &OtpConfig) -> AccountPolicy {
+        AccountPolicy {
+            lock_after: config.lock_after_failures as u32,
+            lock_minutes: config.lock_minutes as u64,
+            disable_after: config.disable_after_failures as u32,
+        }
+    }
+}
+
+/// The state-store record of one account's SMS factor.
+#[derive(Serialize, Deserialize, Default, Clone)]
+struct AccountRecord {
+    consecutive_failures: u32,
+    locks: u32,
+    locked_until_ms: u64,
+    /// Disabled until an operator resets it (also written to the directory for directory users).
+    #[serde(default)]
+    disabled: bool,
+}
+
+/// What an account's SMS factor allows right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactorState {
+    Open,
+    Locked { retry_after_seconds: u64 },
+    Disabled,
+}
+
+/// What one answer (a code or a backup code) did to the account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// The answer was right and the factor open: the count starts again.
+    Accepted,
+    /// The answer was wrong and counted; the factor stays open.
+    Counted,
+    /// Refused because the factor is locked (or this wrong answer locked it).
+    Locked { retry_after_seconds: u64 },
+    /// Refused because the factor is disabled (or this wrong answer disabled it).
+    Disabled,
+    /// Nothing was compared and the factor is open.
+    Untouched,
+}
+
+/// An answer's verdict before the account has a say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Right,
+    Wrong,
+    /// Nothing was compared (no code, expired code): the account is not touched.
+    NotCompared,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FactorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+}
+
+/// What an operator's reset found and cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResetReport {
+    /// The directory entry carried the disable mark (removed).
+    pub directory_mark_removed: bool,
+    /// The state store held a count, a lock or a disable (removed).
+    pub store_record_removed: bool,
+}
+
+pub struct SmsFactor {
+    store: Arc<dyn StateStore>,
+    users: Arc<dyn UserDirectory>,
+    policy: AccountPolicy,
+    clock: SharedClock,
+}
+
+fn read(bytes: Option<&[u8]>) -> Option<AccountRecord> {
+    bytes.and_then(|b| serde_json::from_slice(b).ok())
+}
+
+impl SmsFactor {
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        users: Arc<dyn UserDirectory>,
+        policy: AccountPolicy,
+        clock: SharedClock,
+    ) -> Self {
+        SmsFactor {
+            store,
+            users,
+            policy,
+            clock,
+        }
+    }
+
+    fn state_of(&self, record: &AccountRecord) -> FactorState {
+        let now = self.clock.now_ms();
+        if record.disabled {
+            FactorState::Disabled
+        } else if record.locked_until_ms > now {
+            FactorState::Locked {
+                retry_after_seconds: (record.locked_until_ms - now).div_ceil(1000),
+            }
+        } else {
+            FactorState::Open
+        }
+    }
+
+    /// Whether a directory entry carries the disable mark. Read once when a login binds its
+    /// user, not on every guess.
+    pub fn marked_in_directory(entry: &UserEntry) -> bool {
+        entry.first(SMS_DISABLED_ATTRIBUTE) == Some("true")
+    }
+
+    /// The factor's state as the state store knows it (one read).
+    pub fn state(&self, account: &str) -> Result<FactorState, FactorError> {
+        let record = read(self.store.get(&store_keys::sms_factor(account))?.as_deref());
+        Ok(record.map_or(FactorState::Open, |r| self.state_of(&r)))
+    }
+
+    /// The full state for an operator: the store's record and, for a directory user, the mark.
+    pub fn status(&self, account: &str) -> Result<FactorState, FactorError> {
+        if !is_phone_subject(account) {
+            if let Some(entry) = self.users.find(account)? {
+                if Self::marked_in_directory(&entry) {
+                    return Ok(FactorState::Disabled);
+                }
+            }
+        }
+        self.state(account)
+    }
+
+    /// Settles one compared answer against the account in one atomic update: a locked or
+    /// disabled factor refuses even a right answer; a right answer on an open factor starts the
+    /// count again; a wrong one is counted and may lock or disable the factor. A disable of a
+    /// directory user is also marked in the directory.
+    pub fn settle(&self, account: &str, answer: Answer) -> Result<Settled, FactorError> {
+        if answer == Answer::NotCompared {
+            // Nothing to count; a lock or disable still decides what the user is told.
+            return Ok(match self.state(account)? {
+                FactorState::Open => Settled::Untouched,
+                FactorState::Locked {
+                    retry_after_seconds,
+                } => Settled::Locked {
+                    retry_after_seconds,
+                },
+                FactorState::Disabled => Settled::Disabled,
+            });
+        }
+        let policy = self.policy;
+        let now = self.clock.now_ms();
+        let mut settled = Settled::Untouched;
+        self.store.update(
+            &store_keys::sms_factor(account),
+            Some(ACCOUNT_MEMORY),
+            &mut |current| {
+                let existed = current.is_some();
+                let mut record = read(current).unwrap_or_default();
+                match (self.state_of(&record), answer) {
+                    (FactorState::Disabled, _) => {
+                        settled = Settled::Disabled;
+                        StoreUpdate::Keep
+                    }
+                    (
+                        FactorState::Locked {
+                            retry_after_seconds,
+                        },
+                        _,
+                    ) => {
+                        settled = Settled::Locked {
+                            retry_after_seconds,
+                        };
+                        StoreUpdate::Keep
+                    }
+                    (FactorState::Open, Answer::Right) => {
+                        settled = Settled::Accepted;
+                        if existed {
+                            StoreUpdate::Delete
+                        } else {
+                            StoreUpdate::Keep
+                        }
+                    }
+                    (FactorState::Open, _) => {
+                        record.consecutive_failures += 1;
+                        let failures = record.consecutive_failures;
+                        settled = Settled::Counted;
+                        if policy.disable_after > 0 && failures >= policy.disable_after {
+                            record.disabled = true;
+                            settled = Settled::Disabled;
+                        } else if policy.lock_after > 0 && failures % policy.lock_after == 0 {
+                            record.locks += 1;
+                            let minutes = policy
+                                .lock_minutes
+                                .saturating_mul(1 << (record.locks - 1).min(16));
+                            record.locked_until_ms = now + minutes * 60_000;
+                            settled = Settled::Locked {
+                                retry_after_seconds: minutes * 60,
+                            };
+                        }
+                        StoreUpdate::Put(
+                            serde_json::to_vec(&record).expect("account record serialises"),
+                        )
+                    }
+                }
+            },
+        )?;
+        if settled == Settled::Disabled && answer == Answer::Wrong {
+            self.mark_disabled_in_directory(account)?;
+        }
+        Ok(settled)
+    }
+
+    /// The disable outlives the state store for directory users: it is written to their entry.
+    fn mark_disabled_in_directory(&self, account: &str) -> Result<(), FactorError> {
+        if is_phone_subject(account) {
+            return Ok(());
+        }
+        let change = AttributeChange::Replace {
+            attribute: SMS_DISABLED_ATTRIBUTE.into(),
+            values: vec!["true".into()],
+        };
+        Ok(self.users.update(account, change)?)
+    }
+
+    /// A login bound a directory user whose entry carries no disable mark: an operator has
+    /// reset the factor (perhaps from another process, which cannot reach this store), so a
+    /// disable left in the store is stale and goes. Once per login, not per guess.
+    pub fn follow_directory_reset(&self, account: &str) -> Result<(), FactorError> {
+        if is_phone_subject(account) {
+            return Ok(());
+        }
+        self.store.update(
+            &store_keys::sms_factor(account),
+            None,
+            &mut |current| match read(current) {
+                Some(record) if record.disabled => StoreUpdate::Delete,
+                _ => StoreUpdate::Keep,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The operator's reset: clears the count, the lock and the disable, in the directory and in
+    /// the state store, for either kind of subject.
+    pub fn reset(&self, account: &str) -> Result<ResetReport, FactorError> {
+        let mut report = ResetReport::default();
+        if !is_phone_subject(account) {
+            let entry = self
+                .users
+                .find(account)?
+                .ok_or_else(|| DirectoryError::NoSuchUser(account.to_owned()))?;
+            if entry.attributes.contains_key(SMS_DISABLED_ATTRIBUTE) {
+                self.users.update(
+                    account,
+                    AttributeChange::Replace {
+                        attribute: SMS_DISABLED_ATTRIBUTE.into(),
+                        values: Vec::new(),
+                    },
+                )?;
+                report.directory_mark_removed = true;
+            }
+        }
+        let key = store_keys::sms_factor(account);
+        let mut existed = false;
+        self.store.update(&key, None, &mut |current| {
+            existed = current.is_some();
+            StoreUpdate::Delete
+        })?;
+        report.store_record_removed = existed;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base::ManualClock;
+    use crate::store::MemoryStore;
+
+    struct NoUsers;
+    impl UserDirectory for NoUsers {
+        fn find(&self, _: &str) -> Result<Option<UserEntry>, DirectoryError> {
+            Ok(None)
+        }
+        fn find_by_attribute(&self, _: &str, _: &str) -> Result<Vec<UserEntry>, DirectoryError> {
+            Ok(Vec::new())
+        }
+        fn verify_password(
+            &self,
+            _: &str,
+            _: &crate::base::Secret,
+        ) -> Result<bool, DirectoryError> {
+            Ok(false)
+        }
+        fn update(&self, _: &str, _: AttributeChange) -> Result<(), DirectoryError> {
+            Ok(())
+        }
+    }
+
+    fn factor(lock_after: u32, disable_after: u32) -> (SmsFactor, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new());
+        let factor = SmsFactor::new(
+            Arc::new(MemoryStore::with_clock(clock.clone())),
+            Arc::new(NoUsers),
+            AccountPolicy {
+                lock_after,
+                lock_minutes: 15,
+                disable_after,
+            },
+            clock.clone(),
+        );
+        (factor, clock)
+    }
+
+    #[test]
+    fn locks_double_then_the_factor_is_disabled() {
+        let (factor, clock) = factor(2, 8);
+        let mut locks = Vec::new();
+        for _ in 0..8 {
+            match factor.settle("tel:+447700900123", Answer::Wrong).unwrap() {
+                Settled::Locked {
+                    retry_after_seconds,
+                } => {
+                    locks.push(retry_after_seconds / 60);
+                    // Wait the lock out, so the next wrong answer is counted.
+                    clock.advance(Duration::from_secs(retry_after_seconds));
+                }
+                Settled::Disabled => locks.push(0),
+                _ => {}
+            }
+        }
+        assert_eq!(locks, [15, 30, 60, 0]);
+        assert_eq!(
+            factor.state("tel:+447700900123").unwrap(),
+            FactorState::Disabled
+        );
+        // A right answer does not open a disabled factor; the operator's reset does.
+        assert_eq!(
+            factor.settle("tel:+447700900123", Answer::Right).unwrap(),
+            Settled::Disabled
+        );
+        let report = factor.reset("tel:+447700900123").unwrap();
+        assert!(report.store_record_removed);
+        assert_eq!(
+            factor.state("tel:+447700900123").unwrap(),
+            FactorState::Open
+        );
+    }
+
+    #[test]
+    fn a_locked_factor_refuses_even_a_right_answer_until_the_lock_ends() {
+        let (factor, clock) = factor(1, 100);
+        assert!(matches!(
+            factor.settle("alice", Answer::Wrong).unwrap(),
+            Settled::Locked { .. }
+        ));
+        assert!(matches!(
+            factor.settle("alice", Answer::Right).unwrap(),
+            Settled::Locked { .. }
+        ));
+        clock.advance(Duration::from_secs(15 * 60));
+        assert_eq!(
+            factor.settle("alice", Answer::Right).unwrap(),
+            Settled::Accepted
+        );
+        assert_eq!(factor.state("alice").unwrap(), FactorState::Open);
+    }
+}
