@@ -1,8 +1,13 @@
 //! The OpenID Connect provider logic (no HTTP here): authorization requests, clients, PKCE,
-//! authorization codes, ID and access tokens, userinfo claims, logout hints.
+//! authorization codes, ID and access tokens, userinfo claims, logout hints; and, in `decide`,
+//! what a request leads to (single sign-on, prompt, acr choice, logout target).
 
+mod decide;
 pub mod keys;
 
+pub use decide::{
+    decide_authorization, logout_target, AuthorizeDecision, SignedIn, UnregisteredLogoutUri,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,11 +1,15 @@
 //! HTTP surface (axum). Handlers stay thin: parse, call the flow or the OIDC provider on the
 //! blocking pool (ports may block), map the result. The only module that knows axum.
 
+mod error;
+mod extract;
 mod login;
 mod oidc;
 pub mod pages;
 mod security;
 mod session;
+
+pub use error::WebError;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,7 +56,7 @@ impl WebState {
         self.runtime.interactive_acrs()
     }
 
-    /// A plain page for the user; the detail for the operator goes to the log.
+    /// A plain page for the user (the detail for the operator goes to the log).
     fn error_page(
         &self,
         status: StatusCode,
@@ -75,13 +79,15 @@ impl WebState {
 }
 
 /// Runs blocking work (scripts, password hashing, stores) off the async workers.
-/// The work gets the state, with this instance's log as the destination of its events.
-async fn blocking<F>(state: &WebState, work: F) -> Response
+/// The work gets the state, with this instance's log as the destination of its events; it may
+/// return a `Result<Response, WebError>` and use `?`.
+async fn blocking<F, R>(state: &WebState, work: F) -> Response
 where
-    F: FnOnce(&WebState) -> Response + Send + 'static,
+    F: FnOnce(&WebState) -> R + Send + 'static,
+    R: IntoResponse + Send + 'static,
 {
     let app = state.clone();
-    match tokio::task::spawn_blocking(move || app.log_scope(|| work(&app))).await {
+    match tokio::task::spawn_blocking(move || app.log_scope(|| work(&app).into_response())).await {
         Ok(response) => response,
         Err(error) => {
             state

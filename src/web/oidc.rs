@@ -8,6 +8,8 @@ use axum::Json;
 use base64::Engine as _;
 
 use crate::flow::params::RequestParams;
+use crate::oidc::logout_target;
+use crate::web::error::WebError;
 use crate::web::session;
 use crate::web::{blocking, request_id, see_other, single_values, WebState};
 
@@ -134,91 +136,66 @@ pub async fn end_session(
     headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    blocking(&state, move |app| {
-        let config = app.config.current();
-        let id = request_id(&headers);
-        let params = match single_values(pairs) {
-            Ok(params) => params,
-            Err(name) => {
-                return app.error_page(
-                    StatusCode::BAD_REQUEST,
-                    "Invalid request",
-                    &format!("The parameter {name} is repeated."),
-                    &id,
-                )
-            }
-        };
-        let hint = params
-            .get("id_token_hint")
-            .and_then(|t| app.provider.logout_hint(&config, t));
-        if params.contains_key("id_token_hint") && hint.is_none() {
-            return app.error_page(
-                StatusCode::BAD_REQUEST,
-                "Invalid request",
-                "The id_token_hint is not valid.",
-                &id,
+    blocking(&state, move |app| end_session_now(app, &headers, pairs)).await
+}
+
+fn end_session_now(
+    app: &WebState,
+    headers: &HeaderMap,
+    pairs: Vec<(String, String)>,
+) -> Result<Response, WebError> {
+    let config = app.config.current();
+    let invalid = |detail: &str| WebError::BadRequest {
+        heading: "Invalid request",
+        detail: detail.to_owned(),
+    };
+    let params = single_values(pairs).map_err(WebError::RepeatedParameter)?;
+    let hint = params
+        .get("id_token_hint")
+        .and_then(|t| app.provider.logout_hint(&config, t));
+    if params.contains_key("id_token_hint") && hint.is_none() {
+        return Err(invalid("The id_token_hint is not valid."));
+    }
+    let client_id = hint
+        .as_ref()
+        .map(|h| h.client_id.clone())
+        .or_else(|| params.get("client_id").cloned());
+    let target = logout_target(
+        &config,
+        client_id.as_deref(),
+        params.get("post_logout_redirect_uri").map(String::as_str),
+    )
+    .map_err(|refused| invalid(&refused.to_string()))?;
+    let mut session = session::load(app.store.as_ref(), &config.oidc, headers)
+        .map_err(|e| WebError::Unavailable(e.to_string()))?;
+    if let Some(signed_in) = session.data.signed_in.clone() {
+        let same_user = hint.as_ref().is_none_or(|h| h.user == signed_in.user);
+        if same_user {
+            let params = RequestParams::from_pairs(
+                params
+                    .iter()
+                    .filter(|(n, _)| *n != "id_token_hint")
+                    .map(|(k, v)| (k.clone(), v.clone())),
             );
+            app.engine.logout(&signed_in.acr, &signed_in.user, &params);
         }
-        let client_id = hint
-            .as_ref()
-            .map(|h| h.client_id.clone())
-            .or_else(|| params.get("client_id").cloned());
-        // Only a registered post-logout URI of the client is ever a redirect target.
-        let target = match params.get("post_logout_redirect_uri") {
-            Some(uri) => {
-                let registered = client_id
-                    .as_deref()
-                    .and_then(|c| config.client(c))
-                    .is_some_and(|c| c.post_logout_redirect_uris.iter().any(|r| r == uri));
-                if !registered {
-                    return app.error_page(
-                        StatusCode::BAD_REQUEST,
-                        "Invalid request",
-                        "The post_logout_redirect_uri is not registered for this application.",
-                        &id,
-                    );
-                }
-                Some(uri.clone())
+    }
+    let cookie = session.destroy(app.store.as_ref(), &config.oidc).ok();
+    let headers = session::with_cookie(HeaderMap::new(), cookie);
+    Ok(match target {
+        Some(uri) => {
+            let mut location = url::Url::parse(&uri).expect("registered URIs are valid");
+            if let Some(state_value) = params.get("state") {
+                location.query_pairs_mut().append_pair("state", state_value);
             }
-            None => None,
-        };
-        let mut session = match session::load(app.store.as_ref(), &config.oidc, &headers) {
-            Ok(session) => session,
-            Err(e) => {
-                tracing::error!(target: "server", "{e}");
-                return StatusCode::SERVICE_UNAVAILABLE.into_response();
-            }
-        };
-        if let Some(signed_in) = session.data.signed_in.clone() {
-            let same_user = hint.as_ref().is_none_or(|h| h.user == signed_in.user);
-            if same_user {
-                let params = RequestParams::from_pairs(
-                    params
-                        .iter()
-                        .filter(|(n, _)| *n != "id_token_hint")
-                        .map(|(k, v)| (k.clone(), v.clone())),
-                );
-                app.engine.logout(&signed_in.acr, &signed_in.user, &params);
-            }
+            see_other(location.as_str(), headers)
         }
-        let cookie = session.destroy(app.store.as_ref(), &config.oidc).ok();
-        let headers = session::with_cookie(HeaderMap::new(), cookie);
-        match target {
-            Some(uri) => {
-                let mut location = url::Url::parse(&uri).expect("registered URIs are valid");
-                if let Some(state_value) = params.get("state") {
-                    location.query_pairs_mut().append_pair("state", state_value);
-                }
-                see_other(location.as_str(), headers)
-            }
-            None => {
-                let html = app
-                    .pages
-                    .render("signed_out.html", minijinja::context! {})
-                    .unwrap_or_default();
-                (headers, Html(html)).into_response()
-            }
+        None => {
+            let html = app
+                .pages
+                .render("signed_out.html", minijinja::context! {})
+                .unwrap_or_default();
+            (headers, Html(html)).into_response()
         }
     })
-    .await
 }

@@ -13,6 +13,7 @@ use tracing::instrument::WithSubscriber;
 
 use crate::base::random;
 use crate::config::ServerConfig;
+use crate::web::error::ErrorPage;
 use crate::web::WebState;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -68,6 +69,9 @@ pub async fn headers_and_log(
         request.headers_mut().insert(REQUEST_ID, value);
     }
     let mut response = next.run(request).with_subscriber(state.log.clone()).await;
+    if let Some(page) = response.extensions_mut().remove::<ErrorPage>() {
+        response = render_error(&state, response.status(), page, &id);
+    }
     let https = config.oidc.is_https();
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -101,4 +105,21 @@ pub async fn headers_and_log(
     let elapsed = started.elapsed().as_micros();
     state.log_scope(|| tracing::debug!(target: "server", request = id.as_str(), "{method} {path} -> {status} in {elapsed} us"));
     response
+}
+
+/// The one place an error page is rendered and its log line written, with the request id.
+fn render_error(
+    state: &WebState,
+    status: axum::http::StatusCode,
+    page: ErrorPage,
+    id: &str,
+) -> Response {
+    if let Some((level, detail)) = &page.log {
+        state.log_scope(|| match *level {
+            tracing::Level::ERROR => tracing::error!(target: "server", request = id, "{detail}"),
+            tracing::Level::WARN => tracing::warn!(target: "server", request = id, "{detail}"),
+            _ => tracing::info!(target: "server", request = id, "{detail}"),
+        });
+    }
+    state.error_page(status, page.heading, &page.detail, id)
 }

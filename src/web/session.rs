@@ -11,17 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::base::digest::sha256_hex;
 use crate::base::{random, store_keys};
 use crate::config::OidcConfig;
-use crate::oidc::AuthorizationRequest;
+use crate::oidc::{AuthorizationRequest, SignedIn};
 use crate::ports::{StateStore, StoreError};
-
-/// Single sign-on: who this browser is signed in as, and how.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SignedIn {
-    pub user: String,
-    pub acr: String,
-    pub amr: Vec<String>,
-    pub auth_time: u64,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BrowserSession {

@@ -1,0 +1,91 @@
+//! Extractors for the login pages: the browser's session with its login in progress
+//! ([`InLogin`]), and a posted login form with its CSRF token checked ([`LoginForm`]). Handlers
+//! start from a request that is known to belong to a sign-in.
+
+use axum::extract::{Form, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+
+use crate::flow::LoginHandle;
+use crate::web::error::WebError;
+use crate::web::session::{self, Session};
+use crate::web::WebState;
+
+/// The browser's session and the login it has in progress.
+pub struct InLogin {
+    pub session: Session,
+    pub login: LoginHandle,
+}
+
+impl FromRequestParts<WebState> for InLogin {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, WebError> {
+        let headers = parts.headers.clone();
+        let app = state.clone();
+        // The store may block (a shared store is a network call): load on the blocking pool.
+        let session = tokio::task::spawn_blocking(move || {
+            session::load(app.store.as_ref(), &app.config.current().oidc, &headers)
+        })
+        .await
+        .map_err(|e| WebError::Unavailable(format!("loading the session failed: {e}")))?
+        .map_err(|e| WebError::Unavailable(e.to_string()))?;
+        let login = session
+            .data
+            .login
+            .as_deref()
+            .and_then(LoginHandle::parse)
+            .filter(|_| session.id.is_some())
+            .ok_or(WebError::NoLogin)?;
+        Ok(InLogin { session, login })
+    }
+}
+
+/// A posted login form: the session and its login, the form's fields, the CSRF token compared
+/// in constant time.
+pub struct LoginForm {
+    pub session: Session,
+    pub login: LoginHandle,
+    /// The fields as posted, in order (`csrf` included).
+    pub fields: Vec<(String, String)>,
+}
+
+impl FromRequest<WebState> for LoginForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &WebState) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let InLogin { session, login } = InLogin::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Form(fields) =
+            Form::<Vec<(String, String)>>::from_request(Request::from_parts(parts, body), state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+        let csrf = fields
+            .iter()
+            .find(|(n, _)| n == "csrf")
+            .map_or("", |(_, v)| v.as_str());
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            csrf.as_bytes(),
+            session.data.csrf.as_bytes(),
+        )) {
+            return Err(WebError::Csrf.into_response());
+        }
+        Ok(LoginForm {
+            session,
+            login,
+            fields,
+        })
+    }
+}
+
+impl LoginForm {
+    /// The first value of `name`.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
