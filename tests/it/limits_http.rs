@@ -9,20 +9,16 @@ use crate::support::*;
 
 const TRUST_LOCALHOST: &str = "trusted_proxies = [\"127.0.0.1\"]";
 
-fn web_env(scripts: Vec<ScriptSpec>, sms: &str, server: &str) -> TestEnv {
-    TestEnv::with_options(
+/// `scripts` served over HTTP with these [sms] and [server] keys.
+fn limited_env(scripts: Vec<ScriptSpec>, sms: &str, server: &str) -> TestEnv {
+    web_env(
         scripts,
-        EnvOptions {
-            web: true,
-            sms: sms.into(),
-            server: server.into(),
-            ..EnvOptions::default()
-        },
+        EnvOptions::default().with_sms(sms).with_server(server),
     )
 }
 
 fn sms_otp_env(sms: &str, server: &str) -> TestEnv {
-    web_env(vec![script("sms_otp", &shipped_script())], sms, server)
+    limited_env(vec![script("sms_otp", &shipped_script())], sms, server)
 }
 
 fn retry_after(response: &Response) -> Option<u64> {
@@ -162,7 +158,7 @@ fn numbers_are_normalised_or_refused_and_shown_masked_as_configured() {
     let reading = |attribute: &str| {
         shipped_script().replace("\"phoneNumberVerified\";", &format!("\"{attribute}\";"))
     };
-    let env = web_env(
+    let env = limited_env(
         vec![
             script("local", &reading("localPhone")),
             script("tel", &reading("telPhone")),
@@ -219,7 +215,7 @@ fn resend_cooldown_doubles_and_a_login_gets_three_sends() {
         (429, Some(1))
     );
     // Waiting out the one-second (then two-second) cooldowns is what is tested.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    env.advance(std::time::Duration::from_millis(1100));
     assert_eq!(location(&login.resend()), "/login");
     assert_eq!(env.sms.count(), 2);
     let early = login.resend();
@@ -227,7 +223,7 @@ fn resend_cooldown_doubles_and_a_login_gets_three_sends() {
         (early.status().as_u16(), retry_after(&early)),
         (429, Some(2))
     );
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    env.advance(std::time::Duration::from_millis(2100));
     assert_eq!(location(&login.resend()), "/login");
     assert_eq!(env.sms.count(), 3);
     // The fourth send of this sign-in: 429 with no Retry-After, only a new sign-in helps.
@@ -262,7 +258,7 @@ fn wrong_codes(env: &TestEnv, acr: Option<&str>, guesses: usize) -> Option<Strin
 #[test]
 fn ten_wrong_codes_lock_the_sms_factor_on_every_path() {
     let locked = "Too many wrong codes. Sign-in by text message is locked for 15 minutes.";
-    let env = web_env(
+    let env = limited_env(
         vec![
             script("sms_otp", &shipped_script())
                 .with("[scripts.properties]\nBackupCode = \"true\""),
@@ -397,7 +393,7 @@ fn fifty_wrong_guesses_at_once_over_http_evaluate_at_most_five() {
 
 #[test]
 fn a_phone_number_sign_in_is_limited_like_any_other() {
-    let env = web_env(
+    let env = limited_env(
         vec![script("sms_otp", &shipped_script())
             .with("[scripts.properties]\nSendOTPDirectlyToMobile = \"true\"")],
         "allowed_prefixes = [\"+44\"]\nper_number_per_hour = 2\nper_number_per_day = 10\nper_address_per_hour = 100",

@@ -127,7 +127,7 @@ fn expired_code_is_refused() {
     let login = env.pass_password(None);
     let code = env.sms.last_code();
     // Letting the one-second lifetime pass is the point of this test, not synchronisation.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    env.advance(std::time::Duration::from_millis(1100));
     let retry = expect_retry(env.submit(&login, 2, &[("passcode", &code)]).unwrap());
     assert_eq!(
         retry.message.as_deref(),

@@ -12,44 +12,21 @@ use openidconnect::{
 };
 
 use crate::support::mock_http::{MockResponse, MockServer};
-use crate::support::web::{csrf_of, location, query_param, Browser};
+use crate::support::web::{query_param, WebLogin};
 use crate::support::*;
 
-/// Logs in through the pages: password, then the code `code_for()` finds after step 1.
+/// Logs in through the pages: password, then the code `code_for()` finds after step 1; the
+/// passcode page shows where the code went, masked.
 fn log_in_with_pages(
-    browser: &Browser,
-    base: &str,
+    login: &WebLogin,
     authorize_url: &str,
     code_for: impl Fn() -> String,
 ) -> String {
-    let start = browser.get(authorize_url);
-    assert_eq!(start.status(), 303, "{}", start.text().unwrap_or_default());
-    assert_eq!(location(&start), "/login");
-    let page = browser.get(&format!("{base}/login")).text().unwrap();
-    assert!(page.contains("name=\"password\""), "{page}");
-    let csrf = csrf_of(&page);
-    let step = browser.post(
-        &format!("{base}/login"),
-        &[
-            ("csrf", &csrf),
-            ("step", "1"),
-            ("username", "alice"),
-            ("password", ALICE_PASSWORD),
-        ],
-    );
-    assert_eq!(location(&step), "/login");
-    let page = browser.get(&format!("{base}/login")).text().unwrap();
-    assert!(
-        page.contains("autocomplete=\"one-time-code\"") && page.contains("+44******0123"),
-        "{page}"
-    );
-    let csrf = csrf_of(&page);
-    let done = browser.post(
-        &format!("{base}/login"),
-        &[("csrf", &csrf), ("step", "2"), ("passcode", &code_for())],
-    );
-    assert_eq!(done.status(), 303);
-    location(&done)
+    login.sign_in(authorize_url, || {
+        let page = login.page();
+        assert!(page.contains("+44******0123"), "{page}");
+        code_for()
+    })
 }
 
 fn relying_party_login(env: &TestEnv, acr: &str, code_for: impl Fn() -> String) {
@@ -89,8 +66,8 @@ fn relying_party_login(env: &TestEnv, acr: &str, code_for: impl Fn() -> String) 
         .add_auth_context_value(AuthenticationContextClass::new(acr.into()))
         .set_pkce_challenge(challenge)
         .url();
-    let browser = Browser::new();
-    let callback = log_in_with_pages(&browser, &base, authorize_url.as_str(), code_for);
+    let login = WebLogin::new(&base);
+    let callback = log_in_with_pages(&login, authorize_url.as_str(), code_for);
     assert!(callback.starts_with(RP_REDIRECT), "{callback}");
     assert_eq!(
         query_param(&callback, "state").as_deref(),
@@ -132,23 +109,16 @@ fn relying_party_login(env: &TestEnv, acr: &str, code_for: impl Fn() -> String) 
     );
 }
 
-fn web_env(scripts: Vec<ScriptSpec>) -> TestEnv {
-    TestEnv::with_options(
-        scripts,
-        EnvOptions {
-            web: true,
-            ..EnvOptions::default()
-        },
-    )
-}
-
 /// Stytch checks its codes itself: its entry says what the ID token's amr is. The others get
 /// theirs from what the host verified (password, then the SMS code).
 const AMR: &str = "amr = [\"pwd\", \"sms\", \"mfa\"]";
 
 #[test]
 fn relying_party_logs_in_with_sms_otp() {
-    let env = web_env(vec![script("sms_otp", &shipped_script())]);
+    let env = web_env(
+        vec![script("sms_otp", &shipped_script())],
+        EnvOptions::default(),
+    );
     relying_party_login(&env, "sms_otp", || env.sms.last_code());
     assert_log_clean(&env, &[&env.sms.last_code(), ALICE_PASSWORD, RP_SECRET]);
 }
@@ -162,7 +132,7 @@ fn relying_party_logs_in_with_twilio_sms() {
             "[scripts.properties]\ntwilio_sid = \"AC1\"\ntwilio_token = \"tw-tok-x\"\nfrom_number = \"+15550001111\"\ntwilio_api_base = {:?}",
             twilio.url()
         )),
-    ]);
+    ], EnvOptions::default());
     relying_party_login(&env, "twilio_sms", || {
         twilio.requests().last().unwrap().form()[2].1[..6].to_owned()
     });
@@ -188,7 +158,7 @@ fn relying_party_logs_in_with_stytch() {
         script("stytch", &shipped("stytch")).with(&format!(
             "{AMR}\n[scripts.properties]\nSMS_ENDPOINT = \"{base}/v1/otps/sms/send\"\nAUTH_ENDPOINT = \"{base}/v1/otps/authenticate\"\nENROLL_ENDPOINT = \"{base}/v1/otps/sms/login_or_create\"\nPROJECT_ID = \"project-test-e2e\"\nSECRET = \"secret-test-e2e\""
         )),
-    ]);
+    ], EnvOptions::default());
     relying_party_login(&env, "stytch", || "135790".to_owned());
     assert_eq!(
         stytch.requests().len(),

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::web::{csrf_of, location, query_param, Browser};
+use crate::support::web::{query_param, WebLogin};
 use crate::support::*;
 
 const DEMO_REDIRECT: &str = "http://localhost:9090/callback";
@@ -80,53 +80,38 @@ fn the_readme_demo_login_on_the_shipped_defaults_keeps_codes_out_of_logs() {
         .port();
     let server = serve_shipped(dir.path(), port);
     let base = format!("http://127.0.0.1:{port}");
-    let browser = Browser::new();
+    let login = WebLogin::new(&base);
     let authorize = format!(
         "{base}/authorize?client_id=demo&redirect_uri={}&response_type=code&scope=openid%20profile%20phone&state=demo-state&nonce=demo-nonce&code_challenge={README_CHALLENGE}&code_challenge_method=S256&acr_values=sms_otp",
         url::form_urlencoded::byte_serialize(DEMO_REDIRECT.as_bytes()).collect::<String>()
     );
-    assert_eq!(location(&browser.get(&authorize)), "/login");
-    let csrf = csrf_of(&browser.get(&format!("{base}/login")).text().unwrap());
-    browser.post(
-        &format!("{base}/login"),
-        &[
-            ("csrf", &csrf),
-            ("step", "1"),
-            ("username", "alice"),
-            ("password", "wonderland"),
-        ],
-    );
-    let page = browser.get(&format!("{base}/login")).text().unwrap();
-    assert!(page.contains("+44******0123"), "{page}");
-    // The code is on the terminal, as the README says.
-    let mut line = String::new();
-    let printed = wait_until(Duration::from_secs(10), || {
-        line = server
-            .stdout
-            .lock()
-            .unwrap()
-            .lines()
-            .find(|l| l.starts_with("[console SMS, not sent]"))
-            .unwrap_or_default()
-            .to_owned();
-        !line.is_empty()
+    let mut code = String::new();
+    let callback = login.sign_in(&authorize, || {
+        let page = login.page();
+        assert!(page.contains("+44******0123"), "{page}");
+        // The code is on the terminal, as the README says.
+        let mut line = String::new();
+        let printed = wait_until(Duration::from_secs(10), || {
+            line = server
+                .stdout
+                .lock()
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with("[console SMS, not sent]"))
+                .unwrap_or_default()
+                .to_owned();
+            !line.is_empty()
+        });
+        assert!(printed, "no console SMS line on standard output");
+        assert!(line.contains("to +447700900123: "), "{line}");
+        code = line.rsplit('#').next().unwrap().trim().to_owned();
+        assert_eq!(code.len(), 6, "{line}");
+        code.clone()
     });
-    assert!(printed, "no console SMS line on standard output");
-    assert!(line.contains("to +447700900123: "), "{line}");
-    let code = line.rsplit('#').next().unwrap().trim().to_owned();
-    assert_eq!(code.len(), 6, "{line}");
-    let answer = browser.post(
-        &format!("{base}/login"),
-        &[
-            ("csrf", &csrf_of(&page)),
-            ("step", "2"),
-            ("passcode", &code),
-        ],
-    );
-    let callback = location(&answer);
     assert!(callback.starts_with(DEMO_REDIRECT), "{callback}");
     let authorization_code = query_param(&callback, "code").unwrap();
-    let tokens: serde_json::Value = browser
+    let tokens: serde_json::Value = login
+        .browser
         .client
         .post(format!("{base}/token"))
         .basic_auth("demo", Some("demo-secret"))

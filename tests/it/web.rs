@@ -4,31 +4,24 @@
 
 use std::time::Duration;
 
-use reqwest::blocking::Response;
-
-use crate::support::web::{csrf_of, location, query_param, session_cookie, Browser};
+use crate::support::web::{
+    csrf_of, exchange, location, query_param, session_cookie, token_request, WebLogin, CHALLENGE,
+    VERIFIER,
+};
 use crate::support::*;
 
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r7wW1gFWFOEjXk";
-const CHALLENGE: &str = "bwWFMyPfdG9qreDhH2lmftFx_dFeLDalzcT1gb_j68g";
-
-fn web_env_with(options: EnvOptions) -> TestEnv {
+/// Three methods: two enabled at different levels, one disabled.
+fn three_methods_with(options: EnvOptions) -> TestEnv {
     let scripts = vec![
         script("sms_otp", &shipped_script()).with("level = 10"),
         script("second", &shipped_script()).with("level = 5"),
         script("off", &shipped_script()).with("enabled = false"),
     ];
-    TestEnv::with_options(
-        scripts,
-        EnvOptions {
-            web: true,
-            ..options
-        },
-    )
+    web_env(scripts, options)
 }
 
-fn web_env() -> TestEnv {
-    web_env_with(EnvOptions::default())
+fn three_methods() -> TestEnv {
+    three_methods_with(EnvOptions::default())
 }
 
 fn authorize_url(env: &TestEnv, extra: &[(&str, &str)]) -> String {
@@ -56,76 +49,10 @@ fn authorize_url(env: &TestEnv, extra: &[(&str, &str)]) -> String {
     url.to_string()
 }
 
-fn login_page(env: &TestEnv, browser: &Browser) -> String {
-    browser
-        .get(&format!("{}/login", env.base.as_ref().unwrap()))
-        .text()
-        .unwrap()
-}
-
-fn post_step(env: &TestEnv, browser: &Browser, fields: &[(&str, &str)]) -> Response {
-    browser.post(&format!("{}/login", env.base.as_ref().unwrap()), fields)
-}
-
-/// Logs in through the pages and returns the callback URL.
-fn full_login(env: &TestEnv, browser: &Browser, url: &str) -> String {
-    assert_eq!(location(&browser.get(url)), "/login");
-    let csrf = csrf_of(&login_page(env, browser));
-    post_step(
-        env,
-        browser,
-        &[
-            ("csrf", &csrf),
-            ("step", "1"),
-            ("username", "alice"),
-            ("password", ALICE_PASSWORD),
-        ],
-    );
-    let csrf = csrf_of(&login_page(env, browser));
-    let done = post_step(
-        env,
-        browser,
-        &[
-            ("csrf", &csrf),
-            ("step", "2"),
-            ("passcode", &env.sms.last_code()),
-        ],
-    );
-    location(&done)
-}
-
-fn token_request(
-    env: &TestEnv,
-    form: &[(&str, &str)],
-    basic: Option<(&str, &str)>,
-) -> (u16, serde_json::Value) {
-    let client = reqwest::blocking::Client::new();
-    let mut request = client
-        .post(format!("{}/token", env.base.as_ref().unwrap()))
-        .form(form);
-    if let Some((user, password)) = basic {
-        request = request.basic_auth(user, Some(password));
-    }
-    let response = request.send().unwrap();
-    (response.status().as_u16(), response.json().unwrap())
-}
-
-fn exchange(env: &TestEnv, code: &str, verifier: Option<&str>) -> (u16, serde_json::Value) {
-    let mut form = vec![
-        ("grant_type", "authorization_code"),
-        ("code", code),
-        ("redirect_uri", RP_REDIRECT),
-    ];
-    if let Some(verifier) = verifier {
-        form.push(("code_verifier", verifier));
-    }
-    token_request(env, &form, Some((RP_ID, RP_SECRET)))
-}
-
 #[test]
 fn discovery_lists_enabled_interactive_acrs_in_level_order() {
-    let env = web_env();
-    let doc: serde_json::Value = Browser::new()
+    let env = three_methods();
+    let doc: serde_json::Value = WebLogin::new(env.base.as_ref().unwrap())
         .get(&format!(
             "{}/.well-known/openid-configuration",
             env.base.as_ref().unwrap()
@@ -146,7 +73,7 @@ fn discovery_lists_enabled_interactive_acrs_in_level_order() {
         doc["id_token_signing_alg_values_supported"],
         serde_json::json!(["RS256"])
     );
-    let jwks: serde_json::Value = Browser::new()
+    let jwks: serde_json::Value = WebLogin::new(env.base.as_ref().unwrap())
         .get(doc["jwks_uri"].as_str().unwrap())
         .json()
         .unwrap();
@@ -158,7 +85,7 @@ fn discovery_lists_enabled_interactive_acrs_in_level_order() {
 
 #[test]
 fn redirect_uri_must_match_exactly_and_a_mismatch_is_never_a_redirect() {
-    let env = web_env();
+    let env = three_methods();
     for variant in [
         "http://127.0.0.1:9/callback2",
         "http://127.0.0.1:9/callback?x=1",
@@ -169,7 +96,8 @@ fn redirect_uri_must_match_exactly_and_a_mismatch_is_never_a_redirect() {
         "http://127.0.0.1:9/callback#frag",
         "https://127.0.0.1:9/callback",
     ] {
-        let response = Browser::new().get(&authorize_url(&env, &[("redirect_uri", variant)]));
+        let response = WebLogin::new(env.base.as_ref().unwrap())
+            .get(&authorize_url(&env, &[("redirect_uri", variant)]));
         assert_eq!(response.status(), 400, "{variant}");
         assert!(
             location(&response).is_empty(),
@@ -180,14 +108,15 @@ fn redirect_uri_must_match_exactly_and_a_mismatch_is_never_a_redirect() {
             "{variant}"
         );
     }
-    let unknown = Browser::new().get(&authorize_url(&env, &[("client_id", "nobody")]));
+    let unknown = WebLogin::new(env.base.as_ref().unwrap())
+        .get(&authorize_url(&env, &[("client_id", "nobody")]));
     assert_eq!(unknown.status(), 400);
     assert!(location(&unknown).is_empty());
 }
 
 #[test]
 fn protocol_errors_go_back_to_the_application_with_the_state() {
-    let env = web_env();
+    let env = three_methods();
     for (extra, error) in [
         (vec![("code_challenge_method", "plain")], "invalid_request"),
         (
@@ -203,7 +132,7 @@ fn protocol_errors_go_back_to_the_application_with_the_state() {
         (vec![("acr_values", "off")], "invalid_request"),
         (vec![("prompt", "none")], "login_required"),
     ] {
-        let response = Browser::new().get(&authorize_url(&env, &extra));
+        let response = WebLogin::new(env.base.as_ref().unwrap()).get(&authorize_url(&env, &extra));
         assert_eq!(response.status(), 303, "{extra:?}");
         let target = location(&response);
         assert!(target.starts_with(RP_REDIRECT), "{target}");
@@ -215,7 +144,7 @@ fn protocol_errors_go_back_to_the_application_with_the_state() {
         assert_eq!(query_param(&target, "state").as_deref(), Some("s-1"));
     }
     // Without PKCE, a client configured not to need it is fine.
-    let legacy = Browser::new().get(&authorize_url(
+    let legacy = WebLogin::new(env.base.as_ref().unwrap()).get(&authorize_url(
         &env,
         &[
             ("client_id", "legacy"),
@@ -228,8 +157,8 @@ fn protocol_errors_go_back_to_the_application_with_the_state() {
 
 #[test]
 fn first_enabled_acr_wins_and_state_is_echoed_byte_for_byte() {
-    let env = web_env();
-    let browser = Browser::new();
+    let env = three_methods();
+    let browser = WebLogin::new(env.base.as_ref().unwrap());
     let odd_state = "a b+c/%20&=ü\"<>";
     let url = authorize_url(
         &env,
@@ -238,7 +167,7 @@ fn first_enabled_acr_wins_and_state_is_echoed_byte_for_byte() {
             ("state", odd_state),
         ],
     );
-    let callback = full_login(&env, &browser, &url);
+    let callback = browser.sign_in(&url, || env.sms.last_code());
     assert_eq!(query_param(&callback, "state").as_deref(), Some(odd_state));
     let log = env.wait_for_log("authenticated user alice");
     assert!(
@@ -249,15 +178,15 @@ fn first_enabled_acr_wins_and_state_is_echoed_byte_for_byte() {
 
 #[test]
 fn codes_are_single_use_and_pkce_is_checked() {
-    let env = web_env();
-    let browser = Browser::new();
+    let env = three_methods();
+    let browser = WebLogin::new(env.base.as_ref().unwrap());
     let code = query_param(
-        &full_login(&env, &browser, &authorize_url(&env, &[])),
+        &browser.sign_in(&authorize_url(&env, &[]), || env.sms.last_code()),
         "code",
     )
     .unwrap();
     let (status, body) = exchange(
-        &env,
+        env.base.as_ref().unwrap(),
         &code,
         Some("dBjftJeZ4CVP-mB92K27uhbUJU1p1r7wW1gFWFOEjXx"),
     );
@@ -267,18 +196,20 @@ fn codes_are_single_use_and_pkce_is_checked() {
         "wrong verifier"
     );
     // The failed attempt used the code up: the right verifier is too late.
-    let (status, body) = exchange(&env, &code, Some(VERIFIER));
+    let (status, body) = exchange(env.base.as_ref().unwrap(), &code, Some(VERIFIER));
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_grant"))
     );
 
     let code = query_param(
-        &full_login(&env, &browser, &authorize_url(&env, &[("prompt", "login")])),
+        &browser.sign_in(&authorize_url(&env, &[("prompt", "login")]), || {
+            env.sms.last_code()
+        }),
         "code",
     )
     .unwrap();
-    let (status, body) = exchange(&env, &code, None);
+    let (status, body) = exchange(env.base.as_ref().unwrap(), &code, None);
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_grant")),
@@ -286,11 +217,13 @@ fn codes_are_single_use_and_pkce_is_checked() {
     );
 
     let code = query_param(
-        &full_login(&env, &browser, &authorize_url(&env, &[("prompt", "login")])),
+        &browser.sign_in(&authorize_url(&env, &[("prompt", "login")]), || {
+            env.sms.last_code()
+        }),
         "code",
     )
     .unwrap();
-    let (status, body) = exchange(&env, &code, Some(VERIFIER));
+    let (status, body) = exchange(env.base.as_ref().unwrap(), &code, Some(VERIFIER));
     assert_eq!(status, 200, "{body}");
     assert!(body["id_token"].is_string() && body["access_token"].is_string());
     let access_token = body["access_token"].as_str().unwrap().to_owned();
@@ -304,7 +237,7 @@ fn codes_are_single_use_and_pkce_is_checked() {
     };
     assert_eq!(userinfo(&access_token), 200);
     // A replay is refused, and the access token the code gave is revoked (RFC 6749 4.1.2).
-    let (status, body) = exchange(&env, &code, Some(VERIFIER));
+    let (status, body) = exchange(env.base.as_ref().unwrap(), &code, Some(VERIFIER));
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_grant")),
@@ -319,19 +252,19 @@ fn codes_are_single_use_and_pkce_is_checked() {
 
 #[test]
 fn expired_codes_are_refused() {
-    let env = web_env_with(EnvOptions {
+    let env = three_methods_with(EnvOptions {
         oidc_extra: "code_ttl_seconds = 1".into(),
         ..EnvOptions::default()
     });
-    let browser = Browser::new();
+    let browser = WebLogin::new(env.base.as_ref().unwrap());
     let code = query_param(
-        &full_login(&env, &browser, &authorize_url(&env, &[])),
+        &browser.sign_in(&authorize_url(&env, &[]), || env.sms.last_code()),
         "code",
     )
     .unwrap();
     // Letting the one-second lifetime pass is the point of this test.
-    std::thread::sleep(Duration::from_millis(1100));
-    let (status, body) = exchange(&env, &code, Some(VERIFIER));
+    env.advance(Duration::from_millis(1100));
+    let (status, body) = exchange(env.base.as_ref().unwrap(), &code, Some(VERIFIER));
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_grant")),
@@ -341,15 +274,15 @@ fn expired_codes_are_refused() {
 
 #[test]
 fn client_authentication_basic_and_post() {
-    let env = web_env();
-    let browser = Browser::new();
+    let env = three_methods();
+    let browser = WebLogin::new(env.base.as_ref().unwrap());
     let code = query_param(
-        &full_login(&env, &browser, &authorize_url(&env, &[])),
+        &browser.sign_in(&authorize_url(&env, &[]), || env.sms.last_code()),
         "code",
     )
     .unwrap();
     let (status, body) = token_request(
-        &env,
+        env.base.as_ref().unwrap(),
         &[
             ("grant_type", "authorization_code"),
             ("code", &code),
@@ -365,12 +298,14 @@ fn client_authentication_basic_and_post() {
         (401, Some("invalid_client"))
     );
     let code = query_param(
-        &full_login(&env, &browser, &authorize_url(&env, &[("prompt", "login")])),
+        &browser.sign_in(&authorize_url(&env, &[("prompt", "login")]), || {
+            env.sms.last_code()
+        }),
         "code",
     )
     .unwrap();
     let (status, body) = token_request(
-        &env,
+        env.base.as_ref().unwrap(),
         &[
             ("grant_type", "authorization_code"),
             ("code", &code),
@@ -410,10 +345,10 @@ fn client_authentication_basic_and_post() {
 
 #[test]
 fn csrf_token_is_required_and_checked() {
-    let env = web_env();
-    let browser = Browser::new();
+    let env = three_methods();
+    let browser = WebLogin::new(env.base.as_ref().unwrap());
     browser.get(&authorize_url(&env, &[]));
-    let csrf = csrf_of(&login_page(&env, &browser));
+    let csrf = csrf_of(&browser.page());
     for bad in [None, Some("0".repeat(64)), Some(String::new())] {
         let mut fields = vec![
             ("step", "1"),
@@ -423,75 +358,55 @@ fn csrf_token_is_required_and_checked() {
         if let Some(bad) = &bad {
             fields.push(("csrf", bad.as_str()));
         }
-        let response = post_step(&env, &browser, &fields);
+        let response = browser.post_raw(&fields);
         assert_eq!(response.status(), 403, "{bad:?}");
     }
     assert_eq!(env.sms.count(), 0, "nothing was tried");
-    let ok = post_step(
-        &env,
-        &browser,
-        &[
-            ("csrf", &csrf),
-            ("step", "1"),
-            ("username", "alice"),
-            ("password", ALICE_PASSWORD),
-        ],
-    );
+    let ok = browser.post_raw(&[
+        ("csrf", &csrf),
+        ("step", "1"),
+        ("username", "alice"),
+        ("password", ALICE_PASSWORD),
+    ]);
     assert_eq!(location(&ok), "/login");
     assert_eq!(env.sms.count(), 1);
 }
 
 #[test]
 fn repeated_form_fields_are_refused() {
-    let env = web_env();
-    let browser = Browser::new();
+    let env = three_methods();
+    let browser = WebLogin::new(env.base.as_ref().unwrap());
     browser.get(&authorize_url(&env, &[]));
-    let csrf = csrf_of(&login_page(&env, &browser));
-    post_step(
-        &env,
-        &browser,
-        &[
-            ("csrf", &csrf),
-            ("step", "1"),
-            ("username", "alice"),
-            ("password", ALICE_PASSWORD),
-        ],
-    );
-    let csrf = csrf_of(&login_page(&env, &browser));
+    let csrf = csrf_of(&browser.page());
+    browser.post_raw(&[
+        ("csrf", &csrf),
+        ("step", "1"),
+        ("username", "alice"),
+        ("password", ALICE_PASSWORD),
+    ]);
+    let csrf = csrf_of(&browser.page());
     let code = env.sms.last_code();
-    let response = post_step(
-        &env,
-        &browser,
-        &[
-            ("csrf", &csrf),
-            ("step", "2"),
-            ("passcode", "000000"),
-            ("passcode", &code),
-        ],
-    );
+    let response = browser.post_raw(&[
+        ("csrf", &csrf),
+        ("step", "2"),
+        ("passcode", "000000"),
+        ("passcode", &code),
+    ]);
     assert_eq!(response.status(), 400);
     // Nothing was evaluated: the right code still works.
-    let done = post_step(
-        &env,
-        &browser,
-        &[("csrf", &csrf), ("step", "2"), ("passcode", &code)],
-    );
+    let done = browser.post_raw(&[("csrf", &csrf), ("step", "2"), ("passcode", &code)]);
     assert!(location(&done).starts_with(RP_REDIRECT));
 }
 
 #[test]
 fn step_two_cannot_be_reached_before_step_one() {
-    let env = web_env();
-    let browser = Browser::new();
+    let env = three_methods();
+    let browser = WebLogin::new(env.base.as_ref().unwrap());
     browser.get(&authorize_url(&env, &[]));
-    let csrf = csrf_of(&login_page(&env, &browser));
-    let response = post_step(
-        &env,
-        &browser,
-        &[("csrf", &csrf), ("step", "2"), ("passcode", "123456")],
-    );
+    let csrf = csrf_of(&browser.page());
+    let response = browser.post_raw(&[("csrf", &csrf), ("step", "2"), ("passcode", "123456")]);
     assert_eq!(location(&response), "/login");
-    let page = login_page(&env, &browser);
+    let page = browser.page();
     assert!(
         page.contains("name=\"password\""),
         "still the password page: {page}"
@@ -501,28 +416,24 @@ fn step_two_cannot_be_reached_before_step_one() {
 
 #[test]
 fn step_one_failures_look_the_same_and_send_nothing() {
-    let env = web_env();
+    let env = three_methods();
     let mut pages = Vec::new();
     for (user, password) in [
         ("alice", "wrong"),
         ("nobody", ALICE_PASSWORD),
         ("carol", ALICE_PASSWORD),
     ] {
-        let browser = Browser::new();
+        let browser = WebLogin::new(env.base.as_ref().unwrap());
         browser.get(&authorize_url(&env, &[]));
-        let csrf = csrf_of(&login_page(&env, &browser));
-        let response = post_step(
-            &env,
-            &browser,
-            &[
-                ("csrf", &csrf),
-                ("step", "1"),
-                ("username", user),
-                ("password", password),
-            ],
-        );
+        let csrf = csrf_of(&browser.page());
+        let response = browser.post_raw(&[
+            ("csrf", &csrf),
+            ("step", "1"),
+            ("username", user),
+            ("password", password),
+        ]);
         assert_eq!(location(&response), "/login");
-        let page = login_page(&env, &browser);
+        let page = browser.page();
         pages.push(page.replace(&csrf_of(&page), "CSRF"));
     }
     assert!(pages[0].contains("Failed to authenticate."));
@@ -533,8 +444,8 @@ fn step_one_failures_look_the_same_and_send_nothing() {
 
 #[test]
 fn cookie_flags_session_rotation_and_security_headers() {
-    let env = web_env();
-    let browser = Browser::new();
+    let env = three_methods();
+    let browser = WebLogin::new(env.base.as_ref().unwrap());
     let start = browser.get(&authorize_url(&env, &[]));
     let first = session_cookie(&start).unwrap();
     assert!(
@@ -568,16 +479,12 @@ fn cookie_flags_session_rotation_and_security_headers() {
     );
     assert!(page.headers().contains_key("x-request-id"));
     let csrf = csrf_of(&page.text().unwrap());
-    let passed = post_step(
-        &env,
-        &browser,
-        &[
-            ("csrf", &csrf),
-            ("step", "1"),
-            ("username", "alice"),
-            ("password", ALICE_PASSWORD),
-        ],
-    );
+    let passed = browser.post_raw(&[
+        ("csrf", &csrf),
+        ("step", "1"),
+        ("username", "alice"),
+        ("password", ALICE_PASSWORD),
+    ]);
     let second = session_cookie(&passed).expect("a new session id after a passed step");
     assert_ne!(first.split(';').next(), second.split(';').next());
     // The old session id is worthless now.
@@ -592,7 +499,8 @@ fn cookie_flags_session_rotation_and_security_headers() {
         .unwrap();
     assert_eq!(old.status(), 400);
     for path in ["/.well-known/openid-configuration", "/health", "/authorize"] {
-        let response = Browser::new().get(&format!("{}{path}", env.base.as_ref().unwrap()));
+        let response = WebLogin::new(env.base.as_ref().unwrap())
+            .get(&format!("{}{path}", env.base.as_ref().unwrap()));
         assert_eq!(response.headers()["x-frame-options"], "DENY", "{path}");
         assert!(
             response.headers().contains_key("content-security-policy"),
@@ -603,11 +511,11 @@ fn cookie_flags_session_rotation_and_security_headers() {
 
 #[test]
 fn https_issuer_turns_on_host_prefix_secure_cookies_and_hsts() {
-    let env = web_env_with(EnvOptions {
+    let env = three_methods_with(EnvOptions {
         issuer: Some("https://login.example.test".into()),
         ..EnvOptions::default()
     });
-    let start = Browser::new().get(&authorize_url(&env, &[]));
+    let start = WebLogin::new(env.base.as_ref().unwrap()).get(&authorize_url(&env, &[]));
     let cookie = session_cookie(&start).unwrap();
     assert!(
         cookie.starts_with("__Host-gatehouse=")
@@ -624,11 +532,11 @@ fn https_issuer_turns_on_host_prefix_secure_cookies_and_hsts() {
 
 #[test]
 fn single_sign_on_and_logout() {
-    let env = web_env();
-    let browser = Browser::new();
-    let callback = full_login(&env, &browser, &authorize_url(&env, &[]));
+    let env = three_methods();
+    let browser = WebLogin::new(env.base.as_ref().unwrap());
+    let callback = browser.sign_in(&authorize_url(&env, &[]), || env.sms.last_code());
     let code = query_param(&callback, "code").unwrap();
-    let (_, tokens) = exchange(&env, &code, Some(VERIFIER));
+    let (_, tokens) = exchange(env.base.as_ref().unwrap(), &code, Some(VERIFIER));
     let sent = env.sms.count();
     // Signed in: the next authorization skips the login.
     let again = browser.get(&authorize_url(&env, &[("state", "s-2")]));
@@ -688,8 +596,9 @@ fn address_throttle_run(
 ) -> bool {
     let base = env.base.clone().unwrap();
     let attempt = |user: &str, password: &str, forwarded: &str| {
-        let browser = Browser::new();
+        let browser = WebLogin::new(env.base.as_ref().unwrap());
         browser
+            .browser
             .client
             .get(authorize_url(env, &[]))
             .header("x-forwarded-for", forwarded)
@@ -697,6 +606,7 @@ fn address_throttle_run(
             .unwrap();
         let csrf = csrf_of(
             &browser
+                .browser
                 .client
                 .get(format!("{base}/login"))
                 .send()
@@ -711,6 +621,7 @@ fn address_throttle_run(
             ("password", password),
         ];
         browser
+            .browser
             .client
             .post(format!("{base}/login"))
             .header("x-forwarded-for", forwarded)
@@ -718,6 +629,7 @@ fn address_throttle_run(
             .send()
             .unwrap();
         browser
+            .browser
             .client
             .get(format!("{base}/login"))
             .send()
@@ -740,7 +652,7 @@ fn address_throttle_run(
 fn forwarded_for_counts_only_behind_a_trusted_proxy() {
     // Untrusted: the header is ignored, so the attacker's own address (127.0.0.1) is throttled and a
     // forged header does not help.
-    let env = web_env();
+    let env = three_methods();
     assert!(!address_throttle_run(&env, "198.51.100.1", "198.51.100.2"));
     // Behind a trusted proxy on 127.0.0.1, each forwarded client is counted on its own.
     let trusted = TestEnv::with_options(

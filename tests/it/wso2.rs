@@ -7,20 +7,12 @@ use gatehouse::ports::AttributeChange;
 use crate::support::web::{location, message_of, stayed, WebLogin};
 use crate::support::*;
 
-fn web_env(scripts: Vec<ScriptSpec>) -> TestEnv {
-    TestEnv::with_options(
-        scripts,
-        EnvOptions {
-            web: true,
-            ..EnvOptions::default()
-        },
-    )
-}
-
 fn with_options(properties: &str) -> TestEnv {
-    web_env(vec![
-        script("sms_otp", &shipped_script()).with(&format!("[scripts.properties]\n{properties}"))
-    ])
+    web_env(
+        vec![script("sms_otp", &shipped_script())
+            .with(&format!("[scripts.properties]\n{properties}"))],
+        EnvOptions::default(),
+    )
 }
 
 fn wrong(code: &str) -> String {
@@ -228,7 +220,7 @@ fn token_expiry_time() {
     let login = past_password(&env);
     let code = env.sms.last_code();
     // Letting the one-second lifetime pass is what is tested.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    env.advance(std::time::Duration::from_millis(1100));
     assert_eq!(
         refused(&login, &[("passcode", &code)]).as_deref(),
         Some("The code has expired. Start again to get a new one.")
@@ -336,7 +328,7 @@ fn redirect_to_multi_option_page_on_failure() {
             script("other", &shipped_script()),
         ]
     };
-    let env = web_env(scripts("true"));
+    let env = web_env(scripts("true"), EnvOptions::default());
     let login = past_password(&env);
     assert!(
         !login.page().contains("Other ways to sign in"),
@@ -367,7 +359,7 @@ fn redirect_to_multi_option_page_on_failure() {
     let claims = login.finish(login.passcode(&env.sms.last_code()));
     assert_eq!(claims["acr"], "other");
 
-    let env = web_env(scripts("false"));
+    let env = web_env(scripts("false"), EnvOptions::default());
     let login = past_password(&env);
     refused(&login, &[("passcode", &wrong(&env.sms.last_code()))]);
     assert!(!login.page().contains("Other ways to sign in"));

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse::base::password::hash_password;
 use gatehouse::base::secret::Secret;
+use gatehouse::base::ManualClock;
 use gatehouse::flow::params::RequestParams;
 use gatehouse::flow::{FlowError, LoginHandle, StepOutcome, StepPage};
 use gatehouse::ports::{SmsError, SmsMessage, SmsReceipt, SmsSender};
@@ -140,6 +141,8 @@ pub struct TestEnv {
     /// Held for its `Drop`, which stops the server.
     #[allow(dead_code)]
     pub server: Option<web::WebServer>,
+    /// The instance's clock: tests move it instead of sleeping.
+    pub clock: Arc<ManualClock>,
 }
 
 #[derive(Default)]
@@ -160,6 +163,31 @@ pub struct EnvOptions {
     pub server: String,
     /// Keys for the [sms] section; empty: +44 and +1 allowed, limits out of the way.
     pub sms: String,
+}
+
+impl EnvOptions {
+    /// Keys for the [sms] section.
+    pub fn with_sms(mut self, keys: &str) -> Self {
+        self.sms = keys.into();
+        self
+    }
+
+    /// Keys for the [server] section.
+    pub fn with_server(mut self, keys: &str) -> Self {
+        self.server = keys.into();
+        self
+    }
+}
+
+/// The one builder of deployments served over HTTP: `scripts` with `options`, on 127.0.0.1.
+pub fn web_env(scripts: Vec<ScriptSpec>, options: EnvOptions) -> TestEnv {
+    TestEnv::with_options(
+        scripts,
+        EnvOptions {
+            web: true,
+            ..options
+        },
+    )
 }
 
 /// Provider mocks listen on 127.0.0.1 over plain http: the test config allows exactly that.
@@ -270,9 +298,11 @@ impl TestEnv {
         )
         .unwrap();
         let sms = Arc::new(CapturedSms::default());
+        let clock = Arc::new(ManualClock::new());
         let mut app = Builder::new(root.join("config/gatehouse.toml"))
             .sms(sms.clone())
             .console_log(false)
+            .clock(clock.clone())
             .build()
             .unwrap();
         app.load_scripts();
@@ -287,7 +317,13 @@ impl TestEnv {
             sms,
             base,
             server,
+            clock,
         }
+    }
+
+    /// Moves this instance's clock forward: codes, locks, cooldowns and tokens age at once.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
     }
 
     pub fn root(&self) -> &Path {

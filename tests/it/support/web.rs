@@ -127,6 +127,48 @@ pub struct WebLogin {
 }
 
 impl WebLogin {
+    /// A browser at `base` with no sign-in yet: for tests that send their own `/authorize`.
+    pub fn new(base: &str) -> WebLogin {
+        WebLogin {
+            base: base.to_owned(),
+            browser: Browser::new(),
+        }
+    }
+
+    pub fn get(&self, url: &str) -> Response {
+        self.browser.get(url)
+    }
+
+    /// Posts `fields` to `/login` as they are, with no CSRF token or step added: for tests of
+    /// what the server refuses.
+    pub fn post_raw(&self, fields: &[(&str, &str)]) -> Response {
+        self.browser.post(&format!("{}/login", self.base), fields)
+    }
+
+    /// The demo user's whole sign-in from `authorize_url`: the password page, then the code
+    /// `code_for` finds once it was sent. The redirect to the application.
+    pub fn sign_in(&self, authorize_url: &str, code_for: impl FnOnce() -> String) -> String {
+        let start = self.get(authorize_url);
+        assert_eq!(
+            location(&start),
+            "/login",
+            "authorize: {} {}",
+            start.status(),
+            start.text().unwrap_or_default()
+        );
+        let page = self.page();
+        assert!(page.contains("name=\"password\""), "{page}");
+        assert_eq!(
+            location(&self.password("alice", super::ALICE_PASSWORD)),
+            "/login"
+        );
+        let page = self.page();
+        assert!(page.contains("autocomplete=\"one-time-code\""), "{page}");
+        let done = self.passcode(&code_for());
+        assert_eq!(done.status(), 303);
+        location(&done)
+    }
+
     /// Starts a sign-in for `acr` (none: the server's default) from 127.0.0.1.
     pub fn start(base: &str, acr: Option<&str>) -> WebLogin {
         WebLogin::start_with(base, acr, &[])
@@ -267,6 +309,34 @@ impl WebLogin {
         claims["userinfo"] = userinfo;
         claims
     }
+}
+
+/// A token request to `{base}/token` with `form`, the client authenticated by `basic` if given.
+pub fn token_request(
+    base: &str,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> (u16, serde_json::Value) {
+    let client = Client::new();
+    let mut request = client.post(format!("{base}/token")).form(form);
+    if let Some((user, password)) = basic {
+        request = request.basic_auth(user, Some(password));
+    }
+    let response = request.send().unwrap();
+    (response.status().as_u16(), response.json().unwrap())
+}
+
+/// Trades an authorization code of the test client at `{base}/token`.
+pub fn exchange(base: &str, code: &str, verifier: Option<&str>) -> (u16, serde_json::Value) {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", super::RP_REDIRECT),
+    ];
+    if let Some(verifier) = verifier {
+        form.push(("code_verifier", verifier));
+    }
+    token_request(base, &form, Some((super::RP_ID, super::RP_SECRET)))
 }
 
 /// Whether a step answer went back to the same step (a 303 to /login with the page's message,
