@@ -184,45 +184,18 @@ fn unknown_and_disabled_acrs_are_errors_never_a_fallback() {
     assert_eq!(env.start(Some("sms_otp")).unwrap().acr, "sms_otp");
 }
 
-const WORKING_PARAMS: &str = r#"
-fn getCountAuthenticationSteps(config) { 2 }
-fn getExtraParametersForStep(config, step) { if step == 2 { ["kept"] } else { () } }
-fn authenticate(config, params, step) {
-    if step == 1 {
-        identity::set("kept", "yes");
-        identity::set("dropped", "no");
-        return users::authenticate(params.username, params.password);
-    }
-    identity::get("kept") == "yes" && identity::get("dropped") == ()
-}
-"#;
-
 #[test]
 fn only_named_working_parameters_survive_to_the_next_step() {
-    let env = TestEnv::new(vec![script("wp", WORKING_PARAMS)]);
+    let env = TestEnv::new(vec![script("wp", fixture("working_params"))]);
     let login = env.pass_password(Some("wp"));
     let page = env.app.engine.current(&login).unwrap();
     assert_eq!(page.working.keys().collect::<Vec<_>>(), vec!["kept"]);
     expect_authenticated(env.submit(&login, 2, &[]).unwrap());
 }
 
-const THREE_STEPS_WITH_RESET: &str = r#"
-fn getCountAuthenticationSteps(config) { 3 }
-fn getPageForStep(config, step) { `page${step}` }
-fn getNextStep(config, params, step) { if step == 2 && params.restart == "yes" { 1 } else { -1 } }
-fn authenticate(config, params, step) {
-    switch step {
-        1 => users::authenticate(params.username, params.password),
-        2 => true,
-        3 => params.answer == "42",
-        _ => false,
-    }
-}
-"#;
-
 #[test]
 fn get_next_step_resets_the_login() {
-    let env = TestEnv::new(vec![script("three", THREE_STEPS_WITH_RESET)]);
+    let env = TestEnv::new(vec![script("three", fixture("three_steps_with_reset"))]);
     let login = env.pass_password(Some("three"));
     let back = expect_next(env.submit(&login, 2, &[("restart", "yes")]).unwrap());
     assert_eq!((back.step, back.page.as_str()), (1, "page1"));
@@ -333,18 +306,9 @@ fn sms_failure_keeps_the_user_on_step_one_with_the_script_message() {
     );
 }
 
-const ENROL_ATTRIBUTE: &str = r#"
-fn authenticate(config, params, step) {
-    if !users::authenticate(params.username, params.password) { return false; }
-    users::add(params.username, "oxMobileDevices", `{"phone_id":"p-1"}`);
-    users::set(params.username, "lastLoginAcr", "enrol");
-    true
-}
-"#;
-
 #[test]
 fn attribute_writes_by_scripts_are_persisted() {
-    let env = TestEnv::new(vec![script("enrol", ENROL_ATTRIBUTE)]);
+    let env = TestEnv::new(vec![script("enrol", fixture("enrol_attribute"))]);
     let page = env.start(None).unwrap();
     expect_authenticated(
         env.submit(

@@ -3,35 +3,12 @@
 use crate::support::*;
 
 /// A careless script: it prints everything it should not.
-const LEAKY: &str = r#"
-fn init(config) {
-    print(`Leaky. token is ${config.api_token}, debug ${config.api_token.to_debug()}`);
-    print("Leaky. secret concatenated: " + config.client_secret);
-    true
-}
-fn getCountAuthenticationSteps(config) { 2 }
-fn authenticate(config, params, step) {
-    if step == 1 {
-        print(`Leaky. password is ${params.password}`);
-        if !users::authenticate(params.username, params.password) { return false; }
-        let code = otp::issue(6);
-        print(`Leaky. issued code ${code}`);
-        log::warn("Leaky. code again: " + code);
-        sms::send(users::get(params.username, "phoneNumberVerified"), `code ${code}`);
-        return true;
-    }
-    print(`Leaky. passcode received: ${params.passcode}`);
-    debug(params);
-    if params.passcode == "13579" { throw `bad passcode ${params.passcode}`; }
-    otp::verify(params.passcode)
-}
-"#;
 
 #[test]
 fn no_code_passcode_password_or_secret_reaches_the_log() {
     std::env::set_var("GATEHOUSE_IT_CLIENT_SECRET", "cs-from-env-8d1f");
     let env = TestEnv::new(vec![
-        script("leaky", LEAKY).with(
+        script("leaky", fixture("leaky")).with(
             "[scripts.properties]\napi_token = \"tok-SECRET-2f9c\"\nclient_secret = \"${env:GATEHOUSE_IT_CLIENT_SECRET}\"",
         ),
         script("sms_otp", &shipped_script()),

@@ -8,13 +8,8 @@ use gatehouse::flow::FlowError;
 
 use crate::support::*;
 
-const GOOD: &str = r#"
-fn init(config) { print("Reload test. Initialized revision A"); true }
-fn authenticate(config, params, step) { users::authenticate(params.username, params.password) }
-"#;
-
 fn good_variant(tag: &str) -> String {
-    GOOD.replace("revision A", &format!("revision {tag}"))
+    fixture("reload_good").replace("revision A", &format!("revision {tag}"))
 }
 
 fn watched(sources: Vec<ScriptSpec>) -> TestEnv {
@@ -65,7 +60,7 @@ fn login_works(env: &TestEnv, acr: &str) {
 
 #[test]
 fn in_place_edit_is_loaded_once() {
-    let env = watched(vec![script("r", GOOD)]);
+    let env = watched(vec![script("r", fixture("reload_good"))]);
     assert_eq!(env.revision("r"), Some(1));
     std::fs::write(env.script_path("r"), good_variant("B")).unwrap();
     wait_revision(&env, "r", 2);
@@ -76,7 +71,7 @@ fn in_place_edit_is_loaded_once() {
 
 #[test]
 fn temp_file_then_rename_is_loaded_once() {
-    let env = watched(vec![script("r", GOOD)]);
+    let env = watched(vec![script("r", fixture("reload_good"))]);
     let temp = env.root().join("scripts/.r.rhai.swp");
     std::fs::write(&temp, good_variant("C")).unwrap();
     std::fs::rename(&temp, env.script_path("r")).unwrap();
@@ -87,7 +82,7 @@ fn temp_file_then_rename_is_loaded_once() {
 
 #[test]
 fn delete_then_create_within_the_debounce_is_one_reload() {
-    let env = watched(vec![script("r", GOOD)]);
+    let env = watched(vec![script("r", fixture("reload_good"))]);
     std::fs::remove_file(env.script_path("r")).unwrap();
     std::fs::write(env.script_path("r"), good_variant("D")).unwrap();
     wait_revision(&env, "r", 2);
@@ -96,7 +91,7 @@ fn delete_then_create_within_the_debounce_is_one_reload() {
 
 #[test]
 fn deleting_a_script_takes_it_out_of_service_until_it_returns() {
-    let env = watched(vec![script("r", GOOD)]);
+    let env = watched(vec![script("r", fixture("reload_good"))]);
     std::fs::remove_file(env.script_path("r")).unwrap();
     let gone = wait_until(Duration::from_secs(10), || env.revision("r").is_none());
     assert!(gone);
@@ -112,7 +107,7 @@ fn deleting_a_script_takes_it_out_of_service_until_it_returns() {
 
 #[test]
 fn syntax_error_keeps_the_old_revision_and_names_file_line_column() {
-    let env = watched(vec![script("r", GOOD)]);
+    let env = watched(vec![script("r", fixture("reload_good"))]);
     let broken =
         "fn init(config) { true }\nfn authenticate(config, params, step) {\n    let x = ;\n}\n";
     std::fs::write(env.script_path("r"), broken).unwrap();
@@ -136,8 +131,12 @@ fn syntax_error_keeps_the_old_revision_and_names_file_line_column() {
 
 #[test]
 fn init_returning_false_keeps_the_old_revision() {
-    let env = watched(vec![script("r", GOOD)]);
-    std::fs::write(env.script_path("r"), GOOD.replace("; true }", "; false }")).unwrap();
+    let env = watched(vec![script("r", fixture("reload_good"))]);
+    std::fs::write(
+        env.script_path("r"),
+        fixture("reload_good").replace("; true }", "; false }"),
+    )
+    .unwrap();
     let log = env.wait_for_log("init returned");
     assert!(log.contains("revision 1 keeps serving"), "{log}");
     assert_eq!(env.revision("r"), Some(1));
@@ -146,7 +145,7 @@ fn init_returning_false_keeps_the_old_revision() {
 
 #[test]
 fn junk_files_are_ignored_with_a_log_line() {
-    let env = watched(vec![script("r", GOOD)]);
+    let env = watched(vec![script("r", fixture("reload_good"))]);
     let scripts = env.root().join("scripts");
     std::fs::write(scripts.join(".r.rhai.swp"), "garbage").unwrap();
     std::fs::write(scripts.join("r.rhai~"), "garbage").unwrap();
@@ -164,9 +163,12 @@ fn junk_files_are_ignored_with_a_log_line() {
 #[test]
 fn symlinks_out_of_the_folder_and_oversize_files_are_refused() {
     let outside = tempfile::tempdir().unwrap();
-    std::fs::write(outside.path().join("evil.rhai"), GOOD).unwrap();
+    std::fs::write(outside.path().join("evil.rhai"), fixture("reload_good")).unwrap();
     let env = TestEnv::with_options(
-        vec![script("r", GOOD), script("big", GOOD)],
+        vec![
+            script("r", fixture("reload_good")),
+            script("big", fixture("reload_good")),
+        ],
         EnvOptions {
             sandbox: "max_script_bytes = 4096".into(),
             watch: true,
@@ -188,7 +190,7 @@ fn symlinks_out_of_the_folder_and_oversize_files_are_refused() {
     assert!(refused, "{:?}", env.last_error("r"));
     std::fs::write(
         env.script_path("big"),
-        format!("{GOOD}\n// {}\n", "x".repeat(5000)),
+        format!("{}\n// {}\n", fixture("reload_good"), "x".repeat(5000)),
     )
     .unwrap();
     env.wait_for_log("over the 4096-byte limit");
@@ -197,13 +199,10 @@ fn symlinks_out_of_the_folder_and_oversize_files_are_refused() {
 
 #[test]
 fn config_edits_reload_properties_enabled_flag_and_default_acr() {
-    let property_script = r#"
-fn init(config) { print(`Props. greeting is ${config.greeting}`); true }
-fn authenticate(config, params, step) { users::authenticate(params.username, params.password) }
-"#;
+    let property_script = fixture("property_greeting");
     let env = watched(vec![
         script("p", property_script).with("[scripts.properties]\ngreeting = \"hello\""),
-        script("q", GOOD),
+        script("q", fixture("reload_good")),
     ]);
     env.wait_for_log("greeting is hello");
     let config_path = env.root().join("config/gatehouse.toml");
@@ -237,7 +236,7 @@ fn authenticate(config, params, step) { users::authenticate(params.username, par
 
 #[test]
 fn no_login_fails_during_reloads() {
-    let env = watched(vec![script("r", GOOD)]);
+    let env = watched(vec![script("r", fixture("reload_good"))]);
     let stop = AtomicBool::new(false);
     let completed = AtomicUsize::new(0);
     std::thread::scope(|s| {

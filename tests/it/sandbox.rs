@@ -132,15 +132,7 @@ fn eval_import_and_top_level_side_effects_are_refused_at_load() {
 fn logins_share_no_script_state() {
     // Every call gets a fresh scope and every login its own working parameters: what one login
     // stored is never visible to the next.
-    let source = r#"
-let remembered = [];
-fn authenticate(config, params, step) {
-    let before = identity::get("mine");
-    identity::set("mine", params.username);
-    identity::set_user("alice");
-    before == ()
-}
-"#;
+    let source = fixture("isolated_logins");
     let env = TestEnv::new(vec![script("iso", source)]);
     for user in ["first", "second", "third"] {
         let page = env.start(None).unwrap();

@@ -25,6 +25,12 @@ pub fn shipped_script() -> String {
     shipped("sms_otp")
 }
 
+/// A test script from `tests/it/scripts/NAME.rhai`.
+pub fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/it/scripts/{name}.rhai"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// A shipped script by acr.
 pub fn shipped(acr: &str) -> String {
     std::fs::read_to_string(
@@ -116,10 +122,10 @@ pub struct ScriptSpec {
     pub entry_extra: String,
 }
 
-pub fn script(acr: &str, source: &str) -> ScriptSpec {
+pub fn script(acr: &str, source: impl AsRef<str>) -> ScriptSpec {
     ScriptSpec {
         acr: acr.into(),
-        source: source.into(),
+        source: source.as_ref().into(),
         entry_extra: String::new(),
     }
 }
