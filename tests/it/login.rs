@@ -351,3 +351,15 @@ fn concurrent_wrong_guesses_are_counted_atomically() {
     assert!(evaluated <= 5, "{evaluated} guesses evaluated:\n{log}");
     expect_retry(env.submit(&login, 2, &[("passcode", &code)]).unwrap());
 }
+
+#[test]
+fn what_get_next_step_changes_is_kept() {
+    let env = TestEnv::new(vec![script("next", fixture("next_step_keeps_its_changes"))]);
+    let page = env.start(None).unwrap();
+    let next = expect_next(env.submit(&page.login, 1, &[]).unwrap());
+    assert_eq!(
+        next.working.get("from_next").map(String::as_str),
+        Some("kept")
+    );
+    expect_authenticated(env.submit(&page.login, 2, &[]).unwrap());
+}

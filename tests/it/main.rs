@@ -12,6 +12,7 @@ mod reload;
 mod sandbox;
 mod sending;
 mod shipped;
+mod store_contract;
 mod support;
 mod tidy;
 mod web;

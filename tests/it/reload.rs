@@ -264,3 +264,45 @@ fn no_login_fails_during_reloads() {
     });
     assert!(completed.load(Ordering::SeqCst) > 0);
 }
+
+#[test]
+fn an_edit_that_needs_a_restart_is_named_by_key_and_not_applied() {
+    let env = TestEnv::with_options(
+        vec![
+            script("r", fixture("reload_good")),
+            script("q", fixture("reload_good")),
+        ],
+        EnvOptions {
+            extra_config:
+                "[sms.providers.gw]\ntype = \"http\"\nurl = \"https://sms.example/send?token=t1\"\n"
+                    .into(),
+            ..EnvOptions::default()
+        },
+    );
+    let config_path = env.root().join("config/gatehouse.toml");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    let edited = text
+        .replace("token=t1", "token=t2")
+        .replace("default_acr = \"r\"", "default_acr = \"q\"");
+    std::fs::write(&config_path, edited).unwrap();
+    env.app.reload(true);
+    let log = env.wait_for_log(
+        "configuration sms.providers.gw.url changed: it takes effect after a restart",
+    );
+    assert!(
+        !log.contains("token=t2"),
+        "the value itself is never logged:\n{log}"
+    );
+    let live = env.app.config.current();
+    // Not applied: the running value stays; a live key in the same edit is applied.
+    let gatehouse::config::ProviderConfig::Http(gateway) = &live.sms.providers["gw"] else {
+        panic!("an http provider")
+    };
+    assert!(gateway
+        .url
+        .resolved()
+        .unwrap()
+        .expose()
+        .ends_with("token=t1"));
+    assert_eq!(live.login.default_acr.as_deref(), Some("q"));
+}

@@ -13,7 +13,7 @@ use gatehouse::base::secret::Secret;
 use gatehouse::base::ManualClock;
 use gatehouse::flow::params::RequestParams;
 use gatehouse::flow::{FlowError, LoginHandle, StepOutcome, StepPage};
-use gatehouse::ports::{SmsError, SmsMessage, SmsReceipt, SmsSender};
+use gatehouse::ports::{SmsError, SmsMessage, SmsReceipt, SmsSender, StateStore};
 use gatehouse::{Builder, Gatehouse};
 
 pub const ALICE_PASSWORD: &str = "wonderland";
@@ -153,6 +153,8 @@ pub struct TestEnv {
 
 #[derive(Default)]
 pub struct EnvOptions {
+    /// The state store (default: the instance's own memory store on its clock).
+    pub store: Option<Arc<dyn StateStore>>,
     pub sandbox: String,
     pub watch: bool,
     /// More config sections (e.g. [sms.providers.NAME]).
@@ -305,12 +307,14 @@ impl TestEnv {
         .unwrap();
         let sms = Arc::new(CapturedSms::default());
         let clock = Arc::new(ManualClock::new());
-        let mut app = Builder::new(root.join("config/gatehouse.toml"))
+        let mut builder = Builder::new(root.join("config/gatehouse.toml"))
             .sms(sms.clone())
             .console_log(false)
-            .clock(clock.clone())
-            .build()
-            .unwrap();
+            .clock(clock.clone());
+        if let Some(store) = options.store.clone() {
+            builder = builder.store(store);
+        }
+        let mut app = builder.build().unwrap();
         app.load_scripts();
         if options.watch {
             app.watch().unwrap();

@@ -1,0 +1,238 @@
+//! The state-store contract a shared store (Redis) will hold Gatehouse to: an `update` closure
+//! may run more than once, a code check costs at most two store operations and no directory
+//! read, and each sending limit admits and counts in one atomic update, so a burst gets no
+//! more sends than the limit.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse::base::phone::Phone;
+use gatehouse::base::{ManualClock, SystemClock};
+use gatehouse::flow::host::{HookContext, HookState};
+use gatehouse::flow::otp::OtpCheck;
+use gatehouse::flow::script_port::ScriptRuntime;
+use gatehouse::flow::sending::{SendGuard, SendLimits};
+use gatehouse::ports::{StateStore, StoreError, StoreUpdate};
+use gatehouse::store::MemoryStore;
+
+use crate::support::*;
+
+/// Runs every `update` closure twice on the same value and keeps the second answer, as a
+/// shared store does when another writer got in first; counts every operation.
+struct RetryingStore {
+    inner: MemoryStore,
+    operations: AtomicUsize,
+}
+
+impl RetryingStore {
+    fn new() -> Self {
+        RetryingStore {
+            inner: MemoryStore::new(),
+            operations: AtomicUsize::new(0),
+        }
+    }
+
+    fn operations(&self) -> usize {
+        self.operations.load(Ordering::SeqCst)
+    }
+}
+
+impl StateStore for RetryingStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.operations.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key)
+    }
+
+    fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+        self.operations.fetch_add(1, Ordering::SeqCst);
+        self.inner.put(key, value, ttl)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.operations.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete(key)
+    }
+
+    fn update(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        decide: &mut dyn FnMut(Option<&[u8]>) -> StoreUpdate,
+    ) -> Result<(), StoreError> {
+        self.operations.fetch_add(1, Ordering::SeqCst);
+        // The first run loses the race: its answer is thrown away.
+        let seen = self.inner.get(key)?;
+        let _ = decide(seen.as_deref());
+        self.inner.update(key, ttl, decide)
+    }
+}
+
+fn env_on(store: Arc<RetryingStore>) -> TestEnv {
+    TestEnv::with_options(
+        vec![script("sms_otp", shipped_script())],
+        EnvOptions {
+            store: Some(store),
+            ..EnvOptions::default()
+        },
+    )
+}
+
+#[test]
+fn sign_ins_work_when_every_update_closure_runs_twice() {
+    let store = Arc::new(RetryingStore::new());
+    let env = env_on(store.clone());
+    // A wrong code, then the right one: the login is saved, counted and finished through
+    // retried updates.
+    let login = env.pass_password(None);
+    let code = env.sms.last_code();
+    let wrong = if code.starts_with('1') {
+        "222222"
+    } else {
+        "111111"
+    };
+    let retry = expect_retry(env.submit(&login, 2, &[("passcode", wrong)]).unwrap());
+    assert_eq!(retry.step, 2);
+    let done = expect_authenticated(env.submit(&login, 2, &[("passcode", &code)]).unwrap());
+    assert_eq!(done.user, "alice");
+    assert_eq!(done.amr, ["pwd", "sms", "mfa"]);
+    // A second login's send is counted once per limit, not once per run of the closure.
+    env.pass_password(None);
+    assert_eq!(env.sms.count(), 2);
+}
+
+#[test]
+fn a_code_check_costs_two_store_operations_and_no_directory_read() {
+    let store = Arc::new(RetryingStore::new());
+    let env = env_on(store.clone());
+    let services = env.app.services.clone();
+    let state = HookState {
+        user: Some("alice".into()),
+        ..HookState::default()
+    };
+    let login_key = "a".repeat(64);
+    let context = HookContext::for_login("sms_otp", "test", &login_key, services, state, None);
+    let policy = env.app.host.code_policy("sms_otp").unwrap();
+    let code = context.issue_code(&policy, None, None).unwrap();
+    let wrong = if code.starts_with('1') {
+        "222222"
+    } else {
+        "111111"
+    };
+    // A broken user file makes any directory read log an error: the guesses must not.
+    std::fs::write(env.root().join("config/users.toml"), "[users.alice\n").unwrap();
+    env.app.log.scope(|| {
+        for (guess, expected) in [
+            (wrong, OtpCheck::Rejected { remaining: 4 }),
+            (code.as_str(), OtpCheck::Accepted),
+        ] {
+            let before = store.operations();
+            assert_eq!(context.verify_code(guess).unwrap(), expected);
+            assert!(
+                store.operations() - before <= 2,
+                "{guess:?} cost {} store operations",
+                store.operations() - before
+            );
+        }
+        tracing::info!(target: "server", "guesses done");
+        // The control: a directory read now does log the error.
+        let _ = gatehouse::ports::UserDirectory::find(env.app.users.as_ref(), "alice");
+    });
+    let log = env.wait_for_log("the previous content keeps serving");
+    let guesses_done = log.find("guesses done").expect("the marker line");
+    assert!(
+        log.find("the previous content keeps serving").unwrap() > guesses_done,
+        "a guess read the directory:\n{log}"
+    );
+}
+
+#[test]
+fn a_burst_of_sends_to_one_number_gets_no_more_than_the_limit() {
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let limits = SendLimits {
+        default_region: None,
+        allowed_prefixes: vec!["+44".into()],
+        per_login: 3,
+        resend_cooldown_seconds: 0,
+        per_number_per_hour: 5,
+        per_number_per_day: 10,
+        per_address_per_hour: 1000,
+        daily_budget: 1000,
+        visible_digits: 4,
+    };
+    let guard = SendGuard::new(store, limits, SystemClock::shared());
+    let number = Phone::parse(ALICE_PHONE, None).unwrap();
+    let admitted = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for i in 0..40 {
+            let (guard, number, admitted) = (&guard, &number, &admitted);
+            s.spawn(move || {
+                let ip = format!("127.0.3.{i}").parse().ok();
+                if guard.admit(&format!("login-{i}"), number, ip).is_ok() {
+                    admitted.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(admitted.load(Ordering::SeqCst), 5);
+}
+
+#[test]
+fn a_refused_send_counts_against_no_limit() {
+    let clock = Arc::new(ManualClock::new());
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::with_clock(clock.clone()));
+    let limits = SendLimits {
+        default_region: None,
+        allowed_prefixes: vec!["+44".into()],
+        per_login: 10,
+        resend_cooldown_seconds: 0,
+        per_number_per_hour: 2,
+        per_number_per_day: 10,
+        per_address_per_hour: 3,
+        daily_budget: 1000,
+        visible_digits: 4,
+    };
+    let guard = SendGuard::new(store, limits, clock.clone());
+    let ip = "127.0.4.1".parse().ok();
+    let first = Phone::parse("+447700900001", None).unwrap();
+    let second = Phone::parse("+447700900002", None).unwrap();
+    assert!(guard.admit("l1", &first, ip).is_ok());
+    assert!(guard.admit("l2", &first, ip).is_ok());
+    // Refused by the per-number limit: the address's count must not grow.
+    assert!(guard.admit("l3", &first, ip).is_err());
+    assert!(
+        guard.admit("l4", &second, ip).is_ok(),
+        "the third send from this address"
+    );
+    assert!(
+        guard.admit("l5", &second, ip).is_err(),
+        "the fourth is over the address limit"
+    );
+    clock.advance(Duration::from_secs(3601));
+    assert!(guard.admit("l6", &second, ip).is_ok(), "an hour later");
+}
+
+#[test]
+fn the_operator_reset_reaches_phone_subjects_and_directory_users_alike() {
+    use gatehouse::flow::sms_factor::{Answer, FactorState};
+    let env = TestEnv::with_options(
+        vec![script("sms_otp", shipped_script())],
+        EnvOptions {
+            otp: "lock_after_failures = 2\ndisable_after_failures = 2".into(),
+            ..EnvOptions::default()
+        },
+    );
+    let factor = &env.app.services.sms_factor;
+    let admin = env.app.admin();
+    for subject in ["tel:+447700900999", "alice"] {
+        for _ in 0..2 {
+            factor.settle(subject, Answer::Wrong).unwrap();
+        }
+        assert_eq!(admin.sms_status(subject).unwrap(), FactorState::Disabled);
+        let report = admin.reset_sms(subject).unwrap();
+        assert!(report.store_record_removed, "{subject}");
+        assert_eq!(report.directory_mark_removed, subject == "alice");
+        assert_eq!(admin.sms_status(subject).unwrap(), FactorState::Open);
+    }
+    assert!(admin.reset_sms("nobody").is_err());
+}
