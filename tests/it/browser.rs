@@ -168,7 +168,7 @@ impl BrowserRun {
 
 #[test]
 fn headless_chromium_logs_in_to_the_demo_flow() {
-    let run = BrowserRun::new(vec![script("sms_otp", &shipped_script())]);
+    let run = BrowserRun::new(vec![script("sms_otp", shipped_script())]);
     let (env, shots, callback) = (&run.env, &run.shots, &run.callback);
     let landed = run.drive(|client| async move {
         let username = appears(&client, "#username").await;
@@ -238,7 +238,7 @@ fn headless_chromium_logs_in_to_the_demo_flow() {
 
 #[test]
 fn headless_chromium_signs_in_with_a_mobile_number_alone() {
-    let run = BrowserRun::new(vec![script("sms_otp", &shipped_script())
+    let run = BrowserRun::new(vec![script("sms_otp", shipped_script())
         .with("[scripts.properties]\nSendOTPDirectlyToMobile = \"true\"")]);
     let (env, shots, callback) = (&run.env, &run.shots, &run.callback);
     let landed = run.drive(|client| async move {

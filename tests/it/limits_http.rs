@@ -18,7 +18,7 @@ fn limited_env(scripts: Vec<ScriptSpec>, sms: &str, server: &str) -> TestEnv {
 }
 
 fn sms_otp_env(sms: &str, server: &str) -> TestEnv {
-    limited_env(vec![script("sms_otp", &shipped_script())], sms, server)
+    limited_env(vec![script("sms_otp", shipped_script())], sms, server)
 }
 
 fn retry_after(response: &Response) -> Option<u64> {
@@ -160,10 +160,10 @@ fn numbers_are_normalised_or_refused_and_shown_masked_as_configured() {
     };
     let env = limited_env(
         vec![
-            script("local", &reading("localPhone")),
-            script("tel", &reading("telPhone")),
-            script("two", &reading("twoPhones")),
-            script("letters", &reading("letterPhone")),
+            script("local", reading("localPhone")),
+            script("tel", reading("telPhone")),
+            script("two", reading("twoPhones")),
+            script("letters", reading("letterPhone")),
         ],
         "allowed_prefixes = [\"+44\"]\ndefault_region = \"GB\"\nvisible_digits = 2",
         "",
@@ -260,12 +260,12 @@ fn ten_wrong_codes_lock_the_sms_factor_on_every_path() {
     let locked = "Too many wrong codes. Sign-in by text message is locked for 15 minutes.";
     let env = limited_env(
         vec![
-            script("sms_otp", &shipped_script())
+            script("sms_otp", shipped_script())
                 .with("[scripts.properties]\nBackupCode = \"true\""),
-            script("other", &shipped_script()),
+            script("other", shipped_script()),
             script(
                 "mobile",
-                &shipped_script().replace("\"phoneNumberVerified\";", "\"mobile\";"),
+                shipped_script().replace("\"phoneNumberVerified\";", "\"mobile\";"),
             ),
         ],
         "",
@@ -321,7 +321,7 @@ fn ten_wrong_codes_lock_the_sms_factor_on_every_path() {
 #[test]
 fn the_disable_threshold_holds_until_the_operator_resets_it() {
     let env = TestEnv::with_options(
-        vec![script("sms_otp", &shipped_script())],
+        vec![script("sms_otp", shipped_script())],
         EnvOptions {
             web: true,
             otp: "lock_after_failures = 5\ndisable_after_failures = 5".into(),
@@ -394,7 +394,7 @@ fn fifty_wrong_guesses_at_once_over_http_evaluate_at_most_five() {
 #[test]
 fn a_phone_number_sign_in_is_limited_like_any_other() {
     let env = limited_env(
-        vec![script("sms_otp", &shipped_script())
+        vec![script("sms_otp", shipped_script())
             .with("[scripts.properties]\nSendOTPDirectlyToMobile = \"true\"")],
         "allowed_prefixes = [\"+44\"]\nper_number_per_hour = 2\nper_number_per_day = 10\nper_address_per_hour = 100",
         "",
@@ -471,7 +471,7 @@ fn only_the_exact_characters_of_the_code_match() {
 /// The shipped script with SendOTPDirectlyToMobile on, under the `[otp]` keys `otp`.
 fn phone_sign_in_env(otp: &str) -> TestEnv {
     TestEnv::with_options(
-        vec![script("sms_otp", &shipped_script())
+        vec![script("sms_otp", shipped_script())
             .with("[scripts.properties]\nSendOTPDirectlyToMobile = \"true\"")],
         EnvOptions {
             web: true,

@@ -6,7 +6,7 @@ use crate::support::*;
 
 #[test]
 fn happy_path_password_then_sms_code() {
-    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let env = TestEnv::new(vec![script("sms_otp", shipped_script())]);
     let first = env.start(None).unwrap();
     assert_eq!(
         (first.acr.as_str(), first.step, first.page.as_str()),
@@ -51,7 +51,7 @@ fn happy_path_password_then_sms_code() {
 
 #[test]
 fn wrong_password_and_unknown_user_fail_alike_and_send_nothing() {
-    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let env = TestEnv::new(vec![script("sms_otp", shipped_script())]);
     for (user, password) in [
         ("alice", "nope"),
         ("mallory", ALICE_PASSWORD),
@@ -78,7 +78,7 @@ fn wrong_password_and_unknown_user_fail_alike_and_send_nothing() {
 
 #[test]
 fn wrong_code_is_retried_then_the_right_one_passes() {
-    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let env = TestEnv::new(vec![script("sms_otp", shipped_script())]);
     let login = env.pass_password(None);
     let code = env.sms.last_code();
     let wrong = if code == "000000" { "111111" } else { "000000" };
@@ -100,7 +100,7 @@ fn wrong_code_is_retried_then_the_right_one_passes() {
 
 #[test]
 fn five_wrong_codes_burn_the_code() {
-    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let env = TestEnv::new(vec![script("sms_otp", shipped_script())]);
     let login = env.pass_password(None);
     let code = env.sms.last_code();
     let wrong = if code == "123456" { "654321" } else { "123456" };
@@ -137,7 +137,7 @@ fn expired_code_is_refused() {
 
 #[test]
 fn step_two_cannot_be_submitted_before_step_one() {
-    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let env = TestEnv::new(vec![script("sms_otp", shipped_script())]);
     let page = env.start(None).unwrap();
     let err = env
         .submit(&page.login, 2, &[("passcode", "123456")])
@@ -170,7 +170,7 @@ fn step_two_cannot_be_submitted_before_step_one() {
 #[test]
 fn unknown_and_disabled_acrs_are_errors_never_a_fallback() {
     let env = TestEnv::new(vec![
-        script("sms_otp", &shipped_script()),
+        script("sms_otp", shipped_script()),
         script("off", "fn authenticate(config, params, step) { true }").with("enabled = false"),
     ]);
     assert!(matches!(
@@ -282,7 +282,7 @@ fn every_step_passed_but_no_user_is_not_a_login() {
 
 #[test]
 fn sms_failure_keeps_the_user_on_step_one_with_the_script_message() {
-    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let env = TestEnv::new(vec![script("sms_otp", shipped_script())]);
     env.sms
         .fail
         .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -334,7 +334,7 @@ fn attribute_writes_by_scripts_are_persisted() {
 
 #[test]
 fn concurrent_wrong_guesses_are_counted_atomically() {
-    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let env = TestEnv::new(vec![script("sms_otp", shipped_script())]);
     let login = env.pass_password(None);
     let code = env.sms.last_code();
     let wrong = if code == "999999" { "888888" } else { "999999" };

@@ -11,7 +11,7 @@ fn no_code_passcode_password_or_secret_reaches_the_log() {
         script("leaky", fixture("leaky")).with(
             "[scripts.properties]\napi_token = \"tok-SECRET-2f9c\"\nclient_secret = \"${env:GATEHOUSE_IT_CLIENT_SECRET}\"",
         ),
-        script("sms_otp", &shipped_script()),
+        script("sms_otp", shipped_script()),
     ]);
     let mut codes = Vec::new();
     let mut passcodes = vec!["13579".to_owned(), "24680".to_owned()];
@@ -72,7 +72,7 @@ fn no_code_passcode_password_or_secret_reaches_the_log() {
 
 #[test]
 fn one_correlation_id_follows_a_login() {
-    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let env = TestEnv::new(vec![script("sms_otp", shipped_script())]);
     let first = env.start(None).unwrap();
     let second = expect_next(
         env.submit(

@@ -116,7 +116,7 @@ const AMR: &str = "amr = [\"pwd\", \"sms\", \"mfa\"]";
 #[test]
 fn relying_party_logs_in_with_sms_otp() {
     let env = web_env(
-        vec![script("sms_otp", &shipped_script())],
+        vec![script("sms_otp", shipped_script())],
         EnvOptions::default(),
     );
     relying_party_login(&env, "sms_otp", || env.sms.last_code());
@@ -127,8 +127,8 @@ fn relying_party_logs_in_with_sms_otp() {
 fn relying_party_logs_in_with_twilio_sms() {
     let twilio = MockServer::sequence(vec![MockResponse::json(201, r#"{"sid":"SM9"}"#)]);
     let env = web_env(vec![
-        script("sms_otp", &shipped_script()),
-        script("twilio_sms", &shipped("twilio_sms")).with(&format!(
+        script("sms_otp", shipped_script()),
+        script("twilio_sms", shipped("twilio_sms")).with(&format!(
             "[scripts.properties]\ntwilio_sid = \"AC1\"\ntwilio_token = \"tw-tok-x\"\nfrom_number = \"+15550001111\"\ntwilio_api_base = {:?}",
             twilio.url()
         )),
@@ -154,8 +154,8 @@ fn relying_party_logs_in_with_stytch() {
     });
     let base = stytch.url();
     let env = web_env(vec![
-        script("sms_otp", &shipped_script()),
-        script("stytch", &shipped("stytch")).with(&format!(
+        script("sms_otp", shipped_script()),
+        script("stytch", shipped("stytch")).with(&format!(
             "{AMR}\n[scripts.properties]\nSMS_ENDPOINT = \"{base}/v1/otps/sms/send\"\nAUTH_ENDPOINT = \"{base}/v1/otps/authenticate\"\nENROLL_ENDPOINT = \"{base}/v1/otps/sms/login_or_create\"\nPROJECT_ID = \"project-test-e2e\"\nSECRET = \"secret-test-e2e\""
         )),
     ], EnvOptions::default());

@@ -30,7 +30,7 @@ fn fail_one_code(env: &TestEnv, guesses: usize) -> Option<String> {
 #[test]
 fn alphanumeric_codes_of_the_configured_length() {
     let env = TestEnv::with_options(
-        vec![script("sms_otp", &shipped_script())],
+        vec![script("sms_otp", shipped_script())],
         EnvOptions {
             otp: "length = 8\nalphabet = \"alphanumeric\"".into(),
             ..EnvOptions::default()
@@ -64,7 +64,7 @@ fn a_script_can_tighten_the_policy_but_never_loosen_it() {
         script("sms_otp", &tighter),
         script("shorter", &shorter),
         script("longer", &longer_life),
-        script("own", &shipped_script())
+        script("own", shipped_script())
             .with("[scripts.otp]\nlength = 9\nttl_seconds = 120\nmax_attempts = 2"),
     ]);
     let login = env.pass_password(Some("sms_otp"));
@@ -109,7 +109,7 @@ fn a_script_can_tighten_the_policy_but_never_loosen_it() {
 
 #[test]
 fn a_right_code_resets_the_count() {
-    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let env = TestEnv::new(vec![script("sms_otp", shipped_script())]);
     fail_one_code(&env, 4);
     let login = env.pass_password(None);
     let code = env.sms.last_code();
@@ -138,7 +138,7 @@ fn password_attempt(env: &TestEnv, user: &str, password: &str, ip: &str) -> Step
 
 #[test]
 fn wrong_passwords_bring_growing_delays_per_account_without_touching_the_sms_factor() {
-    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let env = TestEnv::new(vec![script("sms_otp", shipped_script())]);
     for _ in 0..4 {
         expect_retry(password_attempt(&env, "alice", "guess", "198.51.100.7"));
     }
@@ -170,7 +170,7 @@ fn wrong_passwords_bring_growing_delays_per_account_without_touching_the_sms_fac
 
 #[test]
 fn one_address_trying_many_accounts_is_slowed_down() {
-    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let env = TestEnv::new(vec![script("sms_otp", shipped_script())]);
     // Twelve failures are free per address (four times the per-account allowance).
     for i in 0..13 {
         expect_retry(password_attempt(
@@ -210,7 +210,7 @@ fn second_instance(env: &TestEnv) -> gatehouse::Gatehouse {
 #[test]
 fn instances_sharing_a_store_and_code_key_accept_each_others_codes() {
     let env = TestEnv::with_options(
-        vec![script("sms_otp", &shipped_script())],
+        vec![script("sms_otp", shipped_script())],
         EnvOptions {
             // Normally "${env:NAME}"; a literal keeps this test off the process environment.
             otp: format!("code_key = \"{}\"", "k".repeat(40)),
@@ -223,7 +223,7 @@ fn instances_sharing_a_store_and_code_key_accept_each_others_codes() {
     expect_authenticated(other.engine.submit(&login, 2, &params).unwrap());
 
     // Without a shared key each instance hashes codes under its own random key.
-    let env = TestEnv::new(vec![script("sms_otp", &shipped_script())]);
+    let env = TestEnv::new(vec![script("sms_otp", shipped_script())]);
     let other = second_instance(&env);
     let login = env.pass_password(None);
     let params = RequestParams::from_pairs([("passcode", env.sms.last_code().as_str())]);

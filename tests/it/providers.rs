@@ -11,7 +11,7 @@ const TWILIO_TOKEN: &str = "tw-token-5ecret-77";
 const TWILIO_FROM: &str = "+15550001111";
 
 fn twilio_env(twilio: &MockServer) -> TestEnv {
-    TestEnv::new(vec![script("twilio_sms", &shipped("twilio_sms")).with(&format!(
+    TestEnv::new(vec![script("twilio_sms", shipped("twilio_sms")).with(&format!(
         "[scripts.properties]\ntwilio_sid = {TWILIO_SID:?}\ntwilio_token = {TWILIO_TOKEN:?}\nfrom_number = {TWILIO_FROM:?}\ntwilio_api_base = {:?}",
         twilio.url()
     ))])
@@ -156,7 +156,7 @@ fn twilio_failures_are_clear_and_the_server_keeps_serving() {
 #[test]
 fn twilio_init_names_the_missing_property_and_refuses() {
     let twilio = MockServer::sequence(vec![twilio_created("SM")]);
-    let env = TestEnv::new(vec![script("twilio_sms", &shipped("twilio_sms")).with(&format!(
+    let env = TestEnv::new(vec![script("twilio_sms", shipped("twilio_sms")).with(&format!(
         "[scripts.properties]\ntwilio_sid = {TWILIO_SID:?}\nfrom_number = {TWILIO_FROM:?}\ntwilio_api_base = {:?}",
         twilio.url()
     ))]);
@@ -173,7 +173,7 @@ const STYTCH_SECRET: &str = "secret-test-Zq9xXk3";
 
 fn stytch_env(stytch: &MockServer) -> TestEnv {
     let base = stytch.url();
-    TestEnv::new(vec![script("stytch", &shipped("stytch")).with(&format!(
+    TestEnv::new(vec![script("stytch", shipped("stytch")).with(&format!(
         "[scripts.properties]\nSMS_ENDPOINT = \"{base}/v1/otps/sms/send\"\nAUTH_ENDPOINT = \"{base}/v1/otps/authenticate\"\nENROLL_ENDPOINT = \"{base}/v1/otps/sms/login_or_create\"\nPROJECT_ID = {STYTCH_PROJECT:?}\nSECRET = {STYTCH_SECRET:?}"
     ))])
 }
@@ -301,7 +301,7 @@ fn stytch_provider_errors_fail_the_step_clearly() {
 
 fn gateway_env(gateway: &MockServer, provider: &str) -> TestEnv {
     TestEnv::with_options(
-        vec![script("sms_otp", &shipped_script()).with("sms_provider = \"gateway\"")],
+        vec![script("sms_otp", shipped_script()).with("sms_provider = \"gateway\"")],
         EnvOptions {
             extra_config: format!(
                 "[sms.providers.gateway]\nurl = \"{}/send?to=$ctx.num&key=k-123\"\n{provider}",

@@ -18,8 +18,8 @@ const HELPERS: &str = "fn grow(n) { grow(n + 1) }\n";
 fn run_beside_a_good_login(body: &str) -> (Duration, String) {
     let env = TestEnv::with_options(
         vec![
-            script("bad", &format!("{HELPERS}{}", runaway(body))),
-            script("good", &shipped_script()),
+            script("bad", format!("{HELPERS}{}", runaway(body))),
+            script("good", shipped_script()),
         ],
         EnvOptions {
             sandbox: "hook_timeout_ms = 1500\nmax_operations = 1000000000".into(),
@@ -74,7 +74,7 @@ fn operation_limit_stops_busy_work() {
     let env = TestEnv::with_options(
         vec![script(
             "busy",
-            &runaway("let n = 0; while true { n += 1; }"),
+            runaway("let n = 0; while true { n += 1; }"),
         )],
         EnvOptions {
             sandbox: "max_operations = 100000".into(),

@@ -8,7 +8,7 @@ use crate::support::*;
 #[test]
 fn the_passcode_page_resends_over_http() {
     let env = TestEnv::with_options(
-        vec![script("sms_otp", &shipped_script())],
+        vec![script("sms_otp", shipped_script())],
         EnvOptions {
             web: true,
             sms: "allowed_prefixes = [\"+44\"]\nresend_cooldown_seconds = 60".into(),
@@ -42,7 +42,7 @@ fn the_passcode_page_resends_over_http() {
 #[test]
 fn messages_follow_accept_language_and_end_with_the_webotp_line() {
     let env = TestEnv::with_options(
-        vec![script("sms_otp", &shipped_script()).with(
+        vec![script("sms_otp", shipped_script()).with(
             "[scripts.properties]\nmessage = \"Code {code} ({minutes} min)\"\n\"message.fr\" = \"Code {code} ({minutes} min) en français\"",
         )],
         EnvOptions {

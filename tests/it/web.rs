@@ -13,9 +13,9 @@ use crate::support::*;
 /// Three methods: two enabled at different levels, one disabled.
 fn three_methods_with(options: EnvOptions) -> TestEnv {
     let scripts = vec![
-        script("sms_otp", &shipped_script()).with("level = 10"),
-        script("second", &shipped_script()).with("level = 5"),
-        script("off", &shipped_script()).with("enabled = false"),
+        script("sms_otp", shipped_script()).with("level = 10"),
+        script("second", shipped_script()).with("level = 5"),
+        script("off", shipped_script()).with("enabled = false"),
     ];
     web_env(scripts, options)
 }
@@ -656,7 +656,7 @@ fn forwarded_for_counts_only_behind_a_trusted_proxy() {
     assert!(!address_throttle_run(&env, "198.51.100.1", "198.51.100.2"));
     // Behind a trusted proxy on 127.0.0.1, each forwarded client is counted on its own.
     let trusted = TestEnv::with_options(
-        vec![script("sms_otp", &shipped_script())],
+        vec![script("sms_otp", shipped_script())],
         EnvOptions {
             web: true,
             server: "trusted_proxies = [\"127.0.0.1\"]".into(),

@@ -9,7 +9,7 @@ use crate::support::*;
 
 fn with_options(properties: &str) -> TestEnv {
     web_env(
-        vec![script("sms_otp", &shipped_script())
+        vec![script("sms_otp", shipped_script())
             .with(&format!("[scripts.properties]\n{properties}"))],
         EnvOptions::default(),
     )
@@ -322,10 +322,10 @@ fn send_otp_directly_to_mobile_signs_in_the_holder_of_a_number() {
 fn redirect_to_multi_option_page_on_failure() {
     let scripts = |flag: &str| {
         vec![
-            script("sms_otp", &shipped_script()).with(&format!(
+            script("sms_otp", shipped_script()).with(&format!(
                 "[scripts.properties]\nredirectToMultiOptionPageOnFailure = \"{flag}\"\nalternative_acr = \"other\""
             )),
-            script("other", &shipped_script()),
+            script("other", shipped_script()),
         ]
     };
     let env = web_env(scripts("true"), EnvOptions::default());
