@@ -24,10 +24,11 @@ pub use validate::is_valid_acr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read the configuration file: {source}")]
+    // The reason is in the message (it is logged as one line), so it is not also a `source`.
+    #[error("{path}: cannot read the configuration file: {reason}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -709,9 +710,9 @@ pub struct UnsetVariable {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            reason,
         })?;
         Config::parse(path, &text)
     }

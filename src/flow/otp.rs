@@ -81,6 +81,8 @@ pub enum OtpError {
     Random(#[from] random::RandomError),
 }
 
+/// The verdict on a submitted code: the comparison ([`CodeCheck`]) as the account's SMS factor
+/// settled it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OtpCheck {
     Accepted,
@@ -91,11 +93,11 @@ pub enum OtpCheck {
     Burned,
     Expired,
     NoCode,
-    /// The account's SMS factor is locked: nothing was compared.
+    /// The account's SMS factor is locked (or this wrong code locked it): refused, right or not.
     Locked {
         retry_after_seconds: u64,
     },
-    /// This wrong code reached the disable threshold.
+    /// The account's SMS factor is disabled (or this wrong code disabled it).
     Disabled,
 }
 

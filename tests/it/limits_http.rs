@@ -260,8 +260,7 @@ fn ten_wrong_codes_lock_the_sms_factor_on_every_path() {
     let locked = "Too many wrong codes. Sign-in by text message is locked for 15 minutes.";
     let env = limited_env(
         vec![
-            script("sms_otp", shipped_script())
-                .with("[scripts.properties]\nBackupCode = \"true\""),
+            script("sms_otp", shipped_script()).with("[scripts.properties]\nBackupCode = \"true\""),
             script("other", shipped_script()),
             script(
                 "mobile",

@@ -72,10 +72,7 @@ fn deep_recursion_hits_the_call_limit() {
 #[test]
 fn operation_limit_stops_busy_work() {
     let env = TestEnv::with_options(
-        vec![script(
-            "busy",
-            runaway("let n = 0; while true { n += 1; }"),
-        )],
+        vec![script("busy", runaway("let n = 0; while true { n += 1; }"))],
         EnvOptions {
             sandbox: "max_operations = 100000".into(),
             ..EnvOptions::default()
