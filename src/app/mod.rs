@@ -259,13 +259,8 @@ fn host_services(
     let webotp_host = config
         .sms
         .webotp_line
-        .then(|| {
-            url::Url::parse(&config.oidc.issuer)
-                .ok()?
-                .host_str()
-                .map(str::to_owned)
-        })
-        .flatten();
+        .then(|| config.oidc.issuer.host().to_owned())
+        .filter(|host| !host.is_empty());
     Ok(HostServices {
         users,
         otp,

@@ -280,7 +280,7 @@ impl SandboxConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct OidcConfig {
     /// The issuer URL applications see; `https://...` in production (turns on Secure cookies, HSTS).
-    pub issuer: String,
+    pub issuer: Issuer,
     /// RS256 signing key, generated on first start if missing (keep it secret, keep it stable).
     pub signing_key_file: PathBuf,
     pub code_ttl_seconds: u64,
@@ -293,7 +293,7 @@ pub struct OidcConfig {
 impl Default for OidcConfig {
     fn default() -> Self {
         OidcConfig {
-            issuer: "http://localhost:8080".into(),
+            issuer: Issuer::parse("http://localhost:8080").expect("a valid default"),
             signing_key_file: "config/oidc-signing-key.pem".into(),
             code_ttl_seconds: 60,
             access_token_ttl_seconds: 3600,
@@ -305,12 +305,53 @@ impl Default for OidcConfig {
 
 impl OidcConfig {
     pub fn is_https(&self) -> bool {
-        self.issuer.starts_with("https://")
+        self.issuer.https
     }
 
     /// The issuer without a trailing slash, as URLs are built from it.
     pub fn issuer_base(&self) -> &str {
-        self.issuer.trim_end_matches('/')
+        &self.issuer.base
+    }
+}
+
+/// The issuer: an http(s) URL without query or fragment, parsed once.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Issuer {
+    /// Without a trailing slash.
+    base: String,
+    host: String,
+    https: bool,
+}
+
+impl Issuer {
+    pub fn parse(text: &str) -> Result<Issuer, String> {
+        let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https")
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return Err(format!(
+                "{text:?}: use an http(s) URL without query or fragment"
+            ));
+        }
+        Ok(Issuer {
+            base: text.trim_end_matches('/').to_owned(),
+            host: url.host_str().unwrap_or_default().to_owned(),
+            https: url.scheme() == "https",
+        })
+    }
+
+    /// The host name, as the WebOTP line of messages names it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+impl TryFrom<String> for Issuer {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        Issuer::parse(&text)
     }
 }
 

@@ -61,21 +61,6 @@ impl Config {
                 ));
             }
         }
-        let issuer = url::Url::parse(&self.oidc.issuer).map_err(|e| {
-            invalid(
-                "oidc.issuer".into(),
-                format!("{:?} is not a URL: {e}", self.oidc.issuer),
-            )
-        })?;
-        if !matches!(issuer.scheme(), "http" | "https")
-            || issuer.query().is_some()
-            || issuer.fragment().is_some()
-        {
-            return Err(invalid(
-                "oidc.issuer".into(),
-                "use an http(s) URL without query or fragment".into(),
-            ));
-        }
         let mut client_ids = HashSet::new();
         for (i, client) in self.clients.iter().enumerate() {
             let key = format!("clients[{i}]");

@@ -217,7 +217,7 @@ impl Provider {
 
     /// The discovery document; `acrs` are the enabled interactive methods in level order.
     pub fn discovery(&self, config: &Config, acrs: &[String]) -> serde_json::Value {
-        let issuer = config.oidc.issuer.trim_end_matches('/');
+        let issuer = config.oidc.issuer_base();
         serde_json::json!({
             "issuer": issuer,
             "authorization_endpoint": format!("{issuer}/authorize"),
@@ -512,7 +512,7 @@ impl Provider {
         }
         let issued = self.clock.now_secs();
         let claims = IdTokenClaims {
-            iss: config.oidc.issuer.trim_end_matches('/').to_owned(),
+            iss: config.oidc.issuer_base().to_owned(),
             sub: grant.user.clone(),
             aud: client.client_id.clone(),
             exp: issued + config.oidc.id_token_ttl_seconds,
@@ -646,7 +646,7 @@ impl Provider {
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
         validation.validate_exp = false;
         validation.validate_aud = false;
-        validation.set_issuer(&[config.oidc.issuer.trim_end_matches('/')]);
+        validation.set_issuer(&[config.oidc.issuer_base()]);
         validation.required_spec_claims.clear();
         let data = jsonwebtoken::decode::<IdTokenClaims>(id_token, &self.key.decoding, &validation)
             .ok()?;
