@@ -99,30 +99,73 @@ pub struct AuthenticatedLogin {
     pub auth_time: u64,
 }
 
-/// The one place the ID token's `amr` is decided. The entry's configured `amr` wins (kept for
-/// external verifiers such as Stytch, whose codes the host never sees). Otherwise: what the
-/// host verified, with "mfa" when that is two or more methods. A script that checks its second
-/// factor itself leaves only "pwd" recorded: then two or more steps passed mean ["pwd", "mfa"].
-pub fn decide_amr(
-    methods: &[String],
-    steps_passed: usize,
-    configured: Option<Vec<String>>,
-) -> Vec<String> {
-    if let Some(configured) = configured {
-        return configured;
+/// What kind of factor an RFC 8176 method is: something the user knows, has, or is.
+fn factor_kind(method: &str) -> Option<&'static str> {
+    Some(match method {
+        "pwd" | "pin" | "kba" => "knowledge",
+        "sms" | "tel" | "otp" | "hwk" | "swk" | "sc" => "possession",
+        "fpt" | "face" | "iris" | "retina" | "vbm" | "geo" => "inherence",
+        _ => return None,
+    })
+}
+
+/// The one place the ID token's `amr` is decided: the methods the host itself verified in this
+/// sign-in (`pwd`, `sms`, `otp`...), then those the entry's configured `amr` names for external
+/// verifiers whose codes the host never sees (Stytch), and `mfa` only when two different kinds
+/// of factor are among them. How many steps passed says nothing: a step that verifies nothing
+/// adds nothing. Empty when nothing was verified (the ID token then carries no `amr`).
+pub fn decide_amr(methods: &[String], configured: Option<Vec<String>>) -> Vec<String> {
+    let mut amr: Vec<String> = Vec::new();
+    for method in methods
+        .iter()
+        .cloned()
+        .chain(configured.unwrap_or_default())
+    {
+        if method != "mfa" && !amr.contains(&method) {
+            amr.push(method);
+        }
     }
-    let mut amr = methods.to_vec();
-    let only_password = amr.iter().all(|m| m == "pwd");
-    if only_password && steps_passed > 1 {
-        return vec!["pwd".into(), "mfa".into()];
-    }
-    if amr.is_empty() {
-        amr.push("pwd".into());
-    }
-    if amr.len() > 1 {
+    let mut kinds: Vec<&str> = amr.iter().filter_map(|m| factor_kind(m)).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    if kinds.len() >= 2 {
         amr.push("mfa".into());
     }
     amr
+}
+
+#[cfg(test)]
+mod amr_tests {
+    use super::decide_amr;
+
+    fn amr(methods: &[&str], configured: Option<&[&str]>) -> Vec<String> {
+        let owned = |list: &[&str]| list.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+        decide_amr(&owned(methods), configured.map(owned))
+    }
+
+    #[test]
+    fn mfa_needs_two_kinds_of_factor_verified() {
+        assert_eq!(amr(&["pwd", "sms"], None), ["pwd", "sms", "mfa"]);
+        assert_eq!(amr(&["pwd", "otp"], None), ["pwd", "otp", "mfa"]);
+        assert_eq!(amr(&["pwd"], None), ["pwd"]);
+        assert_eq!(amr(&["sms"], None), ["sms"]);
+        assert_eq!(
+            amr(&["sms", "otp"], None),
+            ["sms", "otp"],
+            "both possession"
+        );
+        assert!(amr(&[], None).is_empty());
+        // Stytch: the host verified the password, the entry vouches for the SMS code.
+        assert_eq!(
+            amr(&["pwd"], Some(&["pwd", "sms", "mfa"])),
+            ["pwd", "sms", "mfa"]
+        );
+        assert_eq!(
+            amr(&[], Some(&["pwd", "mfa"])),
+            ["pwd"],
+            "mfa is never taken on faith"
+        );
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -525,11 +568,7 @@ impl LoginEngine {
         let _ = self.services.otp.forget(login.as_str());
         let user = txn.state.user.clone().unwrap_or_default();
         tracing::info!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "authenticated user {} (steps {:?})", subject_for_log(&user), txn.passed);
-        let amr = decide_amr(
-            &txn.state.methods,
-            txn.passed.len(),
-            self.runtime.configured_amr(&txn.acr),
-        );
+        let amr = decide_amr(&txn.state.methods, self.runtime.configured_amr(&txn.acr));
         Ok(StepOutcome::Authenticated(AuthenticatedLogin {
             user,
             acr: txn.acr,

@@ -157,6 +157,8 @@ struct IdTokenClaims {
     #[serde(skip_serializing_if = "Option::is_none")]
     nonce: Option<String>,
     acr: String,
+    /// Left out when the host verified nothing (RFC 8176 methods are never invented).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     amr: Vec<String>,
     azp: String,
 }

@@ -8,7 +8,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Map, AST};
 
 use crate::config::{PropertyValue, ScriptEntry};
 use crate::flow::otp::CodePolicy;
-use crate::flow::script_port::{hook_named, HookError, HookFailureKind};
+use crate::flow::script_port::{hook_named, HookError, HookFailureKind, HookSpec, HOOKS};
 use crate::ports::SmsSender;
 use crate::script::api::ScriptSecret;
 use crate::script::sandbox::DEADLINE_TOKEN;
@@ -165,6 +165,11 @@ pub fn compile(
         ))
     })?;
     ast.set_source(source.source_name.as_str());
+    let definitions = function_definitions(&source.text);
+    let at = |name: &str| match definitions.get(name) {
+        Some((line, column)) => format!("{}:{line}:{column}", source.source_name),
+        None => source.source_name.clone(),
+    };
     let mut hooks = HashSet::new();
     for function in ast.iter_functions() {
         let (name, arity) = (function.name.to_string(), function.params.len());
@@ -172,11 +177,20 @@ pub fn compile(
         if let Some(hook) = hook_named(&name) {
             if hook.arity() != arity {
                 return Err(LoadError::Compile(format!(
-                    "{}: fn {name} takes {arity} parameter(s); the hook takes {}",
-                    source.source_name,
-                    hook.arity()
+                    "{}: fn {name} takes {arity} parameter(s); the hook takes {}: fn {}",
+                    at(&name),
+                    hook.arity(),
+                    hook.signature()
                 )));
             }
+        } else if let Some(hook) = near_hook(&name) {
+            // A misspelt hook would never be called: the host would quietly use the default.
+            return Err(LoadError::Compile(format!(
+                "{}: fn {name} is not a hook the host calls: did you mean {}? (fn {})",
+                at(&name),
+                hook.name,
+                hook.signature()
+            )));
         }
         hooks.insert((name, arity));
     }
@@ -194,13 +208,50 @@ pub fn compile(
         ast,
         config: config_map(properties),
         hooks,
-        definitions: function_definitions(&source.text),
+        definitions,
         sms: Arc::new(RefusingSms(
             "no SMS provider is set up for this script".into(),
         )),
         sms_error: None,
         code_policy,
     })
+}
+
+/// The hook `name` is one small edit away from: the same letters in another case, or one
+/// character added, dropped, changed or two swapped.
+fn near_hook(name: &str) -> Option<&'static HookSpec> {
+    HOOKS
+        .iter()
+        .find(|hook| hook.name.eq_ignore_ascii_case(name) || one_edit_apart(hook.name, name))
+}
+
+fn one_edit_apart(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a == b {
+        return false;
+    }
+    let (short, long) = if a.len() <= b.len() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    match long.len() - short.len() {
+        0 => {
+            let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+            differ.len() == 1
+                || (differ.len() == 2
+                    && differ[1] == differ[0] + 1
+                    && a[differ[0]] == b[differ[1]]
+                    && a[differ[1]] == b[differ[0]])
+        }
+        1 => {
+            let first = (0..short.len())
+                .find(|&i| short[i] != long[i])
+                .unwrap_or(short.len());
+            short[first..] == long[first + 1..]
+        }
+        _ => false,
+    }
 }
 
 /// Finds `fn name(` at the start of a line: Rhai only allows functions at the top level.
@@ -289,5 +340,29 @@ fn strip_position(message: &str) -> String {
     match message.rfind(" (line ") {
         Some(at) if message.ends_with(')') => message[..at].to_owned(),
         _ => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_edits_of_hook_names_are_caught_and_other_names_are_not() {
+        for typo in [
+            "getNextstep",
+            "getnextstep",
+            "getNextSte",
+            "getNextStepp",
+            "getNetxStep",
+            "authenticat",
+            "Authenticate",
+            "prepareForStpe",
+        ] {
+            assert!(near_hook(typo).is_some(), "{typo}");
+        }
+        for other in ["check_code", "send_code", "getNext", "helper", "init_user"] {
+            assert!(near_hook(other).is_none(), "{other}");
+        }
     }
 }

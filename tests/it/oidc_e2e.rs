@@ -166,3 +166,23 @@ fn relying_party_logs_in_with_stytch() {
         "one enrolment/send, one authenticate"
     );
 }
+
+/// A second step that verifies nothing adds nothing to `amr`: the ID token says what the host
+/// verified, never how many steps passed.
+#[test]
+fn amr_names_only_what_was_verified_not_how_many_steps_passed() {
+    let env = web_env(
+        vec![
+            script("two_steps", fixture("second_step_verifies_nothing")),
+            script("nothing", fixture("verifies_nothing")),
+        ],
+        EnvOptions::default(),
+    );
+    let login = WebLogin::start(env.base.as_ref().unwrap(), Some("two_steps"));
+    login.password("alice", ALICE_PASSWORD);
+    let claims = login.finish(login.submit(&[("anything", "x")]));
+    assert_eq!(claims["amr"], serde_json::json!(["pwd"]));
+    let login = WebLogin::start(env.base.as_ref().unwrap(), Some("nothing"));
+    let claims = login.finish(login.submit(&[("username", "alice")]));
+    assert!(claims.get("amr").is_none(), "{claims}");
+}

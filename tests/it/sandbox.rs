@@ -136,3 +136,37 @@ fn logins_share_no_script_state() {
         expect_authenticated(env.submit(&page.login, 1, &[("username", user)]).unwrap());
     }
 }
+
+#[test]
+fn a_misspelt_hook_is_refused_with_its_place_and_the_hook_it_resembles() {
+    let typo = "fn authenticate(config, params, step) { identity::set_user(\"alice\"); true }\n\n// the last step\nfn getNextstep(config, params, step) { -1 }\n";
+    let env = TestEnv::new(vec![
+        script("typo", typo),
+        script(
+            "arity",
+            "fn authenticate(config, params, step) { true }\n  fn getNextStep(config, step) { -1 }\n",
+        ),
+    ]);
+    assert_eq!(env.revision("typo"), None);
+    let error = env.last_error("typo").unwrap();
+    assert!(
+        error.contains(
+            "typo.rhai:4:1: fn getNextstep is not a hook the host calls: did you mean getNextStep?"
+        ),
+        "{error}"
+    );
+    let error = env.last_error("arity").unwrap();
+    assert!(
+        error.contains("arity.rhai:2:3: fn getNextStep takes 2 parameter(s); the hook takes 3"),
+        "{error}"
+    );
+    // `gatehouse check` says the same and fails.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check", "--config"])
+        .arg(env.root().join("config/gatehouse.toml"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{printed}");
+    assert!(printed.contains("did you mean getNextStep?"), "{printed}");
+}
