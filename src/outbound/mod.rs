@@ -147,6 +147,27 @@ pub enum HttpError {
     Transport { url: String, message: String },
     #[error("{url}: header {name:?} is not valid")]
     BadHeader { url: String, name: String },
+    #[error("{url}: no answer before the hook's deadline ([sandbox] hook_timeout_ms); the request may have arrived and is not re-sent")]
+    Deadline { url: String },
+}
+
+thread_local! {
+    /// The deadline of the hook running on this thread, if any: every request made on its
+    /// behalf (an `http::` call, a provider's `sms::send`) must answer before it.
+    static DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `work` with every request on this thread bounded by `deadline` (the time left in a
+/// script hook), whatever `[http] timeout_ms` allows.
+pub fn within_deadline<R>(deadline: Instant, work: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Instant>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DEADLINE.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(DEADLINE.with(|d| d.replace(Some(deadline))));
+    work()
 }
 
 /// `https://api.example.com:443/v1/messages` without query, fragment or user info.
@@ -333,9 +354,23 @@ impl HttpBridge {
                 .body(text.expose().to_owned()),
         };
         let started = Instant::now();
+        // A hook's deadline cuts the request short when it comes before [http] timeout_ms.
+        let deadline = DEADLINE.with(std::cell::Cell::get);
+        let left = deadline.map(|d| d.saturating_duration_since(started));
+        let by_deadline = left.is_some_and(|left| left < self.timeout);
+        if left.is_some_and(|left| left.is_zero()) {
+            return Err(HttpError::Deadline { url: shown });
+        }
+        if let Some(left) = left.filter(|_| by_deadline) {
+            builder = builder.timeout(left);
+        }
+        let past_deadline = |error: HttpError| match error {
+            HttpError::Timeout { url, .. } if by_deadline => HttpError::Deadline { url },
+            other => other,
+        };
         let response = builder
             .send()
-            .map_err(|e| self.classify(&shown, &e, started))?;
+            .map_err(|e| past_deadline(self.classify(&shown, &e, started)))?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -360,7 +395,7 @@ impl HttpBridge {
         response
             .take(self.max_response_bytes + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| self.classify_read(&shown, &e, started))?;
+            .map_err(|e| past_deadline(self.classify_read(&shown, &e, started)))?;
         if bytes.len() as u64 > self.max_response_bytes {
             return Err(HttpError::TooLarge {
                 url: shown,

@@ -185,12 +185,13 @@ impl ScriptHost {
                 message: format!("{}: no fn {name}", revision.source_name),
             });
         }
+        let deadline = Instant::now() + self.hook_timeout;
         let guard = enter(ActiveCall {
             context: context.clone(),
             sms: revision.sms.clone(),
             http: self.providers.bridge().clone(),
             code_policy: revision.code_policy,
-            deadline: Instant::now() + self.hook_timeout,
+            deadline,
             at_top_level: false,
             top_level_side_effect: false,
         });
@@ -198,13 +199,16 @@ impl ScriptHost {
         // eval_ast(true) re-runs the top level, which load-time checks limit to constants,
         // so that functions can read them as `global::NAME`.
         let options = CallFnOptions::new().eval_ast(true).rewind_scope(false);
-        let result = self.engine.call_fn_with_options::<Dynamic>(
-            options,
-            &mut scope,
-            &revision.ast,
-            name,
-            args,
-        );
+        // Host calls that wait (http::, sms::send) get only the time left in the hook.
+        let result = crate::outbound::within_deadline(deadline, || {
+            self.engine.call_fn_with_options::<Dynamic>(
+                options,
+                &mut scope,
+                &revision.ast,
+                name,
+                args,
+            )
+        });
         drop(guard);
         result
             .map(hook_value)

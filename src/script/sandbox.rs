@@ -120,6 +120,14 @@ fn log_print(level: tracing::Level, text: &str) {
     }
 }
 
+fn no_sleep() -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(
+        "sleep is not available to scripts: every hook has a deadline ([sandbox] hook_timeout_ms)"
+            .into(),
+        Position::NONE,
+    ))
+}
+
 /// Builds the sandboxed engine every script runs in (tests use this same builder).
 pub fn build_engine(limits: &SandboxConfig) -> Engine {
     let mut engine = Engine::new();
@@ -146,6 +154,13 @@ pub fn build_engine(limits: &SandboxConfig) -> Engine {
                 .is_some_and(|c| Instant::now() >= c.deadline)
         });
         expired.then(|| Dynamic::from(DEADLINE_TOKEN))
+    });
+    // Rhai's `sleep` blocks the thread past any deadline the progress callback can enforce.
+    engine.register_fn("sleep", |_seconds: i64| -> Result<(), Box<EvalAltResult>> {
+        Err(no_sleep())
+    });
+    engine.register_fn("sleep", |_seconds: f64| -> Result<(), Box<EvalAltResult>> {
+        Err(no_sleep())
     });
     engine.on_print(|text| log_print(tracing::Level::INFO, text));
     engine.on_debug(|text, _source, _position| log_print(tracing::Level::DEBUG, text));

@@ -170,3 +170,35 @@ fn a_misspelt_hook_is_refused_with_its_place_and_the_hook_it_resembles() {
     assert!(!output.status.success(), "{printed}");
     assert!(printed.contains("did you mean getNextStep?"), "{printed}");
 }
+
+#[test]
+fn sleep_is_refused_and_a_slow_http_call_ends_at_the_hook_deadline() {
+    use crate::support::mock_http::{MockResponse, MockServer};
+    // The answer would come within [http] timeout_ms (1500 ms), but after the hook's deadline.
+    let slow = MockServer::sequence(vec![
+        MockResponse::json(200, "{}").delayed(Duration::from_millis(1200))
+    ]);
+    let waits = format!(
+        "fn authenticate(config, params, step) {{\n    identity::set_user(\"alice\");\n    if params.how == \"sleep\" {{ sleep(12); return true; }}\n    let answer = http::get(\"{}/slow\");\n    if !answer.ok {{ print(answer.error); }}\n    answer.ok\n}}\n",
+        slow.url()
+    );
+    let env = TestEnv::with_options(
+        vec![script("waits", waits)],
+        EnvOptions {
+            sandbox: "hook_timeout_ms = 400".into(),
+            ..EnvOptions::default()
+        },
+    );
+    for how in ["sleep", "http"] {
+        let page = env.start(None).unwrap();
+        let started = std::time::Instant::now();
+        expect_retry(env.submit(&page.login, 1, &[("how", how)]).unwrap());
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "{how}: the hook ran {:?}",
+            started.elapsed()
+        );
+    }
+    env.wait_for_log("sleep is not available to scripts");
+    env.wait_for_log("no answer before the hook's deadline");
+}
