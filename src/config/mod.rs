@@ -638,6 +638,10 @@ pub struct ScriptEntry {
     /// This script's code policy: may only tighten `[otp]`.
     #[serde(default)]
     pub otp: Option<OtpOverride>,
+    /// Lets the script write attributes of users other than the one signing in (an enrolment
+    /// or migration script). Off: `users::set/add/remove` reach only the sign-in's own user.
+    #[serde(default)]
+    pub write_other_users: bool,
     /// Properties to treat as secret in addition to the names matched by default.
     #[serde(default)]
     pub secret_properties: Vec<String>,

@@ -205,7 +205,7 @@ fn register_users(engine: &mut Engine) {
     FuncRegistration::new("set").set_into_module(
         &mut module,
         |username: &str, attribute: &str, value: Dynamic| -> HostResult<()> {
-            with_context("users::set", |c| {
+            with_call("users::set", |call| {
                 let values = if value.is_array() {
                     let array = value.into_array().unwrap_or_default();
                     array
@@ -221,7 +221,8 @@ fn register_users(engine: &mut Engine) {
                     attribute: attribute.to_owned(),
                     values,
                 };
-                c.update_user(username, change)
+                call.context
+                    .update_user(username, change, call.write_other_users)
                     .map_err(|e| host_failure("users::set", e))
             })
         },
@@ -231,14 +232,15 @@ fn register_users(engine: &mut Engine) {
             &mut module,
             move |username: &str, attribute: &str, value: Dynamic| -> HostResult<()> {
                 let function = if add { "users::add" } else { "users::remove" };
-                with_context(function, |c| {
+                with_call(function, |call| {
                     let (attribute, value) = (attribute.to_owned(), plain_text(function, &value)?);
                     let change = if add {
                         AttributeChange::Add { attribute, value }
                     } else {
                         AttributeChange::Remove { attribute, value }
                     };
-                    c.update_user(username, change)
+                    call.context
+                        .update_user(username, change, call.write_other_users)
                         .map_err(|e| host_failure(function, e))
                 })
             },

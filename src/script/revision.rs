@@ -35,6 +35,8 @@ pub struct ScriptRevision {
     pub(crate) sms_error: Option<String>,
     /// `[otp]` as this script's `[scripts.otp]` tightens it.
     pub(crate) code_policy: CodePolicy,
+    /// The entry's `write_other_users`.
+    pub(crate) write_other_users: bool,
 }
 
 impl ScriptRevision {
@@ -214,6 +216,7 @@ pub fn compile(
         )),
         sms_error: None,
         code_policy,
+        write_other_users: entry.write_other_users,
     })
 }
 

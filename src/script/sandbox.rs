@@ -23,6 +23,8 @@ pub(crate) struct ActiveCall {
     pub http: Arc<HttpBridge>,
     /// The running revision's code policy.
     pub code_policy: CodePolicy,
+    /// The entry lets the script write users other than the sign-in's own.
+    pub write_other_users: bool,
     pub deadline: Instant,
     /// Evaluating the script's top level at load: host calls and printing are refused.
     pub at_top_level: bool,
@@ -64,6 +66,7 @@ pub(crate) struct CallEnv {
     pub sms: Arc<dyn SmsSender>,
     pub http: Arc<HttpBridge>,
     pub code_policy: CodePolicy,
+    pub write_other_users: bool,
 }
 
 /// Runs `f` with the current hook's context; an error if the host is called at the top level.
@@ -89,7 +92,13 @@ pub(crate) fn with_call<R>(
                      declare constants and functions; call it from init() or a hook"
                 ))
             }
-            Some(call) => Ok(CallEnv { context: call.context.clone(), sms: call.sms.clone(), http: call.http.clone(), code_policy: call.code_policy }),
+            Some(call) => Ok(CallEnv {
+                context: call.context.clone(),
+                sms: call.sms.clone(),
+                http: call.http.clone(),
+                code_policy: call.code_policy,
+                write_other_users: call.write_other_users,
+            }),
             None => Err(format!("{function} called outside a hook")),
         }
     });

@@ -363,3 +363,35 @@ fn what_get_next_step_changes_is_kept() {
     );
     expect_authenticated(env.submit(&page.login, 2, &[]).unwrap());
 }
+
+#[test]
+fn scripts_write_only_their_own_user_and_never_host_managed_attributes() {
+    use gatehouse::ports::UserDirectory;
+    for (extra, bob_written) in [("", false), ("write_other_users = true", true)] {
+        let env = TestEnv::new(vec![script("w", fixture("writes_attributes")).with(extra)]);
+        let page = env.start(None).unwrap();
+        expect_authenticated(
+            env.submit(
+                &page.login,
+                1,
+                &[("username", "alice"), ("password", ALICE_PASSWORD)],
+            )
+            .unwrap(),
+        );
+        let refused = if bob_written {
+            "refused: [\"disable\", \"backup\", \"password\"]"
+        } else {
+            "refused: [\"disable\", \"backup\", \"password\", \"bob\"]"
+        };
+        env.wait_for_log(refused);
+        let alice = env.app.users.find("alice").unwrap().unwrap();
+        assert_eq!(alice.first("nickname"), Some("Al"));
+        assert!(alice.first("gatehouseBackupCodes").is_none());
+        let bob = env.app.users.find("bob").unwrap().unwrap();
+        assert_eq!(
+            bob.first("mobile") == Some("+447700900666"),
+            bob_written,
+            "{extra:?}"
+        );
+    }
+}

@@ -6,7 +6,7 @@ use crate::base::{store_keys, Secret};
 use crate::flow::sms_factor::SmsFactor;
 use crate::ports::{AttributeChange, UserEntry};
 
-use super::{HookContext, HostError};
+use super::{HookContext, HostError, HOST_MANAGED_ATTRIBUTES};
 
 impl HookContext {
     /// Checks a username and password; on success the login is bound to that user.
@@ -109,7 +109,30 @@ impl HookContext {
         Ok(self.services.users.find_by_attribute(attribute, value)?)
     }
 
-    pub fn update_user(&self, username: &str, change: AttributeChange) -> Result<(), HostError> {
+    /// A script's write to the directory. Attributes the host manages are read-only to scripts,
+    /// and only the sign-in's own user may be written unless the entry says
+    /// `write_other_users = true`.
+    pub fn update_user(
+        &self,
+        username: &str,
+        change: AttributeChange,
+        may_write_other_users: bool,
+    ) -> Result<(), HostError> {
+        let attribute = match &change {
+            AttributeChange::Replace { attribute, .. }
+            | AttributeChange::Add { attribute, .. }
+            | AttributeChange::Remove { attribute, .. } => attribute,
+        };
+        if HOST_MANAGED_ATTRIBUTES
+            .iter()
+            .any(|managed| managed.eq_ignore_ascii_case(attribute))
+        {
+            return Err(HostError::HostManaged(attribute.clone()));
+        }
+        let own = self.user().is_some_and(|user| user == username);
+        if !own && !may_write_other_users {
+            return Err(HostError::NotOwnUser(username.to_owned()));
+        }
         Ok(self.services.users.update(username, change)?)
     }
 

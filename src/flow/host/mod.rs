@@ -65,7 +65,18 @@ pub enum HostError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Send(#[from] SendError),
+    #[error("attribute {0:?} is managed by the host: scripts may read it, not write it")]
+    HostManaged(String),
+    #[error("{0:?} is not the user of this sign-in: a script writes only its own user's attributes unless its entry sets write_other_users = true")]
+    NotOwnUser(String),
 }
+
+/// Attributes only the host writes: the password, the SMS-factor disable mark, backup codes.
+pub const HOST_MANAGED_ATTRIBUTES: [&str; 3] = [
+    "password",
+    crate::flow::sms_factor::SMS_DISABLED_ATTRIBUTE,
+    crate::flow::backup::ATTRIBUTE,
+];
 
 impl From<FactorError> for HostError {
     fn from(error: FactorError) -> Self {
