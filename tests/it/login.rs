@@ -366,7 +366,6 @@ fn what_get_next_step_changes_is_kept() {
 
 #[test]
 fn scripts_write_only_their_own_user_and_never_host_managed_attributes() {
-    use gatehouse::ports::UserDirectory;
     for (extra, bob_written) in [("", false), ("write_other_users = true", true)] {
         let env = TestEnv::new(vec![script("w", fixture("writes_attributes")).with(extra)]);
         let page = env.start(None).unwrap();
