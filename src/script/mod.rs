@@ -186,6 +186,7 @@ impl ScriptHost {
             });
         }
         let deadline = Instant::now() + self.hook_timeout;
+        context.mask_values(revision.secret_values.iter().map(String::as_str));
         let guard = enter(ActiveCall {
             context: context.clone(),
             sms: revision.sms.clone(),
@@ -235,6 +236,7 @@ impl ScriptHost {
         }
         let revision = Arc::new(revision);
         let context = HookContext::for_lifecycle(&entry.acr, self.services.clone());
+        context.mask_values(revision.secret_values.iter().map(String::as_str));
         let guard = enter(ActiveCall {
             context,
             sms: revision.sms.clone(),

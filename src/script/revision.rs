@@ -37,6 +37,8 @@ pub struct ScriptRevision {
     pub(crate) code_policy: CodePolicy,
     /// The entry's `write_other_users`.
     pub(crate) write_other_users: bool,
+    /// The values of the script's secret properties: masked in every line the script logs.
+    pub(crate) secret_values: Vec<String>,
 }
 
 impl ScriptRevision {
@@ -217,6 +219,13 @@ pub fn compile(
         sms_error: None,
         code_policy,
         write_other_users: entry.write_other_users,
+        secret_values: properties
+            .values()
+            .filter_map(|value| match value {
+                PropertyValue::Secret(secret) => Some(secret.expose().to_owned()),
+                PropertyValue::Plain(_) => None,
+            })
+            .collect(),
     })
 }
 

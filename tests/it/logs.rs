@@ -136,3 +136,29 @@ fn a_multi_line_message_stays_one_log_line() {
     );
     assert!(!log.lines().any(|l| l.starts_with("INFO forged")));
 }
+
+/// Masking is for secrets: a client cannot blank words out of the audit log by sending them in
+/// a field called `pin`, `code` or `otp`.
+#[test]
+fn fields_a_client_names_do_not_mask_the_log() {
+    let env = TestEnv::new(vec![script(
+        "audit",
+        "fn authenticate(config, params, step) { print(`Audit. user ${params.username}, ${params.note}`); false }",
+    )]);
+    let page = env.start(None).unwrap();
+    expect_retry(
+        env.submit(
+            &page.login,
+            1,
+            &[
+                ("username", "alice"),
+                ("note", "checked"),
+                ("pin", "alice"),
+                ("code", "checked"),
+                ("otp", "Audit"),
+            ],
+        )
+        .unwrap(),
+    );
+    env.wait_for_log("Audit. user alice, checked");
+}

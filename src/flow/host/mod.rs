@@ -131,6 +131,9 @@ pub struct HookContext {
     issued: Mutex<Option<String>>,
 }
 
+/// Shorter values are never masked (see [`HookContext::mask_values`]).
+pub const MIN_MASKED_CHARS: usize = 4;
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A hook that panicked mid-update leaves plain data behind: keep using it.
     mutex
@@ -164,7 +167,11 @@ impl HookContext {
         params: Option<&RequestParams>,
     ) -> Arc<Self> {
         let masked = params
-            .map(|p| p.masked_values().filter(|v| !v.is_empty()).collect())
+            .map(|p| {
+                p.masked_values()
+                    .filter(|v| v.chars().count() >= MIN_MASKED_CHARS)
+                    .collect()
+            })
             .unwrap_or_default();
         Arc::new(HookContext {
             acr: acr.to_owned(),
@@ -210,9 +217,22 @@ impl HookContext {
         out
     }
 
+    /// Masks `value` in everything this call logs from now on. Values shorter than
+    /// [`MIN_MASKED_CHARS`] are not masked: they would blank out ordinary words and numbers.
     fn add_masked(&self, value: &str) {
-        if !value.is_empty() {
-            lock(&self.masked).push(value.to_owned());
+        if value.chars().count() >= MIN_MASKED_CHARS {
+            let mut masked = lock(&self.masked);
+            if !masked.iter().any(|m| m == value) {
+                masked.push(value.to_owned());
+            }
+        }
+    }
+
+    /// Masks the script's secret property values in every line this call logs (the host hands
+    /// them in when a hook starts).
+    pub fn mask_values<'a>(&self, values: impl IntoIterator<Item = &'a str>) {
+        for value in values {
+            self.add_masked(value);
         }
     }
 
