@@ -455,3 +455,44 @@ fn shipped_presets_parse_and_send_their_documented_shape() {
         }
     }
 }
+
+#[test]
+fn every_shipped_script_reads_the_phone_from_the_phone_attribute_property() {
+    // Bob keeps his number in `mobile`: one property, no script edit.
+    let twilio = MockServer::sequence(vec![twilio_created("SM002")]);
+    let env = TestEnv::new(vec![script("twilio_sms", shipped("twilio_sms")).with(&format!(
+        "[scripts.properties]\nphone_attribute = \"mobile\"\ntwilio_sid = {TWILIO_SID:?}\ntwilio_token = {TWILIO_TOKEN:?}\nfrom_number = {TWILIO_FROM:?}\ntwilio_api_base = {:?}",
+        twilio.url()
+    ))]);
+    let page = env.start(Some("twilio_sms")).unwrap();
+    expect_next(
+        env.submit(
+            &page.login,
+            1,
+            &[("username", "bob"), ("password", ALICE_PASSWORD)],
+        )
+        .unwrap(),
+    );
+    let form = twilio.requests()[0].form();
+    assert!(
+        form.contains(&("To".to_owned(), BOB_MOBILE.to_owned())),
+        "{form:?}"
+    );
+    // The rule is written the same way in every script header and both READMEs.
+    let rule = "the entry's `phone_attribute` property";
+    for file in [
+        "scripts/sms_otp.rhai",
+        "scripts/twilio_sms.rhai",
+        "scripts/stytch.rhai",
+        "scripts/README.md",
+        "README.md",
+    ] {
+        let text =
+            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+                .unwrap();
+        assert!(
+            text.replace("\n// ", " ").replace('\n', " ").contains(rule),
+            "{file}"
+        );
+    }
+}
