@@ -669,3 +669,29 @@ fn forwarded_for_counts_only_behind_a_trusted_proxy() {
         "198.51.100.2"
     ));
 }
+
+/// The smallest custom page of scripts/README.md works as written.
+#[test]
+fn the_documented_custom_page_works() {
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/README.md"),
+    )
+    .unwrap();
+    let start = readme.find("The smallest working page:").unwrap();
+    let block = &readme[start..];
+    let html = &block[block.find("```html\n").unwrap() + 8..];
+    let html = &html[..html.find("```").unwrap()];
+    let env = web_env(
+        vec![script("custom", fixture("custom_page"))],
+        EnvOptions {
+            pages: vec![("custom.html".into(), html.into())],
+            ..EnvOptions::default()
+        },
+    );
+    let login = WebLogin::start(env.base.as_ref().unwrap(), None);
+    login.password("alice", ALICE_PASSWORD);
+    login.passcode("wrong");
+    assert!(login.page().contains("Not that one."));
+    let claims = login.finish(login.passcode("open-sesame"));
+    assert_eq!(claims["sub"], "alice");
+}

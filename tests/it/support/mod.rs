@@ -155,6 +155,8 @@ pub struct TestEnv {
 pub struct EnvOptions {
     /// The state store (default: the instance's own memory store on its clock).
     pub store: Option<Arc<dyn StateStore>>,
+    /// Templates written to a `[paths] pages_dir`: (file name, content).
+    pub pages: Vec<(String, String)>,
     pub sandbox: String,
     pub watch: bool,
     /// More config sections (e.g. [sms.providers.NAME]).
@@ -284,6 +286,15 @@ impl TestEnv {
             )
             .unwrap();
         }
+        let mut pages_line = String::new();
+        if !options.pages.is_empty() {
+            let pages = root.join("pages");
+            std::fs::create_dir_all(&pages).unwrap();
+            for (name, content) in &options.pages {
+                std::fs::write(pages.join(name), content).unwrap();
+            }
+            pages_line = format!("pages_dir = {pages:?}\n");
+        }
         std::fs::write(
             root.join("config/gatehouse.toml"),
             config_text(
@@ -302,7 +313,8 @@ impl TestEnv {
                     oidc_text(root, &issuer, &options.oidc_extra),
                     options.extra_config
                 ),
-            ),
+            )
+            .replacen("[paths]\n", &format!("[paths]\n{pages_line}"), 1),
         )
         .unwrap();
         let sms = Arc::new(CapturedSms::default());
