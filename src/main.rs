@@ -148,6 +148,14 @@ fn check(config_path: PathBuf) -> anyhow::Result<ExitCode> {
             row.last_error.as_deref().unwrap_or("-")
         );
     }
+    let pages = &app.pages;
+    let findings = app
+        .host
+        .lint(&config, &|page| pages.exists(&format!("{page}.html")));
+    for finding in &findings {
+        println!("{finding}");
+    }
+    failed |= !findings.is_empty();
     if let Some(default_acr) = &config.login.default_acr {
         if rows
             .iter()

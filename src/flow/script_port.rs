@@ -226,6 +226,18 @@ impl HookValue {
     pub fn is_true(&self) -> bool {
         matches!(self, HookValue::Bool(true))
     }
+
+    /// The value as a script author would name it, for messages ("init returned nothing").
+    pub fn in_script_terms(&self) -> String {
+        match self {
+            HookValue::Unit => "nothing".into(),
+            HookValue::Bool(b) => b.to_string(),
+            HookValue::Int(n) => n.to_string(),
+            HookValue::Text(text) => format!("the string {text:?}"),
+            HookValue::List(_) => "an array".into(),
+            HookValue::Other(kind) => format!("a value of type {kind}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,10 +295,35 @@ impl AcrStatus {
 pub enum ScriptState {
     /// A revision serves (the latest edit may still have been refused: see `last_error`).
     Active,
+    /// A revision serves, but its hooks failed at run time in the last few minutes.
+    Degraded,
     /// Enabled but nothing serves: it never loaded, or its file is gone.
     Failed,
     Disabled,
 }
+
+/// Hook calls of one acr that failed at run time (script errors, limits, deadlines).
+#[derive(Debug, Clone, Serialize)]
+pub struct HookFailures {
+    /// Failures since the serving revision was loaded.
+    pub total: u64,
+    /// Failures in the last [`RECENT_FAILURE_SECONDS`]: while there are any, the acr is degraded.
+    pub recent: usize,
+    pub last: LastFailure,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastFailure {
+    /// Unix time, seconds.
+    pub at: u64,
+    pub seconds_ago: u64,
+    pub hook: &'static str,
+    /// `scripts/NAME.rhai:LINE:COL: what` where Rhai gives a position.
+    pub error: String,
+}
+
+/// How long a failure keeps an acr degraded.
+pub const RECENT_FAILURE_SECONDS: u64 = 300;
 
 /// One row of `/health` and `gatehouse check`.
 #[derive(Debug, Clone, Serialize)]
@@ -300,6 +337,9 @@ pub struct ScriptStatus {
     pub digest: Option<String>,
     pub state: ScriptState,
     pub last_error: Option<String>,
+    /// Run-time failures of the serving revision, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failures: Option<HookFailures>,
 }
 
 /// The port through which the flow (and the web layer's health page) runs and inspects scripts.

@@ -2,6 +2,7 @@
 //! runs hooks on it in the sandbox, and swaps revisions on reload. The only module that knows Rhai.
 
 mod api;
+mod lint;
 mod revision;
 pub mod sandbox;
 
@@ -19,6 +20,7 @@ use crate::flow::params::{ParamValue, RequestParams};
 use crate::flow::script_port::{
     AcrStatus, HookCall, HookError, HookFailureKind, HookValue, ScriptRuntime,
 };
+use crate::flow::script_port::{HookFailures, LastFailure, RECENT_FAILURE_SECONDS};
 pub use crate::flow::script_port::{ScriptState, ScriptStatus};
 use crate::sms::ProviderSet;
 pub use api::ScriptSecret;
@@ -69,7 +71,22 @@ pub struct ScriptHost {
     state: RwLock<HostState>,
     /// Serialises reloads: one reconcile at a time.
     reloading: Mutex<HashMap<String, String>>,
+    /// Run-time failures per acr, of its serving revision (kept apart from `state` so that a
+    /// failing call never waits for, or blocks, a reload).
+    failures: Mutex<HashMap<String, FailureLog>>,
 }
+
+/// The recent run-time failures of one acr's serving revision.
+#[derive(Default)]
+struct FailureLog {
+    total: u64,
+    /// Unix milliseconds of the failures of the last few minutes, oldest first (bounded).
+    recent: std::collections::VecDeque<u64>,
+    last: Option<(u64, &'static str, String)>,
+}
+
+/// Enough to tell "failing now" from "failed once"; older entries are dropped.
+const MAX_RECENT_FAILURES: usize = 1000;
 
 fn params_map(params: &RequestParams) -> Map {
     params
@@ -150,7 +167,50 @@ impl ScriptHost {
                 slots: BTreeMap::new(),
             }),
             reloading: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn record_failure(&self, error: &HookError, masked: String) {
+        let now = self.services.clock.now_ms();
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let log = failures.entry(error.acr.clone()).or_default();
+        log.total += 1;
+        log.recent.push_back(now);
+        if log.recent.len() > MAX_RECENT_FAILURES {
+            log.recent.pop_front();
+        }
+        log.last = Some((now, error.hook, masked));
+    }
+
+    /// The failures of `acr` for `/health`, if there were any since its revision loaded.
+    fn failures_of(&self, acr: &str) -> Option<HookFailures> {
+        let now = self.services.clock.now_ms();
+        let window = RECENT_FAILURE_SECONDS * 1000;
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let log = failures.get_mut(acr)?;
+        while log.recent.front().is_some_and(|&t| t + window <= now) {
+            log.recent.pop_front();
+        }
+        let (at, hook, error) = log.last.clone()?;
+        Some(HookFailures {
+            total: log.total,
+            recent: log.recent.len(),
+            last: LastFailure {
+                at: at / 1000,
+                seconds_ago: now.saturating_sub(at) / 1000,
+                hook,
+                error,
+            },
+        })
+    }
+
+    /// A new revision starts with a clean record.
+    fn forget_failures(&self, acr: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(acr);
     }
 
     pub fn scripts_dir(&self) -> &Path {
@@ -277,8 +337,9 @@ impl ScriptHost {
                 None => Ok(()),
             },
             Ok(value) => Err(LoadError::Refused(format!(
-                "{}: init returned {value:?}, not true",
-                revision.source_name
+                "{}: init returned {}; it must return true to serve",
+                revision.source_name,
+                value.in_script_terms()
             ))),
             Err(error) => Err(LoadError::Refused(format!("{} (in init)", error.message))),
         }
@@ -387,6 +448,7 @@ impl ScriptHost {
                     revision.digest
                 );
                 summary.loaded.push((acr.to_owned(), number));
+                self.forget_failures(acr);
                 retired.extend(slot.current.replace(revision));
                 slot.last_error = None;
             }
@@ -438,7 +500,20 @@ impl ScriptHost {
 
     pub fn statuses(&self) -> Vec<ScriptStatus> {
         let state = self.read_state();
-        state.slots.values().map(status_of).collect()
+        state
+            .slots
+            .values()
+            .map(|slot| {
+                let mut status = status_of(slot);
+                if status.state == ScriptState::Active {
+                    status.failures = self.failures_of(&slot.entry.acr);
+                    if status.failures.as_ref().is_some_and(|f| f.recent > 0) {
+                        status.state = ScriptState::Degraded;
+                    }
+                }
+                status
+            })
+            .collect()
     }
 
     /// `gatehouse check`: compiles every configured script, initialises (and destroys) the enabled
@@ -493,9 +568,48 @@ impl ScriptHost {
                     digest: revision.map(|r| r.digest.clone()),
                     state,
                     last_error: error,
+                    failures: None,
                 }
             })
             .collect()
+    }
+
+    /// `gatehouse check`'s static findings, as `scripts/NAME.rhai:LINE:COL: what` lines: calls
+    /// to functions that exist neither in the script nor in the host API, and page names
+    /// `getPageForStep` returns as literals for which `page_exists` says there is no template.
+    pub fn lint(&self, config: &Config, page_exists: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let known = lint::known_functions(&self.engine);
+        let mut findings = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for entry in config
+            .scripts
+            .iter()
+            .filter(|e| seen.insert(e.file.clone()))
+        {
+            let Ok(source) = read_script(&self.scripts_dir, &entry.file, self.max_script_bytes)
+            else {
+                continue; // check reports the file itself
+            };
+            let Ok(ast) = self.engine.compile(&source.text) else {
+                continue;
+            };
+            let defined = ast.iter_functions().map(|f| f.name.to_string()).collect();
+            for ((line, column), name) in lint::unknown_calls(&source.text, &defined, &known) {
+                findings.push(format!(
+                    "{}:{line}:{column}: {name}(...) is neither a function of this script nor of the host API (scripts/README.md lists the host API)",
+                    source.source_name
+                ));
+            }
+            for ((line, column), page) in lint::page_literals(&source.text) {
+                if !page_exists(&page) {
+                    findings.push(format!(
+                        "{}:{line}:{column}: getPageForStep names page {page:?}, which has no template: add {page}.html to the pages directory ([paths] pages_dir)",
+                        source.source_name
+                    ));
+                }
+            }
+        }
+        findings
     }
 
     /// Runs `destroy` on every serving revision (server shutdown).
@@ -530,6 +644,7 @@ fn status_of(slot: &Slot) -> ScriptStatus {
         digest: slot.current.as_ref().map(|r| r.digest.clone()),
         state,
         last_error: slot.last_error.clone(),
+        failures: None,
     }
 }
 
@@ -550,15 +665,16 @@ impl ScriptRuntime for ScriptHost {
         };
         let result = self.run(&revision, call, context);
         if let Err(error) = &result {
+            let masked = context.mask(&error.message);
             tracing::error!(
                 target: "server",
                 acr,
                 login = context.correlation_id.as_str(),
-                "{} (in {}, revision {})",
-                context.mask(&error.message),
+                "{masked} (in {}, revision {})",
                 error.hook,
                 revision.number
             );
+            self.record_failure(error, masked);
         }
         result
     }

@@ -202,3 +202,38 @@ fn sleep_is_refused_and_a_slow_http_call_ends_at_the_hook_deadline() {
     env.wait_for_log("sleep is not available to scripts");
     env.wait_for_log("no answer before the hook's deadline");
 }
+
+#[test]
+fn check_reports_unknown_functions_and_pages_without_templates() {
+    let env = TestEnv::new(vec![script("findings", fixture("check_findings"))]);
+    assert_eq!(
+        env.revision("findings"),
+        Some(1),
+        "it loads: only check sees these"
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check", "--config"])
+        .arg(env.root().join("config/gatehouse.toml"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{printed}");
+    assert!(
+        printed.contains("findings.rhai:4:5: users::no_such_function(...) is neither a function of this script nor of the host API"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(
+            "findings.rhai:7:32: getPageForStep names page \"no_such_page\", which has no template"
+        ),
+        "{printed}"
+    );
+    // The shipped config has no such findings.
+    let shipped = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&shipped.stdout);
+    assert!(shipped.status.success(), "{printed}");
+}

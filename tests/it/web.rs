@@ -695,3 +695,78 @@ fn the_documented_custom_page_works() {
     let claims = login.finish(login.passcode("open-sesame"));
     assert_eq!(claims["sub"], "alice");
 }
+
+/// A script that loads but fails on every call is not "ok": /health says degraded, with the
+/// count and the last error at the failing expression.
+#[test]
+fn run_time_failures_show_in_health() {
+    let env = web_env(
+        vec![
+            script("good", shipped_script()),
+            script("broken", fixture("fails_at_run_time")),
+        ],
+        EnvOptions::default(),
+    );
+    let base = env.base.clone().unwrap();
+    let health = |env: &TestEnv| -> serde_json::Value {
+        WebLogin::new(env.base.as_ref().unwrap())
+            .get(&format!("{base}/health"))
+            .json()
+            .unwrap()
+    };
+    assert_eq!(health(&env)["status"], "ok");
+    for _ in 0..2 {
+        let login = WebLogin::start(&base, Some("broken"));
+        login.password("alice", ALICE_PASSWORD);
+    }
+    let doc = health(&env);
+    assert_eq!(doc["status"], "degraded", "{doc}");
+    let broken = &doc["scripts"][0];
+    assert_eq!(broken["acr"], "broken", "{doc}");
+    assert_eq!(broken["state"], "degraded");
+    assert_eq!(broken["failures"]["total"], 2);
+    assert_eq!(broken["failures"]["recent"], 2);
+    assert_eq!(broken["failures"]["last"]["hook"], "authenticate");
+    let error = broken["failures"]["last"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("broken.rhai:4:"),
+        "the failing expression's line: {error}"
+    );
+    assert!(error.contains("no_such_function"), "{error}");
+    assert_eq!(doc["scripts"][1]["state"], "active");
+    // Five quiet minutes later it is no longer degraded; the count stays.
+    env.advance(Duration::from_secs(301));
+    let doc = health(&env);
+    assert_eq!(doc["status"], "ok", "{doc}");
+    assert_eq!(doc["scripts"][0]["failures"]["recent"], 0);
+    assert_eq!(doc["scripts"][0]["failures"]["total"], 2);
+}
+
+/// The reference an error page shows is on the log line that says what went wrong.
+#[test]
+fn an_error_page_reference_is_in_the_matching_log_line() {
+    let env = web_env(
+        vec![script("missing", fixture("missing_page"))],
+        EnvOptions::default(),
+    );
+    let login = WebLogin::start(env.base.as_ref().unwrap(), None);
+    login.submit(&[("username", "alice")]);
+    let page = login.get(&format!("{}/login", login.base));
+    assert_eq!(page.status(), 500);
+    let html = page.text().unwrap();
+    let start = html
+        .find("Reference: <code>")
+        .expect("a reference on the page")
+        + "Reference: <code>".len();
+    let reference: String = html[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect();
+    assert_eq!(reference.len(), 16, "{html}");
+    let log = env.wait_for_log("which has no template");
+    let line = log
+        .lines()
+        .find(|l| l.contains("which has no template"))
+        .unwrap();
+    assert!(line.contains(&format!("request={reference}")), "{line}");
+}
