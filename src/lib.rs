@@ -21,3 +21,7 @@ pub mod users;
 pub mod web;
 
 pub use app::{Builder, Gatehouse, Mode};
+
+/// Every allocation is counted per thread, so a script hook's memory can be bounded.
+#[global_allocator]
+static ALLOCATOR: base::memory::CountingAllocator = base::memory::CountingAllocator;

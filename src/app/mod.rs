@@ -270,6 +270,10 @@ fn host_services(
         webotp_host,
         passwords,
         clock,
+        working_limits: crate::flow::host::WorkingLimits {
+            max_count: config.sandbox.max_working_parameters,
+            max_bytes: config.sandbox.max_working_bytes,
+        },
     })
 }
 

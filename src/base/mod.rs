@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod digest;
+pub mod memory;
 pub mod password;
 pub mod phone;
 pub mod random;

@@ -73,7 +73,10 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             max_array_size,
             max_map_size,
             hook_timeout_ms,
-            max_script_bytes
+            max_script_bytes,
+            max_hook_memory_mb,
+            max_working_parameters,
+            max_working_bytes
         ]
     );
     compare!(

@@ -252,6 +252,11 @@ pub struct SandboxConfig {
     pub hook_timeout_ms: u64,
     /// Larger files in the scripts directory are refused.
     pub max_script_bytes: u64,
+    /// What one hook call may grow the process by, in MiB.
+    pub max_hook_memory_mb: u64,
+    /// Working parameters (`identity::set`) one sign-in may keep, and their total size in bytes.
+    pub max_working_parameters: usize,
+    pub max_working_bytes: usize,
 }
 
 impl Default for SandboxConfig {
@@ -265,6 +270,9 @@ impl Default for SandboxConfig {
             max_map_size: 4096,
             hook_timeout_ms: 5000,
             max_script_bytes: 256 * 1024,
+            max_hook_memory_mb: 32,
+            max_working_parameters: 64,
+            max_working_bytes: 64 * 1024,
         }
     }
 }

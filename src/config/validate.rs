@@ -108,6 +108,18 @@ impl Config {
             ("sandbox.max_operations", self.sandbox.max_operations),
             ("sandbox.hook_timeout_ms", self.sandbox.hook_timeout_ms),
             ("sandbox.max_script_bytes", self.sandbox.max_script_bytes),
+            (
+                "sandbox.max_hook_memory_mb",
+                self.sandbox.max_hook_memory_mb,
+            ),
+            (
+                "sandbox.max_working_parameters",
+                self.sandbox.max_working_parameters as u64,
+            ),
+            (
+                "sandbox.max_working_bytes",
+                self.sandbox.max_working_bytes as u64,
+            ),
             ("http.connect_timeout_ms", self.http.connect_timeout_ms),
             ("http.timeout_ms", self.http.timeout_ms),
             ("http.max_response_bytes", self.http.max_response_bytes),

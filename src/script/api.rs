@@ -97,7 +97,8 @@ fn register_identity(engine: &mut Engine) {
         &mut module,
         |name: &str, value: Dynamic| -> HostResult<()> {
             with_context("identity::set", |c| {
-                c.set_working(name, plain_text("identity::set", &value)?);
+                c.set_working(name, plain_text("identity::set", &value)?)
+                    .map_err(|e| host_failure("identity::set", e))?;
                 Ok(())
             })
         },

@@ -67,6 +67,8 @@ pub struct ScriptHost {
     code_policy: CodePolicy,
     scripts_dir: PathBuf,
     hook_timeout: Duration,
+    /// What one hook call may grow the process by (`[sandbox] max_hook_memory_mb`).
+    hook_memory_mb: u64,
     max_script_bytes: u64,
     state: RwLock<HostState>,
     /// Serialises reloads: one reconcile at a time.
@@ -162,6 +164,7 @@ impl ScriptHost {
             code_policy: CodePolicy::from_config(&config.otp),
             scripts_dir: config.paths.scripts_dir.clone(),
             hook_timeout: config.sandbox.hook_timeout(),
+            hook_memory_mb: config.sandbox.max_hook_memory_mb,
             max_script_bytes: config.sandbox.max_script_bytes,
             state: RwLock::new(HostState {
                 slots: BTreeMap::new(),
@@ -254,6 +257,7 @@ impl ScriptHost {
             code_policy: revision.code_policy,
             write_other_users: revision.write_other_users,
             deadline,
+            memory_ceiling: sandbox::memory_ceiling(self.hook_memory_mb),
             at_top_level: false,
             top_level_side_effect: false,
         });
@@ -304,6 +308,7 @@ impl ScriptHost {
             code_policy: revision.code_policy,
             write_other_users: revision.write_other_users,
             deadline: Instant::now() + self.hook_timeout,
+            memory_ceiling: sandbox::memory_ceiling(self.hook_memory_mb),
             at_top_level: true,
             top_level_side_effect: false,
         });

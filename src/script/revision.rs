@@ -11,7 +11,7 @@ use crate::flow::otp::CodePolicy;
 use crate::flow::script_port::{hook_named, HookError, HookFailureKind, HookSpec, HOOKS};
 use crate::ports::SmsSender;
 use crate::script::api::ScriptSecret;
-use crate::script::sandbox::DEADLINE_TOKEN;
+use crate::script::sandbox::{DEADLINE_TOKEN, MEMORY_TOKEN};
 use crate::sms::RefusingSms;
 
 /// One compiled version of one script, with the properties it was loaded with. Immutable:
@@ -311,6 +311,9 @@ pub fn describe_error(
         EvalAltResult::ErrorTerminated(token, _) if token.to_string() == DEADLINE_TOKEN => {
             HookFailureKind::Timeout
         }
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == MEMORY_TOKEN => {
+            HookFailureKind::Limit
+        }
         EvalAltResult::ErrorTooManyOperations(_)
         | EvalAltResult::ErrorDataTooLarge(..)
         | EvalAltResult::ErrorStackOverflow(_)
@@ -320,6 +323,9 @@ pub fn describe_error(
     let what = match kind {
         HookFailureKind::Timeout => {
             "the hook ran past its deadline (sandbox.hook_timeout_ms)".to_owned()
+        }
+        HookFailureKind::Limit if matches!(innermost, EvalAltResult::ErrorTerminated(token, _) if token.to_string() == MEMORY_TOKEN) => {
+            "the hook used more memory than it may (sandbox.max_hook_memory_mb)".to_owned()
         }
         _ => strip_position(&innermost.to_string()),
     };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rhai::module_resolvers::DummyModuleResolver;
-use rhai::{Dynamic, Engine, EvalAltResult, Position};
+use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Position};
 
 use crate::config::SandboxConfig;
 use crate::flow::host::HookContext;
@@ -26,6 +26,8 @@ pub(crate) struct ActiveCall {
     /// The entry lets the script write users other than the sign-in's own.
     pub write_other_users: bool,
     pub deadline: Instant,
+    /// The thread's net allocated bytes past which the hook is stopped.
+    pub memory_ceiling: i64,
     /// Evaluating the script's top level at load: host calls and printing are refused.
     pub at_top_level: bool,
     /// The top level tried to print or call the host.
@@ -113,6 +115,14 @@ pub(crate) fn with_call<R>(
 
 /// Marker carried by the termination error when a hook runs out of time.
 pub(crate) const DEADLINE_TOKEN: &str = "gatehouse: hook deadline exceeded";
+/// Marker carried by the termination error when a hook grows the process past its budget.
+pub(crate) const MEMORY_TOKEN: &str = "gatehouse: hook memory budget exceeded";
+
+/// The ceiling for a hook starting now on this thread: `budget_mb` above what it holds.
+pub(crate) fn memory_ceiling(budget_mb: u64) -> i64 {
+    crate::base::memory::thread_net_bytes()
+        .saturating_add((budget_mb as i64).saturating_mul(1 << 20))
+}
 
 fn log_print(level: tracing::Level, text: &str) {
     let context = ACTIVE.with(|a| {
@@ -127,6 +137,56 @@ fn log_print(level: tracing::Level, text: &str) {
     if let Some(context) = context {
         context.log(level, text);
     }
+}
+
+fn register_checked_replace(engine: &mut Engine, max: usize) {
+    fn checked(
+        text: &mut ImmutableString,
+        find: &str,
+        with: &str,
+        max: usize,
+    ) -> Result<(), Box<EvalAltResult>> {
+        if find.is_empty() {
+            return Ok(());
+        }
+        let count = text.matches(find).count();
+        let size = text.len() - count * find.len() + count * with.len();
+        if max > 0 && size > max {
+            return Err(Box::new(EvalAltResult::ErrorDataTooLarge(
+                format!("replace would make a string of {size} bytes (sandbox.max_string_size is {max})"),
+                Position::NONE,
+            )));
+        }
+        *text = text.replace(find, with).into();
+        Ok(())
+    }
+    engine.register_fn(
+        "replace",
+        move |text: &mut ImmutableString, find: &str, with: &str| checked(text, find, with, max),
+    );
+    engine.register_fn(
+        "replace",
+        move |text: &mut ImmutableString, find: &str, with: char| {
+            checked(text, find, with.encode_utf8(&mut [0; 4]), max)
+        },
+    );
+    engine.register_fn(
+        "replace",
+        move |text: &mut ImmutableString, find: char, with: &str| {
+            checked(text, find.encode_utf8(&mut [0; 4]), with, max)
+        },
+    );
+    engine.register_fn(
+        "replace",
+        move |text: &mut ImmutableString, find: char, with: char| {
+            checked(
+                text,
+                find.encode_utf8(&mut [0; 4]),
+                with.encode_utf8(&mut [0; 4]),
+                max,
+            )
+        },
+    );
 }
 
 fn no_sleep() -> Box<EvalAltResult> {
@@ -153,6 +213,16 @@ pub fn build_engine(limits: &SandboxConfig) -> Engine {
     engine.set_max_array_size(limits.max_array_size);
     engine.set_max_map_size(limits.max_map_size);
     engine.on_progress(|operations| {
+        // Memory is checked after every operation (a thread-local read): one operation within
+        // the size limits adds at most a few hundred KiB.
+        let over_budget = ACTIVE.with(|a| {
+            a.borrow()
+                .as_ref()
+                .is_some_and(|c| crate::base::memory::thread_net_bytes() > c.memory_ceiling)
+        });
+        if over_budget {
+            return Some(Dynamic::from(MEMORY_TOKEN));
+        }
         // Reading the clock costs more than an operation: look every 256 operations.
         if operations % 256 != 0 {
             return None;
@@ -164,6 +234,9 @@ pub fn build_engine(limits: &SandboxConfig) -> Engine {
         });
         expired.then(|| Dynamic::from(DEADLINE_TOKEN))
     });
+    // Rhai checks a string's size after `replace` built it: a long replacement repeated can
+    // allocate gigabytes first. These versions refuse before building.
+    register_checked_replace(&mut engine, limits.max_string_size);
     // Rhai's `sleep` blocks the thread past any deadline the progress callback can enforce.
     engine.register_fn("sleep", |_seconds: i64| -> Result<(), Box<EvalAltResult>> {
         Err(no_sleep())

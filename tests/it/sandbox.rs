@@ -237,3 +237,26 @@ fn check_reports_unknown_functions_and_pages_without_templates() {
     let printed = String::from_utf8_lossy(&shipped.stdout);
     assert!(shipped.status.success(), "{printed}");
 }
+
+/// Rhai checks a value's size after building it; the host bounds what one hook call may grow
+/// the process by, refuses a `replace` that would build an oversize string, and caps what a
+/// sign-in keeps.
+#[test]
+fn a_hook_cannot_grow_the_process_past_its_memory_budget() {
+    let env = TestEnv::new(vec![script("hog", fixture("memory_hog"))]);
+    for (how, message) in [
+        (
+            "map",
+            "the hook used more memory than it may (sandbox.max_hook_memory_mb)",
+        ),
+        ("replace", "replace would make a string of 400000000 bytes"),
+        (
+            "working",
+            "a sign-in's working parameters may hold at most 65536 bytes in all",
+        ),
+    ] {
+        let page = env.start(None).unwrap();
+        expect_retry(env.submit(&page.login, 1, &[("how", how)]).unwrap());
+        env.wait_for_log(message);
+    }
+}

@@ -136,8 +136,31 @@ impl HookContext {
         Ok(self.services.users.update(username, change)?)
     }
 
-    pub fn set_working(&self, name: &str, value: String) {
-        self.state().working.insert(name.to_owned(), value);
+    /// Sets a working parameter, within the sign-in's caps on their count and total size.
+    pub fn set_working(&self, name: &str, value: String) -> Result<(), HostError> {
+        let limits = self.services.working_limits;
+        let mut state = self.state();
+        let others: usize = state
+            .working
+            .iter()
+            .filter(|(n, _)| n.as_str() != name)
+            .map(|(n, v)| n.len() + v.len())
+            .sum();
+        let count = state.working.len() + usize::from(!state.working.contains_key(name));
+        if count > limits.max_count {
+            return Err(HostError::WorkingLimit(format!(
+                "identity::set({name:?}): a sign-in keeps at most {} working parameters ([sandbox] max_working_parameters)",
+                limits.max_count
+            )));
+        }
+        if others + name.len() + value.len() > limits.max_bytes {
+            return Err(HostError::WorkingLimit(format!(
+                "identity::set({name:?}): a sign-in's working parameters may hold at most {} bytes in all ([sandbox] max_working_bytes)",
+                limits.max_bytes
+            )));
+        }
+        state.working.insert(name.to_owned(), value);
+        Ok(())
     }
 
     pub fn working(&self, name: &str) -> Option<String> {

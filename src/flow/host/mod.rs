@@ -44,6 +44,16 @@ pub struct HostServices {
     /// The one argon2id gate (backup codes here; the directory's passwords share it).
     pub passwords: Arc<PasswordChecker>,
     pub clock: SharedClock,
+    /// What one sign-in may keep in working parameters (`[sandbox] max_working_*`).
+    pub working_limits: WorkingLimits,
+}
+
+/// Caps on a sign-in's working parameters, which live as long as the sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkingLimits {
+    pub max_count: usize,
+    /// Names and values together.
+    pub max_bytes: usize,
 }
 
 pub struct PasswordThrottle {
@@ -65,6 +75,8 @@ pub enum HostError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Send(#[from] SendError),
+    #[error("{0}")]
+    WorkingLimit(String),
     #[error("attribute {0:?} is managed by the host: scripts may read it, not write it")]
     HostManaged(String),
     #[error("{0:?} is not the user of this sign-in: a script writes only its own user's attributes unless its entry sets write_other_users = true")]
