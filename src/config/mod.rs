@@ -650,6 +650,10 @@ pub struct ScriptEntry {
     /// or migration script). Off: `users::set/add/remove` reach only the sign-in's own user.
     #[serde(default)]
     pub write_other_users: bool,
+    /// Hosts this script may send secrets to (secret properties, the submitted password), besides
+    /// the hosts of its URL-valued properties.
+    #[serde(default)]
+    pub secret_hosts: Vec<String>,
     /// Properties to treat as secret in addition to the names matched by default.
     #[serde(default)]
     pub secret_properties: Vec<String>,

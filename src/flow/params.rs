@@ -85,6 +85,17 @@ impl RequestParams {
         self.values.get(name)
     }
 
+    /// The values delivered to scripts as secrets (the password).
+    pub fn secret_values(&self) -> Vec<String> {
+        self.values
+            .values()
+            .filter_map(|v| match v {
+                ParamValue::Secret(s) if !s.is_empty() => Some(s.expose().to_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub(crate) fn masked_values(&self) -> impl Iterator<Item = String> + '_ {
         self.values
             .iter()

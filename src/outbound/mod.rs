@@ -93,6 +93,32 @@ pub struct OutboundRequest {
 }
 
 impl OutboundRequest {
+    /// Whether any of `values` appears anywhere in the request: URL, headers, credentials, body.
+    pub fn carries_any(&self, values: &[&str]) -> bool {
+        let mut parts: Vec<String> = vec![self.url.expose().to_owned()];
+        parts.extend(self.headers.iter().map(|(_, v)| v.expose().to_owned()));
+        match &self.auth {
+            Some(Auth::Basic { user, password }) => {
+                parts.push(user.clone());
+                parts.push(password.expose().to_owned());
+            }
+            Some(Auth::Bearer(token)) => parts.push(token.expose().to_owned()),
+            None => {}
+        }
+        match &self.body {
+            Body::Empty => {}
+            Body::Json(value) => parts.push(value.to_string()),
+            Body::Form(fields) => {
+                parts.extend(fields.iter().map(|(k, v)| format!("{k}={}", v.expose())))
+            }
+            Body::Text { text, .. } => parts.push(text.expose().to_owned()),
+        }
+        values
+            .iter()
+            .filter(|v| !v.is_empty())
+            .any(|value| parts.iter().any(|part| part.contains(value)))
+    }
+
     pub fn new(method: Method, url: impl Into<String>) -> Self {
         OutboundRequest {
             method,

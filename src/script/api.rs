@@ -522,6 +522,30 @@ fn outbound_request(method: Method, url: &Dynamic, options: &Map) -> HostResult<
 /// failures are answers with `ok: false, status: 0`, not script errors.
 fn perform(call: &CallEnv, method: Method, url: &Dynamic, options: &Map) -> HostResult<Map> {
     let request = outbound_request(method, url, options)?;
+    // The script's secrets (its secret properties, the submitted password) go only to its own
+    // destinations: a hostile or careless script cannot post them elsewhere.
+    let secrets: Vec<&str> = call
+        .secrets
+        .values
+        .iter()
+        .chain(call.context.submitted_secrets())
+        .map(String::as_str)
+        .filter(|s| s.chars().count() >= crate::flow::host::MIN_MASKED_CHARS)
+        .collect();
+    let host = url::Url::parse(request.url.expose())
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    if !call.secrets.hosts.contains(&host) && request.carries_any(&secrets) {
+        let allowed = if call.secrets.hosts.is_empty() {
+            "none".to_owned()
+        } else {
+            call.secrets.hosts.join(", ")
+        };
+        return Err(failure(format!(
+            "http: this request carries a secret (a secret property or the password), which may go only to this script's own destinations ({allowed}), not to {host}; list the host in the entry's secret_hosts to allow it"
+        )));
+    }
     let started = std::time::Instant::now();
     let result = call.http.send(&request);
     let context = &call.context;
@@ -549,7 +573,17 @@ fn perform(call: &CallEnv, method: Method, url: &Dynamic, options: &Map) -> Host
                 "json".into(),
                 response.json().as_ref().map_or(Dynamic::UNIT, from_json),
             );
-            answer.insert("body".into(), Dynamic::from(response.body));
+            // An answer that echoes a secret is a secret itself: opaque to the script.
+            let echoes_secret = secrets.iter().any(|s| response.body.contains(s));
+            if echoes_secret {
+                answer.insert("json".into(), Dynamic::UNIT);
+                answer.insert(
+                    "body".into(),
+                    Dynamic::from(ScriptSecret(Secret::new(response.body))),
+                );
+            } else {
+                answer.insert("body".into(), Dynamic::from(response.body));
+            }
             answer.insert("error".into(), Dynamic::UNIT);
         }
         Err(error) => {

@@ -249,13 +249,14 @@ impl ScriptHost {
             });
         }
         let deadline = Instant::now() + self.hook_timeout;
-        context.mask_values(revision.secret_values.iter().map(String::as_str));
+        context.mask_values(revision.secrets.values.iter().map(String::as_str));
         let guard = enter(ActiveCall {
             context: context.clone(),
             sms: revision.sms.clone(),
             http: self.providers.bridge().clone(),
             code_policy: revision.code_policy,
             write_other_users: revision.write_other_users,
+            secrets: revision.secrets.clone(),
             deadline,
             memory_ceiling: sandbox::memory_ceiling(self.hook_memory_mb),
             at_top_level: false,
@@ -300,13 +301,14 @@ impl ScriptHost {
         }
         let revision = Arc::new(revision);
         let context = HookContext::for_lifecycle(&entry.acr, self.services.clone());
-        context.mask_values(revision.secret_values.iter().map(String::as_str));
+        context.mask_values(revision.secrets.values.iter().map(String::as_str));
         let guard = enter(ActiveCall {
             context,
             sms: revision.sms.clone(),
             http: self.providers.bridge().clone(),
             code_policy: revision.code_policy,
             write_other_users: revision.write_other_users,
+            secrets: revision.secrets.clone(),
             deadline: Instant::now() + self.hook_timeout,
             memory_ceiling: sandbox::memory_ceiling(self.hook_memory_mb),
             at_top_level: true,

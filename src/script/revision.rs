@@ -11,7 +11,7 @@ use crate::flow::otp::CodePolicy;
 use crate::flow::script_port::{hook_named, HookError, HookFailureKind, HookSpec, HOOKS};
 use crate::ports::SmsSender;
 use crate::script::api::ScriptSecret;
-use crate::script::sandbox::{DEADLINE_TOKEN, MEMORY_TOKEN};
+use crate::script::sandbox::{SecretBinding, DEADLINE_TOKEN, MEMORY_TOKEN};
 use crate::sms::RefusingSms;
 
 /// One compiled version of one script, with the properties it was loaded with. Immutable:
@@ -37,8 +37,10 @@ pub struct ScriptRevision {
     pub(crate) code_policy: CodePolicy,
     /// The entry's `write_other_users`.
     pub(crate) write_other_users: bool,
-    /// The values of the script's secret properties: masked in every line the script logs.
-    pub(crate) secret_values: Vec<String>,
+    /// The values of the script's secret properties (masked in every line the script logs),
+    /// and where `http::` may send them: the hosts of the entry's URL-valued properties and its
+    /// `secret_hosts`, lower case.
+    pub(crate) secrets: Arc<SecretBinding>,
 }
 
 impl ScriptRevision {
@@ -118,6 +120,27 @@ pub fn read_script(dir: &Path, file: &str, max_bytes: u64) -> Result<ScriptSourc
 /// `scripts/x.rhai` when the folder is relative, the full path otherwise.
 pub fn display_name(dir: &Path, file: &str) -> String {
     PathBuf::from(dir).join(file).display().to_string()
+}
+
+/// The hosts of the entry's URL-valued properties, and its `secret_hosts`.
+fn secret_hosts(entry: &ScriptEntry, properties: &BTreeMap<String, PropertyValue>) -> Vec<String> {
+    let mut hosts: Vec<String> = properties
+        .values()
+        .filter_map(|value| {
+            let text = match value {
+                PropertyValue::Plain(text) => text.as_str(),
+                PropertyValue::Secret(secret) => secret.expose(),
+            };
+            let url = url::Url::parse(text).ok()?;
+            matches!(url.scheme(), "http" | "https")
+                .then(|| url.host_str().map(str::to_ascii_lowercase))
+                .flatten()
+        })
+        .chain(entry.secret_hosts.iter().map(|h| h.to_ascii_lowercase()))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }
 
 /// A short digest of the source and its properties: one revision per distinct content.
@@ -204,6 +227,14 @@ pub fn compile(
             source.source_name
         )));
     }
+    let secret_values: Vec<String> = properties
+        .values()
+        .filter_map(|value| match value {
+            PropertyValue::Secret(secret) => Some(secret.expose().to_owned()),
+            PropertyValue::Plain(_) => None,
+        })
+        .collect();
+    let secret_hosts = secret_hosts(entry, properties);
     Ok(ScriptRevision {
         acr: entry.acr.clone(),
         source_name: source.source_name.clone(),
@@ -219,13 +250,10 @@ pub fn compile(
         sms_error: None,
         code_policy,
         write_other_users: entry.write_other_users,
-        secret_values: properties
-            .values()
-            .filter_map(|value| match value {
-                PropertyValue::Secret(secret) => Some(secret.expose().to_owned()),
-                PropertyValue::Plain(_) => None,
-            })
-            .collect(),
+        secrets: Arc::new(SecretBinding {
+            values: secret_values,
+            hosts: secret_hosts,
+        }),
     })
 }
 

@@ -25,6 +25,8 @@ pub(crate) struct ActiveCall {
     pub code_policy: CodePolicy,
     /// The entry lets the script write users other than the sign-in's own.
     pub write_other_users: bool,
+    /// The running revision's secret values and where they may be sent.
+    pub secrets: Arc<SecretBinding>,
     pub deadline: Instant,
     /// The thread's net allocated bytes past which the hook is stopped.
     pub memory_ceiling: i64,
@@ -69,6 +71,14 @@ pub(crate) struct CallEnv {
     pub http: Arc<HttpBridge>,
     pub code_policy: CodePolicy,
     pub write_other_users: bool,
+    pub secrets: Arc<SecretBinding>,
+}
+
+/// A revision's secrets and the only hosts `http::` may send them to.
+#[derive(Debug, Default)]
+pub(crate) struct SecretBinding {
+    pub values: Vec<String>,
+    pub hosts: Vec<String>,
 }
 
 /// Runs `f` with the current hook's context; an error if the host is called at the top level.
@@ -100,6 +110,7 @@ pub(crate) fn with_call<R>(
                 http: call.http.clone(),
                 code_policy: call.code_policy,
                 write_other_users: call.write_other_users,
+                secrets: call.secrets.clone(),
             }),
             None => Err(format!("{function} called outside a hook")),
         }

@@ -127,9 +127,9 @@ fn authenticate(config, params, step) {{
 "#,
         server.url()
     );
-    let env = TestEnv::new(vec![
-        script("web", &source).with("[scripts.properties]\napi_token = \"bearer-5ecret\"")
-    ]);
+    let env = TestEnv::new(vec![script("web", &source).with(
+        "secret_hosts = [\"127.0.0.1\"]\n[scripts.properties]\napi_token = \"bearer-5ecret\"",
+    )]);
     let page = env.start(None).unwrap();
     expect_authenticated(
         env.submit(&page.login, 1, &[("username", "alice")])
@@ -146,5 +146,67 @@ fn authenticate(config, params, step) {{
         serde_json::json!({ "user": "alice", "n": 3 })
     );
     env.wait_for_log("http Post");
+    assert_log_clean(&env, &["bearer-5ecret"]);
+}
+
+/// A script's secrets go only to its own destinations; an answer that echoes one is opaque.
+#[test]
+fn secrets_go_only_to_the_scripts_own_destinations() {
+    let server = MockServer::sequence(vec![
+        MockResponse::json(200, r#"{"echo":"bearer-5ecret"}"#),
+        MockResponse::json(200, r#"{"ok":true}"#),
+    ]);
+    let source = format!(
+        r#"
+fn authenticate(config, params, step) {{
+    identity::set_user("alice");
+    let target = params.target;
+    let what = params.what;
+    let options = if what == "token" {{ #{{ bearer: config.api_token }} }}
+        else if what == "typed" {{ #{{ json: #{{ t: "bearer-5ecret" }} }} }}
+        else {{ #{{ form: #{{ p: params.password }} }} }};
+    let answer = http::post(target, options);
+    print(`Bridge. ${{what}} body is ${{type_of(answer.body)}}`);
+    true
+}}
+"#
+    );
+    let url = server.url();
+    let entry =
+        |extra: &str| format!("{extra}\n[scripts.properties]\napi_token = \"bearer-5ecret\"\n");
+    // No URL property names the mock and no secret_hosts: every secret is refused.
+    let env = TestEnv::new(vec![script("strict", &source).with(&entry(""))]);
+    for what in ["token", "typed", "password"] {
+        let page = env.start(None).unwrap();
+        expect_retry(
+            env.submit(
+                &page.login,
+                1,
+                &[
+                    ("target", url.as_str()),
+                    ("what", what),
+                    ("password", "pw-8c1e"),
+                ],
+            )
+            .unwrap(),
+        );
+    }
+    env.wait_for_log("may go only to this script's own destinations (none), not to 127.0.0.1");
+    assert!(server.requests().is_empty(), "nothing left");
+    // A URL-valued property makes its host a destination; the echoed token comes back opaque.
+    let env = TestEnv::new(vec![script("bound", &source).with(&format!(
+        "\n[scripts.properties]\napi_token = \"bearer-5ecret\"\napi_base = {url:?}\n"
+    ))]);
+    let page = env.start(None).unwrap();
+    expect_authenticated(
+        env.submit(
+            &page.login,
+            1,
+            &[("target", url.as_str()), ("what", "token")],
+        )
+        .unwrap(),
+    );
+    env.wait_for_log("Bridge. token body is Secret");
+    assert_eq!(server.requests().len(), 1);
     assert_log_clean(&env, &["bearer-5ecret"]);
 }

@@ -141,6 +141,9 @@ pub struct HookContext {
     accept_language: Option<String>,
     /// The code issued during this call, if any (never stored: only its hash is).
     issued: Mutex<Option<String>>,
+    /// Secret fields of this request (the password): they may leave only for the script's own
+    /// destinations.
+    submitted_secrets: Vec<String>,
 }
 
 /// Shorter values are never masked (see [`HookContext::mask_values`]).
@@ -167,6 +170,7 @@ impl HookContext {
             client_ip: None,
             accept_language: None,
             issued: Mutex::new(None),
+            submitted_secrets: Vec::new(),
         })
     }
 
@@ -196,6 +200,7 @@ impl HookContext {
             client_ip: params.and_then(RequestParams::client_ip),
             accept_language: params.and_then(|p| p.accept_language().map(str::to_owned)),
             issued: Mutex::new(None),
+            submitted_secrets: params.map(RequestParams::secret_values).unwrap_or_default(),
         })
     }
 
@@ -294,6 +299,11 @@ impl HookContext {
             }
         }
         languages
+    }
+
+    /// The request's secret fields (the submitted password).
+    pub fn submitted_secrets(&self) -> &[String] {
+        &self.submitted_secrets
     }
 
     /// The WebOTP host, if messages end with `@HOST #CODE`.
