@@ -156,21 +156,19 @@ fn secrets_go_only_to_the_scripts_own_destinations() {
         MockResponse::json(200, r#"{"echo":"bearer-5ecret"}"#),
         MockResponse::json(200, r#"{"ok":true}"#),
     ]);
-    let source = format!(
-        r#"
-fn authenticate(config, params, step) {{
+    let source = r#"
+fn authenticate(config, params, step) {
     identity::set_user("alice");
     let target = params.target;
     let what = params.what;
-    let options = if what == "token" {{ #{{ bearer: config.api_token }} }}
-        else if what == "typed" {{ #{{ json: #{{ t: "bearer-5ecret" }} }} }}
-        else {{ #{{ form: #{{ p: params.password }} }} }};
+    let options = if what == "token" { #{ bearer: config.api_token } }
+        else if what == "typed" { #{ json: #{ t: "bearer-5ecret" } } }
+        else { #{ form: #{ p: params.password } } };
     let answer = http::post(target, options);
-    print(`Bridge. ${{what}} body is ${{type_of(answer.body)}}`);
+    print(`Bridge. ${what} body is ${type_of(answer.body)}`);
     true
-}}
-"#
-    );
+}
+"#;
     let url = server.url();
     let entry =
         |extra: &str| format!("{extra}\n[scripts.properties]\napi_token = \"bearer-5ecret\"\n");
