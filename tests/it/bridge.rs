@@ -173,7 +173,7 @@ fn authenticate(config, params, step) {
     let entry =
         |extra: &str| format!("{extra}\n[scripts.properties]\napi_token = \"bearer-5ecret\"\n");
     // No URL property names the mock and no secret_hosts: every secret is refused.
-    let env = TestEnv::new(vec![script("strict", &source).with(&entry(""))]);
+    let env = TestEnv::new(vec![script("strict", source).with(&entry(""))]);
     for what in ["token", "typed", "password"] {
         let page = env.start(None).unwrap();
         expect_retry(
@@ -192,7 +192,7 @@ fn authenticate(config, params, step) {
     env.wait_for_log("may go only to this script's own destinations (none), not to 127.0.0.1");
     assert!(server.requests().is_empty(), "nothing left");
     // A URL-valued property makes its host a destination; the echoed token comes back opaque.
-    let env = TestEnv::new(vec![script("bound", &source).with(&format!(
+    let env = TestEnv::new(vec![script("bound", source).with(&format!(
         "\n[scripts.properties]\napi_token = \"bearer-5ecret\"\napi_base = {url:?}\n"
     ))]);
     let page = env.start(None).unwrap();
