@@ -40,6 +40,9 @@ enum Command {
     },
     /// Validate the config, compile every script and run init of the enabled ones; serve nothing.
     Check,
+    /// Run the script tests (scripts/tests/*.toml, or the FILEs given) offline: the real host,
+    /// no network, no server. One line per test; exit status 1 if any fails.
+    Test { files: Vec<PathBuf> },
     /// Read a password from standard input and print its argon2id hash for config/users.toml.
     HashPassword,
     /// Manage users of the embedded directory.
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { listen } => serve(config, listen),
         Command::Check => check(config),
+        Command::Test { files } => script_tests(config, files),
         Command::HashPassword => hash(),
         Command::Users {
             command: UsersCommand::ResetSms { name },
@@ -168,6 +172,33 @@ fn check(config_path: PathBuf) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn script_tests(config_path: PathBuf, files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
+    use gatehouse::app::script_tests;
+    let files = if files.is_empty() {
+        script_tests::default_files(&config_path)?
+    } else {
+        files
+    };
+    anyhow::ensure!(
+        !files.is_empty(),
+        "no test files: put them in scripts/tests/*.toml (scripts/README.md says how) or name them"
+    );
+    let results = script_tests::run(&config_path, &files)?;
+    let failed = results.iter().filter(|r| r.failure.is_some()).count();
+    for result in &results {
+        println!("{result}");
+    }
+    println!(
+        "script tests: {} passed, {failed} failed",
+        results.len() - failed
+    );
+    Ok(if failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

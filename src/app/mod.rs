@@ -3,6 +3,7 @@
 //! the live config and the reload that replaces it.
 
 pub mod reload;
+pub mod script_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,6 +59,9 @@ pub enum Mode {
     Serve,
     /// `gatehouse check` and the operator commands: logs to stderr only, sends nothing.
     Check,
+    /// `gatehouse test`: logs under the log directory, every script sends through the given SMS
+    /// sender, no OIDC provider.
+    Test,
 }
 
 pub struct Gatehouse {
@@ -79,6 +83,10 @@ pub struct Gatehouse {
 
 pub struct Builder {
     config_path: PathBuf,
+    /// A config given in memory instead of read from `config_path` (`gatehouse test`).
+    config: Option<Config>,
+    /// Fake answers for outbound HTTP (`gatehouse test`).
+    http_answers: Option<crate::outbound::CannedAnswers>,
     mode: Mode,
     sms: Option<Arc<dyn SmsSender>>,
     console_log: Option<bool>,
@@ -90,6 +98,8 @@ impl Builder {
     pub fn new(config_path: impl Into<PathBuf>) -> Self {
         Builder {
             config_path: config_path.into(),
+            config: None,
+            http_answers: None,
             mode: Mode::Serve,
             sms: None,
             console_log: None,
@@ -112,6 +122,18 @@ impl Builder {
         self
     }
 
+    /// Builds from `config` (already loaded and checked) instead of reading the file.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Outbound HTTP answered from these instead of the network.
+    pub fn http_answers(mut self, answers: crate::outbound::CannedAnswers) -> Self {
+        self.http_answers = Some(answers);
+        self
+    }
+
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
         self
@@ -131,10 +153,13 @@ impl Builder {
 
     /// Loads config and users and builds every part; no script is loaded yet (see [`Gatehouse::load_scripts`]).
     pub fn build(self) -> Result<Gatehouse, StartError> {
-        let config = Config::load(&self.config_path)?;
+        let config = match self.config {
+            Some(config) => config,
+            None => Config::load(&self.config_path)?,
+        };
         let clock = self.clock.unwrap_or_else(SystemClock::shared);
         let log = match self.mode {
-            Mode::Serve => ScriptLog::open(
+            Mode::Serve | Mode::Test => ScriptLog::open(
                 &config.paths.log_dir,
                 &config.log.level,
                 self.console_log.unwrap_or(config.log.console),
@@ -151,14 +176,20 @@ impl Builder {
         let store: Arc<dyn StateStore> = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())));
-        let bridge = Arc::new(HttpBridge::new(&config.http)?);
+        let bridge = Arc::new(match self.http_answers {
+            Some(answers) => HttpBridge::canned(&config.http, answers)?,
+            None => HttpBridge::new(&config.http)?,
+        });
         let default_sms: Option<Arc<dyn SmsSender>> = match self.mode {
             Mode::Check => Some(Arc::new(RefusingSms(
                 "gatehouse check sends nothing".into(),
             ))),
-            Mode::Serve => self.sms,
+            Mode::Serve | Mode::Test => self.sms,
         };
-        let providers = ProviderSet::new(&config.sms, bridge, default_sms)?;
+        let mut providers = ProviderSet::new(&config.sms, bridge, default_sms)?;
+        if self.mode == Mode::Test {
+            providers = providers.everything_to_default();
+        }
         if self.mode == Mode::Serve && providers.default_sender().provider() == CONSOLE_PROVIDER {
             log.scope(|| {
                 tracing::warn!(
@@ -176,7 +207,7 @@ impl Builder {
         )?);
         let host = Arc::new(ScriptHost::new(&config, services.clone(), providers));
         let provider = match self.mode {
-            Mode::Check => None,
+            Mode::Check | Mode::Test => None,
             Mode::Serve => {
                 let path = &config.oidc.signing_key_file;
                 let (key, created) = SigningKey::load_or_create(path)?;

@@ -267,6 +267,57 @@ pub struct HttpBridge {
     policy: Arc<DestinationPolicy>,
     timeout: Duration,
     max_response_bytes: u64,
+    /// `gatehouse test`: answers from the test file instead of the network.
+    canned: Option<CannedAnswers>,
+}
+
+/// Fake answers for `gatehouse test`: the first whose method and URL prefix match answers, and
+/// every request is recorded. Nothing leaves the machine.
+#[derive(Default)]
+pub struct CannedAnswers {
+    answers: Vec<CannedAnswer>,
+    sent: std::sync::Mutex<Vec<(Method, String)>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CannedAnswer {
+    pub method: Method,
+    /// The answer matches requests whose URL starts with this.
+    pub url_prefix: String,
+    pub response: OutboundResponse,
+}
+
+impl CannedAnswers {
+    pub fn new(answers: Vec<CannedAnswer>) -> Self {
+        CannedAnswers {
+            answers,
+            sent: Default::default(),
+        }
+    }
+
+    /// The requests made, as method and URL (query included: these are test values).
+    pub fn sent(&self) -> Vec<(Method, String)> {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn answer(&self, request: &OutboundRequest) -> Result<OutboundResponse, HttpError> {
+        let url = request.url.expose();
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((request.method, url.to_owned()));
+        self.answers
+            .iter()
+            .find(|a| a.method == request.method && url.starts_with(&a.url_prefix))
+            .map(|a| a.response.clone())
+            .ok_or_else(|| HttpError::Transport {
+                url: url.split('?').next().unwrap_or_default().to_owned(),
+                message: format!(
+                    "no fake answer for {:?} in the test file (add an [[test.http]] entry)",
+                    request.method
+                ),
+            })
+    }
 }
 
 impl HttpBridge {
@@ -291,7 +342,20 @@ impl HttpBridge {
             policy,
             timeout: Duration::from_millis(config.timeout_ms),
             max_response_bytes: config.max_response_bytes,
+            canned: None,
         })
+    }
+
+    /// A bridge that answers from `answers` and never opens a connection (`gatehouse test`).
+    pub fn canned(config: &HttpConfig, answers: CannedAnswers) -> Result<Self, HttpError> {
+        let mut bridge = HttpBridge::new(config)?;
+        bridge.canned = Some(answers);
+        Ok(bridge)
+    }
+
+    /// The fake answers, when this bridge has them.
+    pub fn canned_answers(&self) -> Option<&CannedAnswers> {
+        self.canned.as_ref()
     }
 
     /// Checks scheme and (for IP literals) address before anything leaves the machine.
@@ -328,6 +392,9 @@ impl HttpBridge {
 
     /// Sends one request, once. Never follows redirects: a 3xx comes back as it is.
     pub fn send(&self, request: &OutboundRequest) -> Result<OutboundResponse, HttpError> {
+        if let Some(canned) = &self.canned {
+            return canned.answer(request);
+        }
         let url = self.checked_url(request.url.expose())?;
         let shown = redacted(&url);
         let mut builder = self

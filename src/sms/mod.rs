@@ -19,6 +19,36 @@ use crate::config::{
 use crate::outbound::HttpBridge;
 use crate::ports::{SmsError, SmsMessage, SmsReceipt, SmsSender};
 
+/// Keeps every message instead of sending it (`gatehouse test`).
+#[derive(Default)]
+pub struct CapturingSms {
+    messages: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl CapturingSms {
+    /// The messages so far, as (number, text).
+    pub fn messages(&self) -> Vec<(String, String)> {
+        self.messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl SmsSender for CapturingSms {
+    fn provider(&self) -> &str {
+        "test"
+    }
+
+    fn send(&self, message: &SmsMessage) -> Result<SmsReceipt, SmsError> {
+        let mut messages = self.messages.lock().unwrap_or_else(|p| p.into_inner());
+        messages.push((message.to.clone(), message.text.expose().to_owned()));
+        Ok(SmsReceipt {
+            provider_message_id: Some(format!("test-{}", messages.len())),
+        })
+    }
+}
+
 /// Used by `gatehouse check`, and by scripts whose provider could not be set up: sends nothing.
 pub struct RefusingSms(pub String);
 
@@ -48,6 +78,8 @@ pub struct ProviderSet {
     config: SmsConfig,
     bridge: Arc<HttpBridge>,
     default: Arc<dyn SmsSender>,
+    /// Every script sends through `default` (`gatehouse test` captures every message).
+    everything_to_default: bool,
 }
 
 impl ProviderSet {
@@ -61,12 +93,19 @@ impl ProviderSet {
             config: config.clone(),
             bridge,
             default: Arc::new(RefusingSms("not set up".into())),
+            everything_to_default: false,
         };
         set.default = match default_override {
             Some(sender) => sender,
             None => set.named(&config.provider)?,
         };
         Ok(set)
+    }
+
+    /// Sends every script's messages through the default sender, whatever its entry names.
+    pub fn everything_to_default(mut self) -> Self {
+        self.everything_to_default = true;
+        self
     }
 
     pub fn default_sender(&self) -> Arc<dyn SmsSender> {
@@ -129,6 +168,9 @@ impl ProviderSet {
         entry: &ScriptEntry,
         properties: &BTreeMap<String, PropertyValue>,
     ) -> Result<Arc<dyn SmsSender>, SmsSetupError> {
+        if self.everything_to_default {
+            return Ok(self.default.clone());
+        }
         if let Some(name) = &entry.sms_provider {
             return self.named(name);
         }

@@ -167,3 +167,59 @@ fn the_readme_demo_login_on_the_shipped_defaults_keeps_codes_out_of_logs() {
         );
     }
 }
+
+/// `gatehouse test` runs the shipped script tests offline and passes; a copy of `sms_otp.rhai`
+/// broken so that it refuses every right code fails them, naming the step and the expectation.
+#[test]
+fn gatehouse_test_passes_on_the_shipped_scripts_and_catches_a_broken_one() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = |dir: &Path, args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .arg("test")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (passed, printed) = run(root, &[]);
+    assert!(passed, "{printed}");
+    assert!(
+        printed.contains("ok   scripts/tests/sms_otp.toml: password, then the code that was sent"),
+        "{printed}"
+    );
+    assert!(printed.contains("scripts/tests/stytch.toml"), "{printed}");
+    assert!(
+        printed.contains("scripts/tests/twilio_sms.toml"),
+        "{printed}"
+    );
+    assert!(printed.contains(" 0 failed"), "{printed}");
+
+    // The same deployment with a script that refuses every right code.
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["config", "scripts/tests"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    for file in [
+        "config/gatehouse.toml",
+        "config/users.toml",
+        "scripts/twilio_sms.rhai",
+        "scripts/stytch.rhai",
+        "scripts/tests/sms_otp.toml",
+    ] {
+        std::fs::copy(root.join(file), dir.path().join(file)).unwrap();
+    }
+    let broken = std::fs::read_to_string(root.join("scripts/sms_otp.rhai"))
+        .unwrap()
+        .replace("if outcome == \"accepted\" {", "if outcome == \"never\" {");
+    std::fs::write(dir.path().join("scripts/sms_otp.rhai"), broken).unwrap();
+    let (passed, printed) = run(dir.path(), &[]);
+    assert!(!passed, "{printed}");
+    assert!(
+        printed.contains("FAIL scripts/tests/sms_otp.toml: password, then the code that was sent: step 2: expected authenticated, got failed"),
+        "{printed}"
+    );
+}
