@@ -13,6 +13,14 @@ pub fn sha256(data: impl AsRef<[u8]>) -> [u8; 32] {
     Sha256::digest(data.as_ref()).into()
 }
 
+/// HMAC-SHA256 of `data` under `key`, as lowercase hex.
+pub fn hmac_sha256_hex(key: &[u8], data: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
+    mac.update(data);
+    hex(&mac.finalize().into_bytes())
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes
         .iter()

@@ -95,6 +95,8 @@ pub struct AuthenticatedLogin {
     pub methods: Vec<String>,
     /// The ID token's `amr`, decided by [`decide_amr`].
     pub amr: Vec<String>,
+    /// Claims the script added to the ID token (`identity::claim`).
+    pub claims: std::collections::BTreeMap<String, serde_json::Value>,
     pub correlation_id: String,
     pub auth_time: u64,
 }
@@ -270,10 +272,24 @@ impl LoginEngine {
 
     /// Starts a login for `acr` (or the default acr) and returns the first step's page.
     pub fn start(&self, acr: Option<&str>) -> Result<StepPage, FlowError> {
-        self.logged(|| self.start_logged(acr))
+        self.start_for(acr, host::SignInOrigin::default())
     }
 
-    fn start_logged(&self, acr: Option<&str>) -> Result<StepPage, FlowError> {
+    /// Like [`LoginEngine::start`], for an application's authorization request (`origin`), which
+    /// the script can read.
+    pub fn start_for(
+        &self,
+        acr: Option<&str>,
+        origin: host::SignInOrigin,
+    ) -> Result<StepPage, FlowError> {
+        self.logged(|| self.start_logged(acr, origin))
+    }
+
+    fn start_logged(
+        &self,
+        acr: Option<&str>,
+        origin: host::SignInOrigin,
+    ) -> Result<StepPage, FlowError> {
         let mut acr = self.resolve_acr(acr)?;
         let login =
             LoginHandle::new(random::hex_token(32).map_err(|e| FlowError::Corrupt(e.to_string()))?);
@@ -283,7 +299,10 @@ impl LoginEngine {
             acr: acr.clone(),
             step: 1,
             passed: Vec::new(),
-            state: HookState::default(),
+            state: HookState {
+                origin,
+                ..HookState::default()
+            },
             page: String::new(),
             started_at: self.services.clock.now_secs(),
             version: 0,
@@ -574,6 +593,7 @@ impl LoginEngine {
             acr: txn.acr,
             steps_passed: txn.passed,
             methods: txn.state.methods,
+            claims: txn.state.claims,
             amr,
             correlation_id: txn.correlation_id,
             auth_time: self.services.clock.now_secs(),
@@ -637,7 +657,7 @@ impl LoginEngine {
             }
             tracing::info!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "user chose another method: {acr}");
             self.abandon(login)?;
-            self.start_logged(Some(acr))
+            self.start_logged(Some(acr), txn.state.origin.clone())
         })
     }
 

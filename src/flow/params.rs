@@ -14,6 +14,8 @@ pub struct RequestParams {
     client_ip: Option<IpAddr>,
     /// The browser's Accept-Language, for messages in the user's language.
     accept_language: Option<String>,
+    /// The browser's User-Agent (at most 512 characters).
+    user_agent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +77,15 @@ impl RequestParams {
 
     pub fn accept_language(&self) -> Option<&str> {
         self.accept_language.as_deref()
+    }
+
+    pub fn with_user_agent(mut self, value: Option<String>) -> Self {
+        self.user_agent = value.map(|v| v.chars().take(512).collect());
+        self
+    }
+
+    pub fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_deref()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &ParamValue)> {

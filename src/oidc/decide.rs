@@ -16,6 +16,9 @@ pub struct SignedIn {
     pub acr: String,
     pub amr: Vec<String>,
     pub auth_time: u64,
+    /// Claims the script added to the ID token.
+    #[serde(default)]
+    pub claims: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// What to do with a valid authorization request.

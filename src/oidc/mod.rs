@@ -43,6 +43,12 @@ pub struct AuthorizationRequest {
     /// (0 always asks again, like prompt=login).
     #[serde(default)]
     pub max_age: Option<u64>,
+    /// `login_hint` as sent (at most 256 characters), for scripts.
+    #[serde(default)]
+    pub login_hint: Option<String>,
+    /// `ui_locales`, in order of preference.
+    #[serde(default)]
+    pub ui_locales: Vec<String>,
 }
 
 impl AuthorizationRequest {
@@ -125,6 +131,9 @@ pub struct CodeGrant {
     pub acr: String,
     pub amr: Vec<String>,
     pub auth_time: u64,
+    /// Claims the script added (never one the host sets).
+    #[serde(default)]
+    pub claims: BTreeMap<String, serde_json::Value>,
     pub nonce: Option<String>,
     pub scope: Vec<String>,
     pub code_challenge: Option<String>,
@@ -161,6 +170,9 @@ struct IdTokenClaims {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     amr: Vec<String>,
     azp: String,
+    /// The script's claims; the host's own come first and cannot be replaced.
+    #[serde(flatten)]
+    extra: BTreeMap<String, serde_json::Value>,
 }
 
 /// The subject and client an `id_token_hint` names.
@@ -366,6 +378,22 @@ impl Provider {
                 &format!("prompt={other} is not supported"),
             ));
         }
+        let login_hint = match get("login_hint") {
+            Some(hint) if hint.chars().count() > 256 => {
+                return Err(refuse(
+                    "invalid_request",
+                    "login_hint is longer than 256 characters",
+                ))
+            }
+            hint => hint.map(str::to_owned),
+        };
+        let ui_locales: Vec<String> = get("ui_locales")
+            .unwrap_or("")
+            .split_ascii_whitespace()
+            .take(8)
+            .filter(|tag| tag.len() <= 35)
+            .map(str::to_owned)
+            .collect();
         let max_age = match get("max_age") {
             None => None,
             Some(text) => Some(text.parse::<u64>().map_err(|_| {
@@ -390,6 +418,8 @@ impl Provider {
             prompt_login: prompts.contains(&"login"),
             prompt_none: prompts.contains(&"none"),
             max_age,
+            login_hint,
+            ui_locales,
         })
     }
 
@@ -523,6 +553,7 @@ impl Provider {
             nonce: grant.nonce.clone(),
             acr: grant.acr.clone(),
             amr: grant.amr.clone(),
+            extra: grant.claims.clone(),
             azp: client.client_id.clone(),
         };
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);

@@ -109,6 +109,31 @@ fn register_identity(engine: &mut Engine) {
             with_context("identity::get", |c| Ok(optional_text(c.working(name))))
         },
     );
+    FuncRegistration::new("claim").set_into_module(
+        &mut module,
+        |name: &str, value: Dynamic| -> HostResult<()> {
+            with_context("identity::claim", |c| {
+                let value = to_json(&value, false)?;
+                let plain = |v: &serde_json::Value| {
+                    matches!(
+                        v,
+                        serde_json::Value::String(_)
+                            | serde_json::Value::Number(_)
+                            | serde_json::Value::Bool(_)
+                    )
+                };
+                let allowed = plain(&value)
+                    || value.as_array().is_some_and(|items| items.iter().all(plain));
+                if !allowed {
+                    return Err(failure(
+                        "identity::claim: a claim is a string, a number, a boolean or an array of them",
+                    ));
+                }
+                c.add_claim(name, value)
+                    .map_err(|e| host_failure("identity::claim", e))
+            })
+        },
+    );
     FuncRegistration::new("message").set_into_module(
         &mut module,
         |text: Dynamic| -> HostResult<()> {
@@ -658,4 +683,5 @@ pub(crate) fn register(engine: &mut Engine) {
     register_sms(engine);
     register_http(engine);
     register_json(engine);
+    crate::script::helpers::register(engine);
 }

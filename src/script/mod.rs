@@ -2,6 +2,7 @@
 //! runs hooks on it in the sandbox, and swaps revisions on reload. The only module that knows Rhai.
 
 mod api;
+mod helpers;
 mod lint;
 mod revision;
 pub mod sandbox;

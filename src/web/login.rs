@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Form, Query, State};
-use axum::http::header::{ACCEPT_LANGUAGE, CONTENT_SECURITY_POLICY, RETRY_AFTER};
+use axum::http::header::{ACCEPT_LANGUAGE, CONTENT_SECURITY_POLICY, RETRY_AFTER, USER_AGENT};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Extension;
@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::flow::contract;
+use crate::flow::host::SignInOrigin;
 use crate::flow::params::RequestParams;
 use crate::flow::{FlowError, StepOutcome, StepPage};
 use crate::oidc::{
@@ -82,7 +83,13 @@ fn authorize(
         AuthorizeDecision::Refuse(error) => return Ok(redirect_error(&config, error)),
         AuthorizeDecision::StartLogin { acr } => acr,
     };
-    let page = match state.engine.start(acr.as_deref()) {
+    let origin = SignInOrigin {
+        client_id: Some(request.client_id.clone()),
+        acr_values: request.acr_values.clone(),
+        login_hint: request.login_hint.clone(),
+        ui_locales: request.ui_locales.clone(),
+    };
+    let page = match state.engine.start_for(acr.as_deref(), origin) {
         Ok(page) => page,
         Err(error) => {
             tracing::warn!(target: "server", "cannot start a login: {error}");
@@ -122,6 +129,7 @@ fn finish(
         acr: signed_in.acr.clone(),
         amr: signed_in.amr.clone(),
         auth_time: signed_in.auth_time,
+        claims: signed_in.claims.clone(),
         nonce: request.nonce.clone(),
         scope: request.scope.clone(),
         code_challenge: request.code_challenge.clone(),
@@ -278,11 +286,16 @@ fn submit(
         .get(ACCEPT_LANGUAGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let user_agent = headers
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let params = RequestParams::from_pairs(
         fields
             .into_iter()
             .filter(|(n, _)| n != "csrf" && n != "step"),
     )
+    .with_user_agent(user_agent)
     .with_client_ip(client.0)
     .with_accept_language(language);
     match state.engine.submit(&login, step, &params)? {
@@ -299,6 +312,7 @@ fn submit(
                 acr: done.acr,
                 amr: done.amr,
                 auth_time: done.auth_time,
+                claims: done.claims,
             };
             finish(
                 state,

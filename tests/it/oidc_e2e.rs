@@ -186,3 +186,54 @@ fn amr_names_only_what_was_verified_not_how_many_steps_passed() {
     let claims = login.finish(login.submit(&[("username", "alice")]));
     assert!(claims.get("amr").is_none(), "{claims}");
 }
+
+/// What a Gluu author porting a script reaches for: the request, the time, digests, base64,
+/// random tokens, regular expressions, and claims of their own in the ID token.
+#[test]
+fn scripts_read_the_request_use_helpers_and_add_claims() {
+    let env = web_env(
+        vec![script("helpers", fixture("helpers"))],
+        EnvOptions {
+            server: "trusted_proxies = [\"127.0.0.1\"]".into(),
+            ..EnvOptions::default()
+        },
+    );
+    let base = env.base.clone().unwrap();
+    let login = WebLogin::new_with_headers(
+        &base,
+        &[
+            ("user-agent", "Helper-Test/1.0"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ],
+    );
+    let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("client_id", RP_ID)
+        .append_pair("redirect_uri", RP_REDIRECT)
+        .append_pair("response_type", "code")
+        .append_pair("scope", "openid")
+        .append_pair("state", "s")
+        .append_pair("code_challenge", crate::support::web::CHALLENGE)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("acr_values", "helpers")
+        .append_pair("login_hint", "alice@example.com")
+        .append_pair("ui_locales", "fr-CA en");
+    login.get(url.as_str());
+    let claims = login.finish(login.password("alice", ALICE_PASSWORD));
+    assert_eq!(claims["department"], "finance", "{claims}");
+    assert_eq!(claims["level"], 3);
+    assert_eq!(
+        claims["sub"], "alice",
+        "a script cannot replace the host's claims"
+    );
+    let log = env.wait_for_log("Helpers. refused");
+    for expected in [
+        "ip=198.51.100.7 ua=Helper-Test/1.0 client=rp acr=[\"helpers\"] hint=alice@example.com langs=[\"fr-ca\", \"fr\", \"en\"]",
+        "sha=ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad hmac=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8",
+        "b64=aGk= back=hi token=16",
+        "match=true find=123 caps=[\"me@example\", \"me\", \"example\"]",
+        "refused=[\"sub\", \"amr\"] recent=true",
+    ] {
+        assert!(log.contains(expected), "{expected}\n{log}");
+    }
+}

@@ -38,7 +38,7 @@ const ALLOWED: [(&str, &[&str]); 14] = [
 ];
 
 /// Foreign crates and the only places (file or folder under src/) that may name them.
-const OWNERS: [(&str, &[&str]); 17] = [
+const OWNERS: [(&str, &[&str]); 18] = [
     ("rhai", &["script/"]),
     ("axum", &["web/"]),
     ("minijinja", &["web/"]),
@@ -48,7 +48,8 @@ const OWNERS: [(&str, &[&str]); 17] = [
     ("phonenumber", &["base/phone.rs"]),
     ("getrandom", &["base/random.rs"]),
     ("sha2", &["base/digest.rs", "flow/otp.rs"]),
-    ("hmac", &["flow/otp.rs"]),
+    ("hmac", &["base/digest.rs", "flow/otp.rs"]),
+    ("regex", &["script/"]),
     ("toml_edit", &["users/"]),
     ("rsa", &["oidc/"]),
     ("jsonwebtoken", &["oidc/"]),

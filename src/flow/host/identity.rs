@@ -8,6 +8,27 @@ use crate::ports::{AttributeChange, UserEntry};
 
 use super::{HookContext, HostError, HOST_MANAGED_ATTRIBUTES};
 
+/// Claims the host puts in ID tokens itself.
+pub const RESERVED_CLAIMS: [&str; 15] = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "iat",
+    "auth_time",
+    "nonce",
+    "acr",
+    "amr",
+    "azp",
+    "at_hash",
+    "c_hash",
+    "sid",
+    "jti",
+    "nbf",
+];
+pub const MAX_CLAIMS: usize = 16;
+pub const MAX_CLAIM_BYTES: usize = 1024;
+
 impl HookContext {
     /// Checks a username and password; on success the login is bound to that user.
     /// After repeated failures the account and the client address must wait (doubling delays):
@@ -165,6 +186,37 @@ impl HookContext {
 
     pub fn working(&self, name: &str) -> Option<String> {
         self.state().working.get(name).cloned()
+    }
+
+    /// Adds a claim to the ID token of this sign-in (`identity::claim`): never one the host sets
+    /// itself, at most [`MAX_CLAIMS`], each at most [`MAX_CLAIM_BYTES`] as JSON.
+    pub fn add_claim(&self, name: &str, value: serde_json::Value) -> Result<(), HostError> {
+        let refuse = |why: String| {
+            Err(HostError::Claim(format!(
+                "identity::claim({name:?}): {why}"
+            )))
+        };
+        if RESERVED_CLAIMS.contains(&name) {
+            return refuse("the host sets this claim; a script may not".into());
+        }
+        let well_named = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        if !well_named {
+            return refuse("use 1-64 letters, digits, '_', '-', '.' or ':'".into());
+        }
+        if value.to_string().len() > MAX_CLAIM_BYTES {
+            return refuse(format!(
+                "a claim is at most {MAX_CLAIM_BYTES} bytes as JSON"
+            ));
+        }
+        let mut state = self.state();
+        if !state.claims.contains_key(name) && state.claims.len() >= MAX_CLAIMS {
+            return refuse(format!("a sign-in adds at most {MAX_CLAIMS} claims"));
+        }
+        state.claims.insert(name.to_owned(), value);
+        Ok(())
     }
 
     pub fn set_message(&self, message: &str) {

@@ -77,6 +77,8 @@ pub enum HostError {
     Send(#[from] SendError),
     #[error("{0}")]
     WorkingLimit(String),
+    #[error("{0}")]
+    Claim(String),
     #[error("attribute {0:?} is managed by the host: scripts may read it, not write it")]
     HostManaged(String),
     #[error("{0:?} is not the user of this sign-in: a script writes only its own user's attributes unless its entry sets write_other_users = true")]
@@ -123,6 +125,22 @@ pub struct HookState {
     /// it: read once then, not on every guess.
     #[serde(default)]
     pub sms_disabled_in_directory: bool,
+    /// What the application asked for when this sign-in started.
+    #[serde(default)]
+    pub origin: SignInOrigin,
+    /// Claims the script adds to the ID token (`identity::claim`).
+    #[serde(default)]
+    pub claims: BTreeMap<String, serde_json::Value>,
+}
+
+/// The authorization request a sign-in serves, as scripts may read it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SignInOrigin {
+    pub client_id: Option<String>,
+    /// `acr_values` as sent, in order of preference.
+    pub acr_values: Vec<String>,
+    pub login_hint: Option<String>,
+    pub ui_locales: Vec<String>,
 }
 
 pub struct HookContext {
@@ -144,6 +162,7 @@ pub struct HookContext {
     /// Secret fields of this request (the password): they may leave only for the script's own
     /// destinations.
     submitted_secrets: Vec<String>,
+    user_agent: Option<String>,
 }
 
 /// Shorter values are never masked (see [`HookContext::mask_values`]).
@@ -171,6 +190,7 @@ impl HookContext {
             accept_language: None,
             issued: Mutex::new(None),
             submitted_secrets: Vec::new(),
+            user_agent: None,
         })
     }
 
@@ -201,6 +221,7 @@ impl HookContext {
             accept_language: params.and_then(|p| p.accept_language().map(str::to_owned)),
             issued: Mutex::new(None),
             submitted_secrets: params.map(RequestParams::secret_values).unwrap_or_default(),
+            user_agent: params.and_then(|p| p.user_agent().map(str::to_owned)),
         })
     }
 
@@ -272,10 +293,21 @@ impl HookContext {
         }
     }
 
-    /// The user's languages from Accept-Language, best first ("fr-CH" gives "fr-ch" then "fr").
+    /// The user's languages, best first: the application's `ui_locales`, then Accept-Language
+    /// ("fr-CH" gives "fr-ch" then "fr").
     pub fn languages(&self) -> Vec<String> {
+        let mut languages: Vec<String> = Vec::new();
+        for tag in self.state().origin.ui_locales.clone() {
+            let tag = tag.to_ascii_lowercase();
+            let base = tag.split('-').next().unwrap_or("").to_owned();
+            for candidate in [tag, base] {
+                if !candidate.is_empty() && !languages.contains(&candidate) {
+                    languages.push(candidate);
+                }
+            }
+        }
         let Some(header) = &self.accept_language else {
-            return Vec::new();
+            return languages;
         };
         let mut ranked: Vec<(f32, String)> = header
             .split(',')
@@ -289,7 +321,6 @@ impl HookContext {
             })
             .collect();
         ranked.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
-        let mut languages = Vec::new();
         for (_, tag) in ranked {
             let base = tag.split('-').next().unwrap_or("").to_owned();
             for candidate in [tag, base] {
@@ -299,6 +330,20 @@ impl HookContext {
             }
         }
         languages
+    }
+
+    /// The client's address (after trusted proxies), if known.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
+    }
+
+    pub fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_deref()
+    }
+
+    /// The current time, in milliseconds since the Unix epoch (the host's clock).
+    pub fn now_ms(&self) -> u64 {
+        self.services.clock.now_ms()
     }
 
     /// The request's secret fields (the submitted password).

@@ -129,9 +129,28 @@ pub struct WebLogin {
 impl WebLogin {
     /// A browser at `base` with no sign-in yet: for tests that send their own `/authorize`.
     pub fn new(base: &str) -> WebLogin {
+        WebLogin::new_with_headers(base, &[])
+    }
+
+    /// Like [`WebLogin::new`], sending `headers` on every request (User-Agent, X-Forwarded-For...).
+    pub fn new_with_headers(base: &str, headers: &[(&str, &str)]) -> WebLogin {
+        let mut defaults = reqwest::header::HeaderMap::new();
+        for (name, value) in headers {
+            defaults.insert(
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let client = Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(20))
+            .default_headers(defaults)
+            .build()
+            .unwrap();
         WebLogin {
             base: base.to_owned(),
-            browser: Browser::new(),
+            browser: Browser { client },
         }
     }
 
@@ -187,24 +206,7 @@ impl WebLogin {
         acr: Option<&str>,
         headers: &[(&str, &str)],
     ) -> WebLogin {
-        let mut defaults = reqwest::header::HeaderMap::new();
-        for (name, value) in headers {
-            defaults.insert(
-                reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                value.parse().unwrap(),
-            );
-        }
-        let client = Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(20))
-            .default_headers(defaults)
-            .build()
-            .unwrap();
-        let login = WebLogin {
-            base: base.to_owned(),
-            browser: Browser { client },
-        };
+        let login = WebLogin::new_with_headers(base, headers);
         let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
         url.query_pairs_mut()
             .append_pair("client_id", client_id)
