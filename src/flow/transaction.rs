@@ -51,7 +51,7 @@ pub struct LoginTransaction {
     pub passed: Vec<u32>,
     /// What the hooks keep between steps: user, working parameters, message, methods...
     /// Hooks get a copy and the engine takes back what they leave, after every hook call.
-    #[serde(flatten)]
+    /// (Nested, not flattened: serde reads a flattened struct through a slow buffered path.)
     pub state: HookState,
     /// The page `getPageForStep` named for `step` ("" = the default login page).
     pub page: String,

@@ -126,10 +126,10 @@ pub struct HookState {
     #[serde(default)]
     pub sms_disabled_in_directory: bool,
     /// What the application asked for when this sign-in started.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "SignInOrigin::is_empty")]
     pub origin: SignInOrigin,
     /// Claims the script adds to the ID token (`identity::claim`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<String, serde_json::Value>,
 }
 
@@ -141,6 +141,12 @@ pub struct SignInOrigin {
     pub acr_values: Vec<String>,
     pub login_hint: Option<String>,
     pub ui_locales: Vec<String>,
+}
+
+impl SignInOrigin {
+    pub fn is_empty(&self) -> bool {
+        *self == SignInOrigin::default()
+    }
 }
 
 pub struct HookContext {
