@@ -496,3 +496,30 @@ fn every_shipped_script_reads_the_phone_from_the_phone_attribute_property() {
         );
     }
 }
+
+/// A slow SMS gateway gets only the time left in the hook, not the whole [http] timeout.
+#[test]
+fn a_slow_gateway_is_cut_at_the_hook_deadline() {
+    let gateway = MockServer::sequence(vec![
+        MockResponse::json(200, "{}").delayed(std::time::Duration::from_millis(1200))
+    ]);
+    let env = TestEnv::with_options(
+        vec![script("sms_otp", shipped_script()).with("sms_provider = \"gateway\"")],
+        EnvOptions {
+            sandbox: "hook_timeout_ms = 400".into(),
+            extra_config: format!(
+                "[sms.providers.gateway]\nurl = \"{}/send?to=$ctx.num\"\ntype = \"http\"\n",
+                gateway.url()
+            ),
+            ..EnvOptions::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    expect_retry(step_one(&env, "sms_otp"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+    env.wait_for_log("no answer before the hook's deadline");
+}
