@@ -161,13 +161,8 @@ fn a_misspelt_hook_is_refused_with_its_place_and_the_hook_it_resembles() {
         "{error}"
     );
     // `gatehouse check` says the same and fails.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["check", "--config"])
-        .arg(env.root().join("config/gatehouse.toml"))
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(!output.status.success(), "{printed}");
+    let (passed, printed) = env.check();
+    assert!(!passed, "{printed}");
     assert!(printed.contains("did you mean getNextStep?"), "{printed}");
 }
 
@@ -211,13 +206,8 @@ fn check_reports_unknown_functions_and_pages_without_templates() {
         Some(1),
         "it loads: only check sees these"
     );
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["check", "--config"])
-        .arg(env.root().join("config/gatehouse.toml"))
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(!output.status.success(), "{printed}");
+    let (passed, printed) = env.check();
+    assert!(!passed, "{printed}");
     assert!(
         printed.contains("findings.rhai:4:5: users::no_such_function(...) is neither a function of this script nor of the host API"),
         "{printed}"

@@ -343,6 +343,19 @@ impl TestEnv {
         }
     }
 
+    /// `gatehouse check` on this deployment: whether it passed, and what it printed.
+    pub fn check(&self) -> (bool, String) {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["check", "--config"])
+            .arg(self.root().join("config/gatehouse.toml"))
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    }
+
     /// Moves this instance's clock forward: codes, locks, cooldowns and tokens age at once.
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
