@@ -30,13 +30,25 @@ pub struct LogError {
 }
 
 /// Escapes control characters so one event is always one line.
+/// Characters a log viewer may show as a line break, or that reorder what follows (bidi
+/// controls): escaped like ASCII controls, so a script or a client cannot forge a line.
+fn breaks_or_reorders(c: char) -> bool {
+    matches!(
+        c,
+        '\u{85}' | '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{feff}'
+    )
+}
+
 pub fn escape_controls(text: &str, out: &mut String) {
     for c in text.chars() {
         match c {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
+            c if c.is_control() || breaks_or_reorders(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),

@@ -162,3 +162,18 @@ fn fields_a_client_names_do_not_mask_the_log() {
     );
     env.wait_for_log("Audit. user alice, checked");
 }
+
+/// Unicode line separators and bidi controls sent by a client are escaped like ASCII controls:
+/// no forged line, no reordered text in the log.
+#[test]
+fn unicode_line_separators_and_bidi_controls_are_escaped() {
+    let env = web_env(vec![script("sms_otp", shipped_script())], EnvOptions::default());
+    let login = crate::support::web::WebLogin::start(env.base.as_ref().unwrap(), None);
+    let forged = "mallory\u{2028}2026-12-01T00:00:00Z  INFO server forged\u{202e}desrever\u{2029}x";
+    login.password(forged, "not-it");
+    let log = env.wait_for_log("Wrong username or password for mallory");
+    for raw in ['\u{2028}', '\u{2029}', '\u{202e}'] {
+        assert!(!log.contains(raw), "{raw:?} reached the log raw:\n{log}");
+    }
+    assert!(log.contains("mallory\\u{2028}2026-12-01T00:00:00Z  INFO server forged\\u{202e}desrever\\u{2029}x"), "{log}");
+}
