@@ -70,6 +70,51 @@ impl Throttle {
         })
     }
 
+    /// Counts an attempt before it is checked, in one atomic update: `Some(wait)` (nothing
+    /// counted) while `key` must wait, else the attempt is counted as a failure now, so that a
+    /// burst of attempts sent at once gets no more checks than the same attempts sent one by one.
+    /// A right answer then calls [`Throttle::clear`] or [`Throttle::release`].
+    pub fn reserve(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let policy = self.policy;
+        let now = self.clock.now_ms();
+        let mut wait = None;
+        self.store
+            .update(key, Some(policy.memory), &mut |current| {
+                let mut record: Record = current
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or_default();
+                if record.not_before_ms > now {
+                    wait = Some((record.not_before_ms - now).div_ceil(1000));
+                    return StoreUpdate::Keep;
+                }
+                wait = None;
+                record.failures += 1;
+                if record.failures > policy.free_failures {
+                    let exponent = (record.failures - policy.free_failures - 1).min(20);
+                    let delay = (1u64 << exponent).min(policy.max_delay_seconds);
+                    record.not_before_ms = now + delay * 1000;
+                }
+                StoreUpdate::Put(serde_json::to_vec(&record).expect("throttle records serialise"))
+            })?;
+        Ok(wait)
+    }
+
+    /// Takes back one reserved attempt that turned out right (or was not made).
+    pub fn release(&self, key: &str) -> Result<(), StoreError> {
+        let policy = self.policy;
+        self.store.update(key, None, &mut |current| {
+            let Some(mut record) = current.and_then(|b| serde_json::from_slice::<Record>(b).ok())
+            else {
+                return StoreUpdate::Keep;
+            };
+            record.failures = record.failures.saturating_sub(1);
+            if record.failures <= policy.free_failures {
+                record.not_before_ms = 0;
+            }
+            StoreUpdate::Put(serde_json::to_vec(&record).expect("throttle records serialise"))
+        })
+    }
+
     pub fn clear(&self, key: &str) -> Result<(), StoreError> {
         self.store.delete(key)
     }

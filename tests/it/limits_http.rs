@@ -534,3 +534,35 @@ fn a_disabled_phone_number_subject_stays_disabled_without_a_directory_entry() {
     let users = std::fs::read_to_string(env.root().join("config/users.toml")).unwrap();
     assert!(!users.contains("900321"), "{users}");
 }
+
+/// Password attempts are counted before they are checked: 30 wrong passwords sent at once from
+/// 30 addresses get no more checks than the same attempts sent one by one (three free, the
+/// fourth sets the wait), and the right password in the burst's wake is refused unchecked.
+#[test]
+fn a_burst_of_passwords_gets_no_more_checks_than_one_by_one() {
+    let env = sms_otp_env("", TRUST_LOCALHOST);
+    let logins: Vec<_> = (0..30)
+        .map(|i| env.web_login_from(None, &format!("127.0.6.{}", i + 1)))
+        .collect();
+    std::thread::scope(|s| {
+        for login in &logins {
+            s.spawn(move || login.password("alice", "guess"));
+        }
+    });
+    let refused = |env: &TestEnv| {
+        env.log_text()
+            .matches("password not checked: too many recent failures for alice")
+            .count()
+    };
+    // Log lines may land a little after the answers: wait for them, then count exactly.
+    wait_until(std::time::Duration::from_secs(5), || refused(&env) >= 26);
+    assert_eq!(
+        30 - refused(&env),
+        4,
+        "checked {} of 30",
+        30 - refused(&env)
+    );
+    let login = env.web_login_from(None, "127.0.6.200");
+    assert!(stayed(&login.password("alice", ALICE_PASSWORD)));
+    assert_eq!(env.sms.count(), 0);
+}

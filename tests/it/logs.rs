@@ -167,7 +167,10 @@ fn fields_a_client_names_do_not_mask_the_log() {
 /// no forged line, no reordered text in the log.
 #[test]
 fn unicode_line_separators_and_bidi_controls_are_escaped() {
-    let env = web_env(vec![script("sms_otp", shipped_script())], EnvOptions::default());
+    let env = web_env(
+        vec![script("sms_otp", shipped_script())],
+        EnvOptions::default(),
+    );
     let login = crate::support::web::WebLogin::start(env.base.as_ref().unwrap(), None);
     let forged = "mallory\u{2028}2026-12-01T00:00:00Z  INFO server forged\u{202e}desrever\u{2029}x";
     login.password(forged, "not-it");
@@ -175,5 +178,10 @@ fn unicode_line_separators_and_bidi_controls_are_escaped() {
     for raw in ['\u{2028}', '\u{2029}', '\u{202e}'] {
         assert!(!log.contains(raw), "{raw:?} reached the log raw:\n{log}");
     }
-    assert!(log.contains("mallory\\u{2028}2026-12-01T00:00:00Z  INFO server forged\\u{202e}desrever\\u{2029}x"), "{log}");
+    assert!(
+        log.contains(
+            "mallory\\u{2028}2026-12-01T00:00:00Z  INFO server forged\\u{202e}desrever\\u{2029}x"
+        ),
+        "{log}"
+    );
 }

@@ -43,29 +43,30 @@ impl HookContext {
         let address_key = self
             .client_ip
             .map(|ip| store_keys::password_failures_from_address(&ip));
-        let wait = throttle
-            .accounts
-            .wait(&account_key)?
-            .into_iter()
-            .chain(match &address_key {
-                Some(key) => throttle.addresses.wait(key)?,
-                None => None,
-            });
-        if let Some(seconds) = wait.max() {
+        // Each attempt is counted before the (slow) check, atomically: a burst sent at once gets
+        // no more checks than the same attempts sent one by one.
+        let mut wait = throttle.accounts.reserve(&account_key)?;
+        if wait.is_none() {
+            if let Some(key) = &address_key {
+                wait = throttle.addresses.reserve(key)?;
+                if wait.is_some() {
+                    throttle.accounts.release(&account_key)?;
+                }
+            }
+        }
+        if let Some(seconds) = wait {
             tracing::warn!(target: "server", acr = self.acr.as_str(), login = self.correlation_id.as_str(), "password not checked: too many recent failures for {username} or this address (wait {seconds} s)");
             return Ok(false);
         }
         let ok = self.services.users.verify_password(username, password)?;
         if ok {
             throttle.accounts.clear(&account_key)?;
+            if let Some(key) = &address_key {
+                throttle.addresses.release(key)?;
+            }
             let entry = self.services.users.find(username)?;
             self.bind_user(username, entry.as_ref())?;
             self.record_method("pwd");
-        } else {
-            throttle.accounts.fail(&account_key)?;
-            if let Some(key) = &address_key {
-                throttle.addresses.fail(key)?;
-            }
         }
         Ok(ok)
     }
