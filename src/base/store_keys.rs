@@ -56,6 +56,16 @@ pub fn password_failures_from_address(ip: &std::net::IpAddr) -> String {
     format!("{NAMESPACE}pwfail:ip:{ip}")
 }
 
+/// Failed client authentications at the token endpoint, per client id.
+pub fn client_auth_failures_of_client(client_id: &str) -> String {
+    format!("{NAMESPACE}clientfail:client:{client_id}")
+}
+
+/// Failed client authentications at the token endpoint, per client address.
+pub fn client_auth_failures_from_address(ip: &std::net::IpAddr) -> String {
+    format!("{NAMESPACE}clientfail:ip:{ip}")
+}
+
 /// A browser session, by the hash of its id.
 pub fn session(id_hash: &str) -> String {
     format!("{NAMESPACE}session:{id_hash}")

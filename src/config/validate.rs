@@ -6,6 +6,9 @@ use std::path::Path;
 
 use super::*;
 
+/// The demo client's secret in the shipped config: fine on http://localhost, never in production.
+const SHIPPED_DEMO_SECRET: &str = "demo-secret";
+
 impl Config {
     pub(super) fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| ConfigError::Invalid {
@@ -68,6 +71,16 @@ impl Config {
                 return Err(invalid(
                     format!("{key}.client_id"),
                     "must be present and unique".into(),
+                ));
+            }
+            let demo = client
+                .client_secret
+                .resolved()
+                .is_ok_and(|s| s.expose() == SHIPPED_DEMO_SECRET);
+            if demo && self.oidc.is_https() {
+                return Err(invalid(
+                    format!("{key}.client_secret"),
+                    "is the shipped demo secret, which everyone knows; with an https issuer set a secret of your own, e.g. client_secret = \"${env:DEMO_CLIENT_SECRET}\"".into(),
                 ));
             }
             if client.redirect_uris.is_empty() {

@@ -100,6 +100,8 @@ pub struct TokenError {
     pub status: u16,
     pub error: &'static str,
     pub description: String,
+    /// Seconds before the client may try again (HTTP Retry-After), when throttled.
+    pub retry_after: Option<u64>,
 }
 
 impl TokenError {
@@ -108,8 +110,22 @@ impl TokenError {
             status,
             error,
             description: description.into(),
+            retry_after: None,
         }
     }
+}
+
+/// Failed client authentications allowed in [`CLIENT_FAILURE_WINDOW_MS`], per client id and per
+/// client address; past them the token endpoint answers 429 until the window ends.
+const CLIENT_FAILURES_PER_CLIENT: u32 = 10;
+const CLIENT_FAILURES_PER_ADDRESS: u32 = 20;
+const CLIENT_FAILURE_WINDOW_MS: u64 = 60_000;
+
+/// A window of failures: when it started and how many it holds.
+#[derive(Serialize, Deserialize, Default)]
+struct FailureWindow {
+    started_ms: u64,
+    failures: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -435,13 +451,119 @@ impl Provider {
         Ok(code)
     }
 
-    /// Authenticates the client (client_secret_basic or client_secret_post).
+    /// Counts an authentication attempt against `key` before it is checked, in one atomic
+    /// update, so a burst gets no more tries than the same requests one by one: `Some(wait)`
+    /// (nothing counted) once the window's failures are used up.
+    fn reserve_client_try(&self, key: &str, limit: u32) -> Result<Option<u64>, TokenError> {
+        let now = self.clock.now_ms();
+        let mut wait = None;
+        self.store
+            .update(
+                key,
+                Some(Duration::from_millis(CLIENT_FAILURE_WINDOW_MS)),
+                &mut |current| {
+                    let mut window: FailureWindow = current
+                        .and_then(|b| serde_json::from_slice(b).ok())
+                        .unwrap_or_default();
+                    if now >= window.started_ms + CLIENT_FAILURE_WINDOW_MS {
+                        window = FailureWindow {
+                            started_ms: now,
+                            failures: 0,
+                        };
+                    }
+                    if window.failures >= limit {
+                        let ends = window.started_ms + CLIENT_FAILURE_WINDOW_MS;
+                        wait = Some((ends - now).div_ceil(1000));
+                        return StoreUpdate::Keep;
+                    }
+                    wait = None;
+                    window.failures += 1;
+                    StoreUpdate::Put(serde_json::to_vec(&window).expect("windows serialise"))
+                },
+            )
+            .map_err(|e| TokenError::new(500, "server_error", e.to_string()))?;
+        Ok(wait)
+    }
+
+    /// Takes back a reserved try that succeeded.
+    fn release_client_try(&self, key: &str) -> Result<(), TokenError> {
+        self.store
+            .update(key, None, &mut |current| {
+                let Some(mut window) =
+                    current.and_then(|b| serde_json::from_slice::<FailureWindow>(b).ok())
+                else {
+                    return StoreUpdate::Keep;
+                };
+                window.failures = window.failures.saturating_sub(1);
+                StoreUpdate::Put(serde_json::to_vec(&window).expect("windows serialise"))
+            })
+            .map_err(|e| TokenError::new(500, "server_error", e.to_string()))
+    }
+
+    /// Authenticates the client, throttling failures per client id and per client address.
     fn client<'c>(
         &self,
         config: &'c Config,
         form: &BTreeMap<String, String>,
         basic: Option<(String, String)>,
+        address: Option<std::net::IpAddr>,
     ) -> Result<&'c ClientConfig, TokenError> {
+        let claimed = basic
+            .as_ref()
+            .map(|(id, _)| id.clone())
+            .or_else(|| form.get("client_id").cloned())
+            .unwrap_or_default();
+        let mut keys = vec![(
+            store_keys::client_auth_failures_of_client(&claimed),
+            CLIENT_FAILURES_PER_CLIENT,
+        )];
+        if let Some(ip) = address {
+            keys.push((
+                store_keys::client_auth_failures_from_address(&ip),
+                CLIENT_FAILURES_PER_ADDRESS,
+            ));
+        }
+        let mut reserved = Vec::new();
+        for (key, limit) in &keys {
+            if let Some(seconds) = self.reserve_client_try(key, *limit)? {
+                for key in reserved {
+                    self.release_client_try(key)?;
+                }
+                let mut error = TokenError::new(
+                    429,
+                    "invalid_client",
+                    format!("too many failed client authentications: try again in {seconds} s"),
+                );
+                error.retry_after = Some(seconds);
+                return Err(error);
+            }
+            reserved.push(key);
+        }
+        let result = self.authenticate_client(config, form, basic);
+        if result.is_ok() {
+            for key in reserved {
+                self.release_client_try(key)?;
+            }
+        }
+        result
+    }
+
+    /// Checks the client's credentials (client_secret_basic or client_secret_post).
+    fn authenticate_client<'c>(
+        &self,
+        config: &'c Config,
+        form: &BTreeMap<String, String>,
+        basic: Option<(String, String)>,
+    ) -> Result<&'c ClientConfig, TokenError> {
+        if let (Some((id, _)), Some(body_id)) = (&basic, form.get("client_id")) {
+            if id != body_id {
+                return Err(TokenError::new(
+                    400,
+                    "invalid_request",
+                    "the client_id in the body differs from the authenticated client",
+                ));
+            }
+        }
         let (id, secret) = match (basic, form.get("client_id"), form.get("client_secret")) {
             (Some(_), _, Some(_)) => {
                 return Err(TokenError::new(
@@ -472,8 +594,9 @@ impl Provider {
         config: &Config,
         form: &BTreeMap<String, String>,
         basic: Option<(String, String)>,
+        address: Option<std::net::IpAddr>,
     ) -> Result<TokenResponse, TokenError> {
-        let client = self.client(config, form, basic)?;
+        let client = self.client(config, form, basic, address)?;
         match form.get("grant_type").map(String::as_str) {
             Some("authorization_code") => {}
             Some(_) => {

@@ -1,15 +1,17 @@
 //! OpenID Connect endpoints: discovery, JWKS, token, userinfo, RP-initiated logout.
 
 use axum::extract::{Form, Query, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA, WWW_AUTHENTICATE};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use base64::Engine as _;
 
 use crate::flow::params::RequestParams;
 use crate::oidc::logout_target;
 use crate::web::error::WebError;
+use crate::web::security::ClientIp;
 use crate::web::session;
 use crate::web::{blocking, request_id, see_other, single_values, WebState};
 
@@ -77,6 +79,7 @@ fn token_error(status: u16, error: &str, description: &str, basic: bool) -> Resp
 
 pub async fn token(
     State(state): State<WebState>,
+    Extension(client_ip): Extension<ClientIp>,
     headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
@@ -88,7 +91,7 @@ pub async fn token(
                 Err(name) => return token_error(400, "invalid_request", &format!("parameter {name} is repeated"), used_basic),
             };
             let config = app.config.current();
-            match app.provider.exchange_code(&config, &form, basic) {
+            match app.provider.exchange_code(&config, &form, basic, client_ip.0) {
                 Ok(tokens) => {
                     tracing::info!(target: "server", request = request_id(&headers).as_str(), "tokens issued ({})", tokens.scope);
                     let mut response = Json(tokens).into_response();
@@ -97,7 +100,11 @@ pub async fn token(
                 }
                 Err(error) => {
                     tracing::warn!(target: "server", request = request_id(&headers).as_str(), "token request refused: {} ({})", error.error, error.description);
-                    token_error(error.status, error.error, &error.description, used_basic)
+                    let mut response = token_error(error.status, error.error, &error.description, used_basic);
+                    if let Some(seconds) = error.retry_after {
+                        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+                    }
+                    response
                 }
             }
     })

@@ -770,3 +770,116 @@ fn an_error_page_reference_is_in_the_matching_log_line() {
         .unwrap();
     assert!(line.contains(&format!("request={reference}")), "{line}");
 }
+
+/// The token endpoint refuses a body client_id that differs from the Basic one, and throttles
+/// failed client authentication per client and per address, even for a burst sent at once.
+#[test]
+fn token_endpoint_refuses_mixed_clients_and_throttles_wrong_secrets() {
+    let env = three_methods_with(EnvOptions {
+        server: "trusted_proxies = [\"127.0.0.1\"]".into(),
+        ..EnvOptions::default()
+    });
+    let base = env.base.clone().unwrap();
+    let post = |form: &[(&str, &str)], basic: Option<(&str, &str)>, from: &str| {
+        let client = reqwest::blocking::Client::new();
+        let mut request = client
+            .post(format!("{base}/token"))
+            .header("x-forwarded-for", from)
+            .form(form);
+        if let Some((user, password)) = basic {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request.send().unwrap();
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: serde_json::Value = response.json().unwrap();
+        (status, body, retry_after)
+    };
+    let grant = [
+        ("grant_type", "authorization_code"),
+        ("code", "x"),
+        ("redirect_uri", RP_REDIRECT),
+    ];
+    let mut mixed = grant.to_vec();
+    mixed.push(("client_id", "legacy"));
+    let (status, body, _) = post(&mixed, Some((RP_ID, RP_SECRET)), "198.51.100.1");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    // 30 wrong secrets for one client at once, from 30 addresses: the 9 tries left of the 10 a
+    // minute allows (the mixed request above was one) are made, the rest get 429.
+    let answers: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..30)
+            .map(|i| {
+                let post = &post;
+                let grant = &grant;
+                s.spawn(move || {
+                    post(
+                        grant,
+                        Some((RP_ID, "wrong")),
+                        &format!("198.51.100.{}", i + 10),
+                    )
+                    .0
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        answers.iter().filter(|s| **s == 401).count(),
+        9,
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|s| **s == 429).count(),
+        21,
+        "{answers:?}"
+    );
+    // Even the right secret waits out the window, with Retry-After.
+    let (status, _, retry_after) = post(&grant, Some((RP_ID, RP_SECRET)), "198.51.100.99");
+    assert_eq!(status, 429);
+    assert!(retry_after.is_some());
+    env.advance(std::time::Duration::from_secs(61));
+    let (status, body, _) = post(&grant, Some((RP_ID, RP_SECRET)), "198.51.100.99");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    // Per address: 20 failures from one address across clients, then 429 for any client.
+    for i in 0..20 {
+        let client = if i % 2 == 0 { "legacy" } else { "nobody" };
+        assert_eq!(
+            post(&grant, Some((client, "wrong")), "203.0.113.5").0,
+            401,
+            "try {i}"
+        );
+    }
+    assert_eq!(
+        post(&grant, Some(("legacy", "legacy-secret")), "203.0.113.5").0,
+        429
+    );
+}
+
+#[test]
+fn the_shipped_demo_secret_is_refused_with_an_https_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(
+        &path,
+        "[oidc]\nissuer = \"https://login.example.com\"\n[[clients]]\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\nredirect_uris = [\"https://app.example.com/cb\"]\n",
+    )
+    .unwrap();
+    let error = gatehouse::config::Config::load(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("clients[0].client_secret: is the shipped demo secret"),
+        "{error}"
+    );
+}
