@@ -24,7 +24,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         "server",
         old.server,
         new.server,
-        [listen, trusted_proxies]
+        [listen, trusted_proxies, ipv6_prefix_length]
     );
     compare!(
         changed,

@@ -75,6 +75,8 @@ pub struct ServerConfig {
     /// Reverse proxies (IPs or CIDR ranges) whose X-Forwarded-For is believed. Empty: the peer
     /// address is the client.
     pub trusted_proxies: Vec<Network>,
+    /// Per-address limits count IPv6 clients by network: this many leading bits (64: a /64).
+    pub ipv6_prefix_length: u8,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +84,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: ListenAddress(SocketAddr::from(([127, 0, 0, 1], 8080))),
             trusted_proxies: Vec::new(),
+            ipv6_prefix_length: 64,
         }
     }
 }

@@ -149,6 +149,14 @@ impl Config {
                 return Err(invalid(key.into(), "must be greater than 0".into()));
             }
         }
+        in_range(
+            "server.ipv6_prefix_length",
+            i64::from(self.server.ipv6_prefix_length),
+            1,
+            128,
+            " bits",
+        )
+        .map_err(|(key, message)| invalid(key, message))?;
         validate_otp(&self.otp).map_err(|(key, message)| invalid(key, message))?;
         validate_sms(&self.sms).map_err(|(key, message)| invalid(key, message))?;
         in_range(

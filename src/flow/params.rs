@@ -16,6 +16,9 @@ pub struct RequestParams {
     accept_language: Option<String>,
     /// The browser's User-Agent (at most 512 characters).
     user_agent: Option<String>,
+    /// The address per-address limits count this client under (an IPv6 client by its
+    /// network); the client address itself when not set.
+    limit_address: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +71,16 @@ impl RequestParams {
 
     pub fn client_ip(&self) -> Option<IpAddr> {
         self.client_ip
+    }
+
+    pub fn with_limit_address(mut self, address: Option<IpAddr>) -> Self {
+        self.limit_address = address;
+        self
+    }
+
+    /// What per-address limits count this request under.
+    pub fn limit_address(&self) -> Option<IpAddr> {
+        self.limit_address.or(self.client_ip)
     }
 
     pub fn with_accept_language(mut self, value: Option<String>) -> Self {

@@ -22,7 +22,7 @@ use crate::oidc::{
 };
 use crate::web::error::WebError;
 use crate::web::extract::{InLogin, LoginForm};
-use crate::web::security::{ClientIp, DEFAULT_CSP};
+use crate::web::security::{ClientIp, LimitAddress, DEFAULT_CSP};
 use crate::web::session::{self, Session};
 use crate::web::{blocking, request_id, see_other, single_values, WebState};
 
@@ -255,16 +255,21 @@ pub async fn show_step(State(state): State<WebState>, in_login: InLogin) -> Resp
 pub async fn submit_step(
     State(state): State<WebState>,
     Extension(client): Extension<ClientIp>,
+    Extension(limit): Extension<LimitAddress>,
     headers: HeaderMap,
     form: LoginForm,
 ) -> Response {
-    blocking(&state, move |app| submit(app, &headers, client, form)).await
+    blocking(&state, move |app| {
+        submit(app, &headers, client, limit, form)
+    })
+    .await
 }
 
 fn submit(
     state: &WebState,
     headers: &HeaderMap,
     client: ClientIp,
+    limit: LimitAddress,
     form: LoginForm,
 ) -> Result<Response, WebError> {
     // A repeated field (two passcodes, two passwords) is refused, never guessed at.
@@ -297,6 +302,7 @@ fn submit(
     )
     .with_user_agent(user_agent)
     .with_client_ip(client.0)
+    .with_limit_address(limit.0)
     .with_accept_language(language);
     match state.engine.submit(&login, step, &params)? {
         StepOutcome::Next(_) => next_page(state, &mut session),
@@ -348,10 +354,13 @@ fn retry_response(
 pub async fn resend_code(
     State(state): State<WebState>,
     Extension(client): Extension<ClientIp>,
+    Extension(limit): Extension<LimitAddress>,
     form: LoginForm,
 ) -> Response {
     blocking(&state, move |app| {
-        let params = RequestParams::new().with_client_ip(client.0);
+        let params = RequestParams::new()
+            .with_client_ip(client.0)
+            .with_limit_address(limit.0);
         match app.engine.resend(&form.login, &params)? {
             StepOutcome::Retry(page) => retry_response(app, &form.session, &page),
             _ => Ok(see_other("/login", HeaderMap::new())),

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use crate::flow::params::RequestParams;
 use crate::oidc::logout_target;
 use crate::web::error::WebError;
-use crate::web::security::ClientIp;
+use crate::web::security::LimitAddress;
 use crate::web::session;
 use crate::web::{blocking, request_id, see_other, single_values, WebState};
 
@@ -79,7 +79,7 @@ fn token_error(status: u16, error: &str, description: &str, basic: bool) -> Resp
 
 pub async fn token(
     State(state): State<WebState>,
-    Extension(client_ip): Extension<ClientIp>,
+    Extension(limit): Extension<LimitAddress>,
     headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
@@ -91,7 +91,7 @@ pub async fn token(
                 Err(name) => return token_error(400, "invalid_request", &format!("parameter {name} is repeated"), used_basic),
             };
             let config = app.config.current();
-            match app.provider.exchange_code(&config, &form, basic, client_ip.0) {
+            match app.provider.exchange_code(&config, &form, basic, limit.0) {
                 Ok(tokens) => {
                     tracing::info!(target: "server", request = request_id(&headers).as_str(), "tokens issued ({})", tokens.scope);
                     let mut response = Json(tokens).into_response();

@@ -28,6 +28,10 @@ pub const DEFAULT_CSP: &str =
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<IpAddr>);
 
+/// The address per-address limits count the client under (an IPv6 client by its network).
+#[derive(Debug, Clone, Copy)]
+pub struct LimitAddress(pub Option<IpAddr>);
+
 fn client_ip(request: &Request, server: &ServerConfig) -> Option<IpAddr> {
     let peer = request
         .extensions()
@@ -62,7 +66,11 @@ pub async fn headers_and_log(
     let started = Instant::now();
     let config = state.config.current();
     let client = ClientIp(client_ip(&request, &config.server));
+    let bucket = client
+        .0
+        .map(|ip| crate::base::address::limit_bucket(ip, config.server.ipv6_prefix_length));
     request.extensions_mut().insert(client);
+    request.extensions_mut().insert(LimitAddress(bucket));
     let id = random::hex_token(8).unwrap_or_else(|_| "-".into());
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     if let Ok(value) = HeaderValue::from_str(&id) {

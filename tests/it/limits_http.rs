@@ -566,3 +566,26 @@ fn a_burst_of_passwords_gets_no_more_checks_than_one_by_one() {
     assert!(stayed(&login.password("alice", ALICE_PASSWORD)));
     assert_eq!(env.sms.count(), 0);
 }
+
+/// IPv6 clients are counted by their /64: one client rotating through its addresses shares one
+/// per-address limit, a neighbouring network does not.
+#[test]
+fn ipv6_clients_share_the_per_address_limits_of_their_network() {
+    let env = sms_otp_env("", TRUST_LOCALHOST);
+    // Per address, four times the per-account free failures (12); different accounts, so only
+    // the address limit is at stake.
+    for i in 0..13 {
+        let login = env.web_login_from(None, &format!("2001:db8:1:2::{:x}", i + 1));
+        assert!(stayed(&login.password(&format!("user{i}"), "guess")));
+    }
+    let same_network = env.web_login_from(None, "2001:db8:1:2:ffff::9");
+    assert!(stayed(&same_network.password("user-a", "guess")));
+    env.wait_for_log("password not checked: too many recent failures for user-a or this address");
+    let other_network = env.web_login_from(None, "2001:db8:1:3::1");
+    let answer = other_network.password("alice", ALICE_PASSWORD);
+    assert_eq!(location(&answer), "/login");
+    assert!(
+        other_network.page().contains("one-time-code"),
+        "the neighbouring /64 is not held"
+    );
+}

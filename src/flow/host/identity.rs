@@ -41,7 +41,7 @@ impl HookContext {
         let throttle = &self.services.password_attempts;
         let account_key = store_keys::password_failures_of_account(username);
         let address_key = self
-            .client_ip
+            .limit_address
             .map(|ip| store_keys::password_failures_from_address(&ip));
         // Each attempt is counted before the (slow) check, atomically: a burst sent at once gets
         // no more checks than the same attempts sent one by one.

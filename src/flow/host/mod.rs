@@ -162,6 +162,8 @@ pub struct HookContext {
     /// A message the host's policy sets (a lock): it wins over whatever the script says.
     policy_message: Mutex<Option<String>>,
     client_ip: Option<IpAddr>,
+    /// What per-address limits count this request under.
+    limit_address: Option<IpAddr>,
     accept_language: Option<String>,
     /// The code issued during this call, if any (never stored: only its hash is).
     issued: Mutex<Option<String>>,
@@ -193,6 +195,7 @@ impl HookContext {
             masked: Mutex::new(Vec::new()),
             policy_message: Mutex::new(None),
             client_ip: None,
+            limit_address: None,
             accept_language: None,
             issued: Mutex::new(None),
             submitted_secrets: Vec::new(),
@@ -224,6 +227,7 @@ impl HookContext {
             masked: Mutex::new(masked),
             policy_message: Mutex::new(None),
             client_ip: params.and_then(RequestParams::client_ip),
+            limit_address: params.and_then(RequestParams::limit_address),
             accept_language: params.and_then(|p| p.accept_language().map(str::to_owned)),
             issued: Mutex::new(None),
             submitted_secrets: params.map(RequestParams::secret_values).unwrap_or_default(),

@@ -58,7 +58,7 @@ impl HookContext {
             self.set_policy_message(messages::COUNTRY_REFUSED);
             return Err(SendError::Refused(Refusal::Country).into());
         }
-        if let Err(error) = guard.admit(login_key, &number, self.client_ip) {
+        if let Err(error) = guard.admit(login_key, &number, self.limit_address) {
             if let SendError::Refused(Refusal::Throttled {
                 what,
                 retry_after_seconds,
