@@ -63,6 +63,13 @@ enum UsersCommand {
 }
 
 fn main() -> ExitCode {
+    // Files this server creates (logs, the user file's rewrites, keys) are not for others:
+    // logs come out 0640, the user file and the signing key set 0600 themselves.
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o027);
+    }
     let cli = Cli::parse();
     let config = cli.config;
     let result = match cli.command {

@@ -169,10 +169,17 @@ impl Builder {
         // One argon2id gate for the whole server: passwords and backup codes together never run
         // more checks at once than there are cores.
         let passwords = Arc::new(PasswordChecker::default());
-        let users: Arc<dyn UserDirectory> = Arc::new(FileDirectory::open_with(
-            &config.paths.users_file,
-            passwords.clone(),
-        )?);
+        let directory = FileDirectory::open_with(&config.paths.users_file, passwords.clone())?;
+        if let Some(mode) = directory.exposed_mode() {
+            log.scope(|| {
+                tracing::warn!(
+                    target: "server",
+                    "{} is readable by others (mode {mode:o}): it holds password and backup-code hashes; chmod 600 it",
+                    config.paths.users_file.display()
+                )
+            });
+        }
+        let users: Arc<dyn UserDirectory> = Arc::new(directory);
         let store: Arc<dyn StateStore> = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())));

@@ -148,6 +148,19 @@ impl FileDirectory {
         })
     }
 
+    /// Group or world permission bits of the file, if it has any (Unix): it holds password and
+    /// backup-code hashes, and should be readable by the server's user alone.
+    pub fn exposed_mode(&self) -> Option<u32> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&self.path).ok()?.permissions().mode() & 0o777;
+            (mode & 0o077 != 0).then_some(mode)
+        }
+        #[cfg(not(unix))]
+        None
+    }
+
     /// The current content, re-read if the file changed since the last look.
     fn current(&self) -> Arc<Loaded> {
         let now = stamp(&self.path);
@@ -197,10 +210,12 @@ impl FileDirectory {
             .unwrap_or_default();
         let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let result = (|| {
-            let mut file = std::fs::File::create(&temp)?;
-            if let Ok(meta) = std::fs::metadata(&self.path) {
-                file.set_permissions(meta.permissions())?;
-            }
+            // The file holds password and backup-code hashes: owner only, whatever it was.
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&temp)?;
             file.write_all(text.as_bytes())?;
             file.sync_all()?;
             std::fs::rename(&temp, &self.path)

@@ -394,3 +394,22 @@ fn scripts_write_only_their_own_user_and_never_host_managed_attributes() {
         );
     }
 }
+
+/// The user file holds password and backup-code hashes: a readable one is named at start, and
+/// every rewrite leaves it readable by the server's user alone.
+#[test]
+fn the_user_file_is_written_owner_only_and_a_readable_one_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new(vec![script("sms_otp", shipped_script())]);
+    let path = env.root().join("config/users.toml");
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_ne!(
+        mode(&path) & 0o077,
+        0,
+        "the test writes it with the default mode"
+    );
+    env.wait_for_log("users.toml is readable by others (mode 644)");
+    env.app.admin().issue_backup_codes("alice").unwrap();
+    assert_eq!(mode(&path), 0o600);
+}

@@ -143,6 +143,10 @@ fn the_readme_demo_login_on_the_shipped_defaults_keeps_codes_out_of_logs() {
     let mut everything = String::new();
     for entry in std::fs::read_dir(&logs).unwrap().flatten() {
         if entry.file_type().unwrap().is_file() {
+            // Logs are not for others: 0640 at most.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o037, 0, "{:?} is mode {mode:o}", entry.path());
             everything.push_str(&String::from_utf8_lossy(
                 &std::fs::read(entry.path()).unwrap(),
             ));
