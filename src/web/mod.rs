@@ -196,7 +196,10 @@ pub fn router(state: WebState) -> Router {
         .route("/login/switch", axum::routing::post(login::switch_method))
         .route("/token", axum::routing::post(oidc::token))
         .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo))
-        .route("/end_session", get(oidc::end_session))
+        .route(
+            "/end_session",
+            get(oidc::end_session).post(oidc::end_session_post),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             security::headers_and_log,

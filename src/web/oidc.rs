@@ -143,13 +143,33 @@ pub async fn end_session(
     headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    blocking(&state, move |app| end_session_now(app, &headers, pairs)).await
+    blocking(&state, move |app| {
+        end_session_now(app, &headers, pairs, false)
+    })
+    .await
 }
 
+/// RP-Initiated Logout by POST (the spec allows it), and the user's confirmation.
+pub async fn end_session_post(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    blocking(&state, move |app| {
+        end_session_now(app, &headers, pairs, true)
+    })
+    .await
+}
+
+/// Ends the browser's session. Without a valid `id_token_hint` the request could come from any
+/// site (a cross-site GET would sign the user out), so the user is asked to confirm unless the
+/// request is that confirmation: a POST with the session's CSRF token (RP-Initiated Logout 1.0,
+/// section 2).
 fn end_session_now(
     app: &WebState,
     headers: &HeaderMap,
     pairs: Vec<(String, String)>,
+    posted: bool,
 ) -> Result<Response, WebError> {
     let config = app.config.current();
     let invalid = |detail: &str| WebError::BadRequest {
@@ -175,13 +195,35 @@ fn end_session_now(
     .map_err(|refused| invalid(&refused.to_string()))?;
     let mut session = session::load(app.store.as_ref(), &config.oidc, headers)
         .map_err(|e| WebError::Unavailable(e.to_string()))?;
+    let confirmed = posted
+        && params.get("csrf").is_some_and(|csrf| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                csrf.as_bytes(),
+                session.data.csrf.as_bytes(),
+            ))
+        });
+    if hint.is_none() && !confirmed && session.data.signed_in.is_some() {
+        let html = app
+            .pages
+            .render(
+                "confirm_sign_out.html",
+                minijinja::context! {
+                    csrf => session.data.csrf.clone(),
+                    client_id => client_id.clone(),
+                    post_logout_redirect_uri => target.clone(),
+                    state => params.get("state").cloned(),
+                },
+            )
+            .map_err(|e| WebError::PageUnavailable(e.to_string()))?;
+        return Ok(Html(html).into_response());
+    }
     if let Some(signed_in) = session.data.signed_in.clone() {
         let same_user = hint.as_ref().is_none_or(|h| h.user == signed_in.user);
         if same_user {
             let params = RequestParams::from_pairs(
                 params
                     .iter()
-                    .filter(|(n, _)| *n != "id_token_hint")
+                    .filter(|(n, _)| *n != "id_token_hint" && *n != "csrf")
                     .map(|(k, v)| (k.clone(), v.clone())),
             );
             app.engine.logout(&signed_in.acr, &signed_in.user, &params);

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use minijinja::Environment;
 use serde::Serialize;
 
-const BUILT_IN: [(&str, &str); 7] = [
+const BUILT_IN: [(&str, &str); 8] = [
     ("mobile.html", include_str!("templates/mobile.html")),
     ("base.html", include_str!("templates/base.html")),
     ("login.html", include_str!("templates/login.html")),
@@ -19,6 +19,10 @@ const BUILT_IN: [(&str, &str); 7] = [
     ("otp_sms.html", include_str!("templates/otp_sms.html")),
     ("error.html", include_str!("templates/error.html")),
     ("signed_out.html", include_str!("templates/signed_out.html")),
+    (
+        "confirm_sign_out.html",
+        include_str!("templates/confirm_sign_out.html"),
+    ),
 ];
 
 pub const STYLESHEET: &str = include_str!("templates/gatehouse.css");

@@ -883,3 +883,46 @@ fn the_shipped_demo_secret_is_refused_with_an_https_issuer() {
         "{error}"
     );
 }
+
+/// A cross-site GET /end_session without an id_token_hint does not sign the user out: it asks,
+/// and only the user's POST with the session's CSRF token ends the session.
+#[test]
+fn logout_without_a_hint_asks_the_user_first() {
+    let env = three_methods();
+    let base = env.base.clone().unwrap();
+    let browser = WebLogin::new(&base);
+    let callback = browser.sign_in(&authorize_url(&env, &[]), || env.sms.last_code());
+    assert!(callback.starts_with(RP_REDIRECT));
+    let asked = browser.get(&format!(
+        "{base}/end_session?client_id={RP_ID}&post_logout_redirect_uri={RP_LOGOUT}&state=bye-2"
+    ));
+    assert_eq!(asked.status(), 200);
+    let page = asked.text().unwrap();
+    assert!(page.contains("Sign out?"), "{page}");
+    // Still signed in: single sign-on still works.
+    let again = browser.get(&authorize_url(&env, &[]));
+    assert!(location(&again).starts_with(RP_REDIRECT), "still signed in");
+    // A forged POST without the token asks again.
+    let forged = browser.browser.post(
+        &format!("{base}/end_session"),
+        &[
+            ("client_id", RP_ID),
+            ("post_logout_redirect_uri", RP_LOGOUT),
+        ],
+    );
+    let page = forged.text().unwrap();
+    assert!(page.contains("Sign out?"));
+    // The user's confirmation signs out and goes back to the application.
+    let csrf = csrf_of(&page);
+    let out = browser.browser.post(
+        &format!("{base}/end_session"),
+        &[
+            ("csrf", csrf.as_str()),
+            ("client_id", RP_ID),
+            ("post_logout_redirect_uri", RP_LOGOUT),
+            ("state", "bye-2"),
+        ],
+    );
+    assert_eq!(location(&out), format!("{RP_LOGOUT}?state=bye-2"));
+    assert_eq!(location(&browser.get(&authorize_url(&env, &[]))), "/login");
+}
