@@ -66,6 +66,16 @@ pub fn client_auth_failures_from_address(ip: &std::net::IpAddr) -> String {
     format!("{NAMESPACE}clientfail:ip:{ip}")
 }
 
+/// Sign-ins started from one client address (its limit bucket) in the current window.
+pub fn pending_from_address(ip: &std::net::IpAddr) -> String {
+    format!("{NAMESPACE}pending:ip:{ip}")
+}
+
+/// Sign-ins started in all in the current window.
+pub fn pending_total() -> String {
+    format!("{NAMESPACE}pending:total")
+}
+
 /// A browser session, by the hash of its id.
 pub fn session(id_hash: &str) -> String {
     format!("{NAMESPACE}session:{id_hash}")

@@ -41,7 +41,9 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         [
             ttl_seconds,
             password_free_failures,
-            password_max_delay_seconds
+            password_max_delay_seconds,
+            max_pending_per_address,
+            max_pending_total
         ]
     );
     compare!(
@@ -170,6 +172,8 @@ impl Config {
         self.login.ttl_seconds = running.login.ttl_seconds;
         self.login.password_free_failures = running.login.password_free_failures;
         self.login.password_max_delay_seconds = running.login.password_max_delay_seconds;
+        self.login.max_pending_per_address = running.login.max_pending_per_address;
+        self.login.max_pending_total = running.login.max_pending_total;
         self.otp = running.otp.clone();
         self.sandbox = running.sandbox.clone();
         self.sms = running.sms.clone();

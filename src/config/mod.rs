@@ -171,6 +171,10 @@ pub struct LoginConfig {
     pub password_free_failures: i64,
     /// The longest delay after wrong passwords (delays double from 1 s).
     pub password_max_delay_seconds: i64,
+    /// Sign-ins one client address (an IPv6 /64) may start within `ttl_seconds`.
+    pub max_pending_per_address: u32,
+    /// Sign-ins that may be started in all within `ttl_seconds`.
+    pub max_pending_total: u32,
 }
 
 impl Default for LoginConfig {
@@ -180,6 +184,8 @@ impl Default for LoginConfig {
             ttl_seconds: 900,
             password_free_failures: 3,
             password_max_delay_seconds: 300,
+            max_pending_per_address: 100,
+            max_pending_total: 100_000,
         }
     }
 }

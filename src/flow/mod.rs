@@ -6,6 +6,7 @@ pub mod contract;
 pub mod host;
 pub mod otp;
 pub mod params;
+pub mod pending;
 pub mod script_port;
 pub mod sending;
 pub mod sms_factor;
@@ -61,6 +62,12 @@ pub enum FlowError {
     Store(#[from] StoreError),
     #[error("stored login state is unreadable: {0}")]
     Corrupt(String),
+    #[error("too many sign-ins started {}; try again in {retry_after_seconds} s", if *.from_this_address { "from this address" } else { "in all" })]
+    TooManyPending {
+        /// The address's cap (429), not the server's (503).
+        from_this_address: bool,
+        retry_after_seconds: u64,
+    },
 }
 
 /// A page to show for the current step of a login.
@@ -180,6 +187,8 @@ pub enum StepOutcome {
 }
 
 pub struct LoginEngine {
+    /// Caps on sign-ins started and not finished, per address and in total.
+    pending: pending::PendingGuard,
     runtime: Arc<dyn ScriptRuntime>,
     store: Arc<dyn StateStore>,
     services: Arc<HostServices>,
@@ -213,7 +222,16 @@ impl LoginEngine {
         login_ttl: Duration,
         log: Option<tracing::Dispatch>,
     ) -> Self {
+        let limits = {
+            let current = config.current();
+            pending::PendingLimits {
+                per_address: current.login.max_pending_per_address,
+                total: current.login.max_pending_total,
+                window: login_ttl,
+            }
+        };
         LoginEngine {
+            pending: pending::PendingGuard::new(store.clone(), limits, services.clock.clone()),
             runtime,
             store,
             services,
@@ -272,17 +290,41 @@ impl LoginEngine {
 
     /// Starts a login for `acr` (or the default acr) and returns the first step's page.
     pub fn start(&self, acr: Option<&str>) -> Result<StepPage, FlowError> {
-        self.start_for(acr, host::SignInOrigin::default())
+        self.logged(|| self.start_logged(acr, host::SignInOrigin::default()))
     }
 
     /// Like [`LoginEngine::start`], for an application's authorization request (`origin`), which
-    /// the script can read.
+    /// the script can read, from a client counted under `address` (its limit bucket): refused
+    /// past the caps on sign-ins started and not finished.
     pub fn start_for(
         &self,
         acr: Option<&str>,
         origin: host::SignInOrigin,
+        address: Option<std::net::IpAddr>,
     ) -> Result<StepPage, FlowError> {
-        self.logged(|| self.start_logged(acr, origin))
+        self.logged(|| {
+            match self.pending.admit(address)? {
+                None => {}
+                Some(pending::PendingRefusal::Address {
+                    retry_after_seconds,
+                }) => {
+                    return Err(FlowError::TooManyPending {
+                        from_this_address: true,
+                        retry_after_seconds,
+                    })
+                }
+                Some(pending::PendingRefusal::Total {
+                    retry_after_seconds,
+                }) => {
+                    tracing::error!(target: "server", "the cap on sign-ins started ([login] max_pending_total) is reached: new sign-ins are refused for {retry_after_seconds} s");
+                    return Err(FlowError::TooManyPending {
+                        from_this_address: false,
+                        retry_after_seconds,
+                    });
+                }
+            }
+            self.start_logged(acr, origin)
+        })
     }
 
     fn start_logged(

@@ -26,6 +26,9 @@ pub use keys::{KeyError, SigningKey};
 
 pub const SCOPES: [&str; 4] = ["openid", "profile", "email", "phone"];
 
+/// The longest `state` (and `nonce`) a sign-in keeps for an application.
+pub const MAX_STATE_BYTES: usize = 512;
+
 /// A validated authorization request, kept with the browser session while the user logs in.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuthorizationRequest {
@@ -298,6 +301,13 @@ impl Provider {
                 )
             })?
             .to_owned();
+        // What a sign-in keeps for the application is bounded: an over-long value is refused,
+        // never cut (a state too long to echo is refused on a page of our own).
+        if get("state").is_some_and(|s| s.len() > MAX_STATE_BYTES) {
+            return Err(AuthorizeError::Page(format!(
+                "The state parameter is longer than {MAX_STATE_BYTES} bytes."
+            )));
+        }
         let state = get("state").map(str::to_owned);
         let refuse = |error: &'static str, description: &str| {
             AuthorizeError::Redirect(ErrorRedirect {
@@ -307,6 +317,18 @@ impl Provider {
                 description: description.to_owned(),
             })
         };
+        for (name, limit) in [
+            ("nonce", MAX_STATE_BYTES),
+            ("scope", 1024),
+            ("acr_values", 1024),
+        ] {
+            if get(name).is_some_and(|v| v.len() > limit) {
+                return Err(refuse(
+                    "invalid_request",
+                    &format!("{name} is longer than {limit} bytes"),
+                ));
+            }
+        }
         if get("request").is_some() || get("request_uri").is_some() {
             return Err(refuse(
                 "request_not_supported",

@@ -130,6 +130,27 @@ impl IntoResponse for WebError {
                     Some((Level::ERROR, format!("login cannot continue: {error}"))),
                 ),
                 FlowError::Store(_) | FlowError::Corrupt(_) => unavailable(error.to_string()),
+                FlowError::TooManyPending {
+                    from_this_address,
+                    retry_after_seconds,
+                } => {
+                    let status = if from_this_address {
+                        StatusCode::TOO_MANY_REQUESTS
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    let mut response = page(
+                        status,
+                        "Too many sign-ins",
+                        "Too many sign-ins were started. Try again in a few minutes.",
+                        Some((Level::WARN, error.to_string())),
+                    );
+                    response.headers_mut().insert(
+                        axum::http::header::RETRY_AFTER,
+                        axum::http::HeaderValue::from(retry_after_seconds),
+                    );
+                    response
+                }
             },
         }
     }

@@ -28,18 +28,20 @@ use crate::web::{blocking, request_id, see_other, single_values, WebState};
 
 pub async fn authorize_get(
     State(state): State<WebState>,
+    Extension(limit): Extension<LimitAddress>,
     headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    blocking(&state, move |app| authorize(app, &headers, pairs)).await
+    blocking(&state, move |app| authorize(app, &headers, pairs, limit.0)).await
 }
 
 pub async fn authorize_post(
     State(state): State<WebState>,
+    Extension(limit): Extension<LimitAddress>,
     headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    blocking(&state, move |app| authorize(app, &headers, pairs)).await
+    blocking(&state, move |app| authorize(app, &headers, pairs, limit.0)).await
 }
 
 fn redirect_error(config: &Config, error: ErrorRedirect) -> Response {
@@ -51,6 +53,7 @@ fn authorize(
     state: &WebState,
     headers: &HeaderMap,
     pairs: Vec<(String, String)>,
+    limit_address: Option<std::net::IpAddr>,
 ) -> Result<Response, WebError> {
     let config = state.config.current();
     let id = request_id(headers);
@@ -89,8 +92,12 @@ fn authorize(
         login_hint: request.login_hint.clone(),
         ui_locales: request.ui_locales.clone(),
     };
-    let page = match state.engine.start_for(acr.as_deref(), origin) {
+    let page = match state
+        .engine
+        .start_for(acr.as_deref(), origin, limit_address)
+    {
         Ok(page) => page,
+        Err(error @ FlowError::TooManyPending { .. }) => return Err(error.into()),
         Err(error) => {
             tracing::warn!(target: "server", "cannot start a login: {error}");
             let error = ErrorRedirect {

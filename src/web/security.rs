@@ -78,7 +78,8 @@ pub async fn headers_and_log(
     }
     let mut response = next.run(request).with_subscriber(state.log.clone()).await;
     if let Some(page) = response.extensions_mut().remove::<ErrorPage>() {
-        response = render_error(&state, response.status(), page, &id);
+        let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+        response = render_error(&state, response.status(), page, &id, retry_after);
     }
     let https = config.oidc.is_https();
     let headers = response.headers_mut();
@@ -121,6 +122,7 @@ fn render_error(
     status: axum::http::StatusCode,
     page: ErrorPage,
     id: &str,
+    original_retry_after: Option<HeaderValue>,
 ) -> Response {
     if let Some((level, detail)) = &page.log {
         state.log_scope(|| match *level {
@@ -129,5 +131,11 @@ fn render_error(
             _ => tracing::info!(target: "server", request = id, "{detail}"),
         });
     }
-    state.error_page(status, page.heading, &page.detail, id)
+    let mut response = state.error_page(status, page.heading, &page.detail, id);
+    if let Some(retry_after) = original_retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry_after);
+    }
+    response
 }

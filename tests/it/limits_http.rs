@@ -589,3 +589,72 @@ fn ipv6_clients_share_the_per_address_limits_of_their_network() {
         "the neighbouring /64 is not held"
     );
 }
+
+/// Sign-ins started and never finished are capped per address (429, Retry-After) and in total
+/// (503); state and nonce are bounded and an over-long one is refused, not cut.
+#[test]
+fn unfinished_sign_ins_are_capped_per_address_and_in_total() {
+    let env = web_env(
+        vec![script("sms_otp", shipped_script())],
+        EnvOptions {
+            server: TRUST_LOCALHOST.into(),
+            login: "max_pending_per_address = 3\nmax_pending_total = 5".into(),
+            ..EnvOptions::default()
+        },
+    );
+    let base = env.base.clone().unwrap();
+    let authorize = |from: &str, state: &str| {
+        let login =
+            crate::support::web::WebLogin::new_with_headers(&base, &[("x-forwarded-for", from)]);
+        let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("client_id", RP_ID)
+            .append_pair("redirect_uri", RP_REDIRECT)
+            .append_pair("response_type", "code")
+            .append_pair("scope", "openid")
+            .append_pair("state", state)
+            .append_pair("code_challenge", crate::support::web::CHALLENGE)
+            .append_pair("code_challenge_method", "S256");
+        login.get(url.as_str())
+    };
+    // Three from one address, all at once: the fourth and later get 429.
+    let answers: Vec<(u16, Option<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| authorize("127.0.7.1", "s")))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                let r = h.join().unwrap();
+                let retry = r
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                (r.status().as_u16(), retry)
+            })
+            .collect()
+    });
+    assert_eq!(
+        answers.iter().filter(|(s, _)| *s == 303).count(),
+        3,
+        "{answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .filter(|(s, _)| *s == 429)
+            .all(|(_, r)| r.is_some()),
+        "{answers:?}"
+    );
+    // Two more from elsewhere reach the total of five; the next anywhere gets 503.
+    assert_eq!(authorize("127.0.7.2", "s").status(), 303);
+    assert_eq!(authorize("127.0.7.3", "s").status(), 303);
+    assert_eq!(authorize("127.0.7.4", "s").status(), 503);
+    // Past the sign-in lifetime they may start again.
+    env.advance(std::time::Duration::from_secs(901));
+    assert_eq!(authorize("127.0.7.1", "s").status(), 303);
+    // An over-long state is refused on a page of ours, not cut and not echoed.
+    let long = authorize("127.0.7.9", &"x".repeat(513));
+    assert_eq!(long.status(), 400);
+    assert!(long.text().unwrap().contains("longer than 512 bytes"));
+}

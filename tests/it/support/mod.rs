@@ -157,6 +157,8 @@ pub struct EnvOptions {
     pub store: Option<Arc<dyn StateStore>>,
     /// Templates written to a `[paths] pages_dir`: (file name, content).
     pub pages: Vec<(String, String)>,
+    /// More keys for the [login] section.
+    pub login: String,
     pub sandbox: String,
     pub watch: bool,
     /// More config sections (e.g. [sms.providers.NAME]).
@@ -314,7 +316,8 @@ impl TestEnv {
                     options.extra_config
                 ),
             )
-            .replacen("[paths]\n", &format!("[paths]\n{pages_line}"), 1),
+            .replacen("[paths]\n", &format!("[paths]\n{pages_line}"), 1)
+            .replacen("[login]\n", &format!("[login]\n{}\n", options.login), 1),
         )
         .unwrap();
         let sms = Arc::new(CapturedSms::default());
