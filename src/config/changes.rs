@@ -24,7 +24,14 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         "server",
         old.server,
         new.server,
-        [listen, trusted_proxies, ipv6_prefix_length]
+        [
+            listen,
+            trusted_proxies,
+            ipv6_prefix_length,
+            header_read_timeout_ms,
+            request_timeout_ms,
+            max_connections_per_address
+        ]
     );
     compare!(
         changed,

@@ -77,6 +77,12 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<Network>,
     /// Per-address limits count IPv6 clients by network: this many leading bits (64: a /64).
     pub ipv6_prefix_length: u8,
+    /// How long a client has to send a request's headers (also between kept-alive requests).
+    pub header_read_timeout_ms: u64,
+    /// How long one request may take, its body included.
+    pub request_timeout_ms: u64,
+    /// Connections one peer address may hold open at once.
+    pub max_connections_per_address: u32,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +91,9 @@ impl Default for ServerConfig {
             listen: ListenAddress(SocketAddr::from(([127, 0, 0, 1], 8080))),
             trusted_proxies: Vec::new(),
             ipv6_prefix_length: 64,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            max_connections_per_address: 64,
         }
     }
 }

@@ -122,6 +122,15 @@ impl Config {
             ("sandbox.hook_timeout_ms", self.sandbox.hook_timeout_ms),
             ("sandbox.max_script_bytes", self.sandbox.max_script_bytes),
             (
+                "server.header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
+            ),
+            ("server.request_timeout_ms", self.server.request_timeout_ms),
+            (
+                "server.max_connections_per_address",
+                u64::from(self.server.max_connections_per_address),
+            ),
+            (
                 "sandbox.max_hook_memory_mb",
                 self.sandbox.max_hook_memory_mb,
             ),

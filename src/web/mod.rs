@@ -3,6 +3,7 @@
 
 mod error;
 mod extract;
+pub mod listener;
 mod login;
 mod oidc;
 pub mod pages;
@@ -174,10 +175,12 @@ pub async fn serve(
     state: WebState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let server = state.config.current().server.clone();
+    let limits = listener::ConnectionLimits {
+        header_read_timeout: std::time::Duration::from_millis(server.header_read_timeout_ms),
+        max_per_address: server.max_connections_per_address as usize,
+    };
+    listener::serve(listener, router(state), limits, shutdown).await
 }
 
 pub fn router(state: WebState) -> Router {

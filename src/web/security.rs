@@ -76,7 +76,20 @@ pub async fn headers_and_log(
     if let Ok(value) = HeaderValue::from_str(&id) {
         request.headers_mut().insert(REQUEST_ID, value);
     }
-    let mut response = next.run(request).with_subscriber(state.log.clone()).await;
+    // A request, its body included, has a time limit: a body that never ends holds nothing.
+    let limit = std::time::Duration::from_millis(config.server.request_timeout_ms);
+    let mut response = match tokio::time::timeout(
+        limit,
+        next.run(request).with_subscriber(state.log.clone()),
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err(_) => {
+            state.log_scope(|| tracing::warn!(target: "server", request = id.as_str(), "{method} {path}: no complete request within {} ms: 408", limit.as_millis()));
+            axum::response::IntoResponse::into_response(axum::http::StatusCode::REQUEST_TIMEOUT)
+        }
+    };
     if let Some(page) = response.extensions_mut().remove::<ErrorPage>() {
         let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
         response = render_error(&state, response.status(), page, &id, retry_after);

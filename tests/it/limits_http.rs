@@ -658,3 +658,81 @@ fn unfinished_sign_ins_are_capped_per_address_and_in_total() {
     assert_eq!(long.status(), 400);
     assert!(long.text().unwrap().contains("longer than 512 bytes"));
 }
+
+/// A client that never finishes its headers or its body holds nothing for long, and one address
+/// holds at most `max_connections_per_address` connections.
+#[test]
+fn slow_clients_are_cut_and_connections_per_address_capped() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let env = web_env(
+        vec![script("sms_otp", shipped_script())],
+        EnvOptions {
+            server: "header_read_timeout_ms = 1500\nrequest_timeout_ms = 600\nmax_connections_per_address = 4".into(),
+            ..EnvOptions::default()
+        },
+    );
+    let address = env
+        .base
+        .as_ref()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_owned();
+    let connect = || {
+        let stream = TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+    };
+    let closed_within = |mut stream: TcpStream| {
+        let started = Instant::now();
+        let mut buffer = Vec::new();
+        let _ = stream.read_to_end(&mut buffer);
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&buffer).into_owned(),
+        )
+    };
+    // Headers never finished: the connection is closed after the header timeout.
+    let mut slow = connect();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let (waited, _) = closed_within(slow);
+    assert!(waited < Duration::from_secs(3), "held {waited:?}");
+    // A body that never ends: 408 after the request timeout.
+    let mut slow = connect();
+    slow.write_all(b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=").unwrap();
+    let (waited, answer) = closed_within(slow);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(waited < Duration::from_secs(3), "held {waited:?}");
+    // Four kept-alive connections from one address are the most: a fifth is closed at once.
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = connect();
+            stream
+                .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut answer = [0u8; 64];
+            let read = stream.read(&mut answer).unwrap();
+            assert!(
+                answer[..read].starts_with(b"HTTP/1.1 200"),
+                "served and kept alive"
+            );
+            stream
+        })
+        .collect();
+    let (_, answer) = {
+        let mut fifth = connect();
+        let _ = fifth.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        closed_within(fifth)
+    };
+    assert!(answer.is_empty(), "a fifth connection was served: {answer}");
+    drop(idle);
+    assert!(wait_until(Duration::from_secs(5), || {
+        let mut again = connect();
+        let _ = again.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        closed_within(again).1.starts_with("HTTP/1.1 200")
+    }));
+}

@@ -38,9 +38,12 @@ const ALLOWED: [(&str, &[&str]); 14] = [
 ];
 
 /// Foreign crates and the only places (file or folder under src/) that may name them.
-const OWNERS: [(&str, &[&str]); 19] = [
+const OWNERS: [(&str, &[&str]); 22] = [
     ("rhai", &["script/"]),
     ("axum", &["web/"]),
+    ("hyper", &["web/"]),
+    ("hyper_util", &["web/"]),
+    ("tower", &["web/"]),
     ("minijinja", &["web/"]),
     ("reqwest", &["outbound/"]),
     ("notify", &["app/reload.rs"]),
