@@ -90,6 +90,8 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        // Answers are small and written whole: do not hold them back for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
         let router = router.clone();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {

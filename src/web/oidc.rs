@@ -77,12 +77,39 @@ fn token_error(status: u16, error: &str, description: &str, basic: bool) -> Resp
     response
 }
 
+/// The form of a token request. The body is always read whole first (bounded by the body
+/// limit), so an answer about its content type never leaves unread bytes on a kept-alive
+/// connection (which made hyper drop the connection now and then).
+fn token_form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, Response> {
+    let is_form = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(token_error(
+            415,
+            "invalid_request",
+            "send the token request as application/x-www-form-urlencoded",
+            false,
+        ));
+    }
+    Ok(url::form_urlencoded::parse(body).into_owned().collect())
+}
+
 pub async fn token(
     State(state): State<WebState>,
     Extension(limit): Extension<LimitAddress>,
     headers: HeaderMap,
-    Form(pairs): Form<Vec<(String, String)>>,
+    body: axum::body::Bytes,
 ) -> Response {
+    let pairs = match token_form(&headers, &body) {
+        Ok(pairs) => pairs,
+        Err(response) => return response,
+    };
     blocking(&state, move |app| {
             let basic = basic_credentials(&headers);
             let used_basic = headers.contains_key(AUTHORIZATION);

@@ -926,3 +926,57 @@ fn logout_without_a_hint_asks_the_user_first() {
     assert_eq!(location(&out), format!("{RP_LOGOUT}?state=bye-2"));
     assert_eq!(location(&browser.get(&authorize_url(&env, &[]))), "/login");
 }
+
+/// A 415 from /token leaves a kept-alive connection usable: 200 wrong-type requests, each
+/// followed by a good one, on one connection.
+#[test]
+fn a_kept_alive_connection_survives_a_415_from_token() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let env = three_methods();
+    let address = env
+        .base
+        .as_ref()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_owned();
+    let stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    // Reads one response: its status and (by Content-Length) its body.
+    let mut response = || -> u16 {
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        status.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0)
+    };
+    let body = "grant_type=authorization_code&code=x&redirect_uri=x";
+    for i in 0..200 {
+        write!(
+            writer,
+            "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        assert_eq!(response(), 415, "try {i}");
+        writer
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(response(), 200, "try {i}: the connection went on");
+    }
+}
