@@ -80,7 +80,8 @@ fn token_error(status: u16, error: &str, description: &str, basic: bool) -> Resp
 /// The form of a token request. The body is always read whole first (bounded by the body
 /// limit), so an answer about its content type never leaves unread bytes on a kept-alive
 /// connection (which made hyper drop the connection now and then).
-fn token_form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, Response> {
+/// `None` when the body is not a form (the caller answers 415).
+fn token_form(headers: &HeaderMap, body: &[u8]) -> Option<Vec<(String, String)>> {
     let is_form = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -89,15 +90,7 @@ fn token_form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>,
             v.trim()
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
-    if !is_form {
-        return Err(token_error(
-            415,
-            "invalid_request",
-            "send the token request as application/x-www-form-urlencoded",
-            false,
-        ));
-    }
-    Ok(url::form_urlencoded::parse(body).into_owned().collect())
+    is_form.then(|| url::form_urlencoded::parse(body).into_owned().collect())
 }
 
 pub async fn token(
@@ -106,9 +99,13 @@ pub async fn token(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let pairs = match token_form(&headers, &body) {
-        Ok(pairs) => pairs,
-        Err(response) => return response,
+    let Some(pairs) = token_form(&headers, &body) else {
+        return token_error(
+            415,
+            "invalid_request",
+            "send the token request as application/x-www-form-urlencoded",
+            false,
+        );
     };
     blocking(&state, move |app| {
             let basic = basic_credentials(&headers);
