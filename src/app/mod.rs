@@ -78,6 +78,9 @@ pub struct Gatehouse {
     pub pages: Arc<Pages>,
     pub log: ScriptLog,
     pub clock: SharedClock,
+    /// Signs device cookies: derived from `[otp] code_key` when set (instances sharing a store
+    /// accept each other's cookies), else random for this process.
+    device_key: Arc<[u8; 32]>,
     watcher: Option<ReloadWatcher>,
 }
 
@@ -231,6 +234,17 @@ impl Builder {
         };
         let pages = Arc::new(Pages::new(config.paths.pages_dir.clone()));
         let login_ttl = Duration::from_secs(config.login.ttl_seconds);
+        let device_key = Arc::new(match config.otp.shared_code_key() {
+            Some(key) => crate::base::digest::sha256(
+                format!("gatehouse device cookies\0{}", key.expose()).as_bytes(),
+            ),
+            None => crate::base::random::key32().map_err(|e| {
+                StartError::Config(ConfigError::Parse {
+                    path: self.config_path.clone(),
+                    message: e.to_string(),
+                })
+            })?,
+        });
         let live = LiveConfig::new(config);
         let engine = Arc::new(LoginEngine::new(
             host.clone(),
@@ -252,6 +266,7 @@ impl Builder {
             pages,
             log,
             clock,
+            device_key,
             watcher: None,
         })
     }
@@ -282,9 +297,18 @@ fn host_services(
         memory: Duration::from_secs(3600),
     };
     let password_attempts = PasswordThrottle {
-        accounts: Throttle::new(
+        pairs: Throttle::new(
             store.clone(),
             delays(config.login.password_free_failures),
+            clock.clone(),
+        ),
+        accounts: Throttle::new(
+            store.clone(),
+            DelayPolicy {
+                free_failures: config.login.password_account_free_failures as u32,
+                max_delay_seconds: config.login.password_account_max_delay_seconds as u64,
+                memory: Duration::from_secs(3600),
+            },
             clock.clone(),
         ),
         addresses: Throttle::new(
@@ -363,6 +387,7 @@ impl Gatehouse {
             pages: self.pages.clone(),
             log: self.log.dispatch.clone(),
             clock: self.clock.clone(),
+            device_key: self.device_key.clone(),
         })
     }
 

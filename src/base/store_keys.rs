@@ -51,6 +51,11 @@ pub fn password_failures_of_account(username: &str) -> String {
     format!("{NAMESPACE}pwfail:user:{username}")
 }
 
+/// Wrong passwords for one account from one client address.
+pub fn password_failures_of_pair(username: &str, ip: &std::net::IpAddr) -> String {
+    format!("{NAMESPACE}pwfail:pair:{ip}:{username}")
+}
+
 /// Wrong passwords from one client address.
 pub fn password_failures_from_address(ip: &std::net::IpAddr) -> String {
     format!("{NAMESPACE}pwfail:ip:{ip}")

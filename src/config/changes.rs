@@ -49,6 +49,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             ttl_seconds,
             password_free_failures,
             password_max_delay_seconds,
+            password_account_free_failures,
+            password_account_max_delay_seconds,
             max_pending_per_address,
             max_pending_total
         ]
@@ -180,6 +182,9 @@ impl Config {
         self.login.password_free_failures = running.login.password_free_failures;
         self.login.password_max_delay_seconds = running.login.password_max_delay_seconds;
         self.login.max_pending_per_address = running.login.max_pending_per_address;
+        self.login.password_account_free_failures = running.login.password_account_free_failures;
+        self.login.password_account_max_delay_seconds =
+            running.login.password_account_max_delay_seconds;
         self.login.max_pending_total = running.login.max_pending_total;
         self.otp = running.otp.clone();
         self.sandbox = running.sandbox.clone();

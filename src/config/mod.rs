@@ -180,6 +180,11 @@ pub struct LoginConfig {
     pub password_free_failures: i64,
     /// The longest delay after wrong passwords (delays double from 1 s).
     pub password_max_delay_seconds: i64,
+    /// The softer cap of an account, whatever address the wrong passwords come from: free
+    /// failures, then delays up to `password_account_max_delay_seconds`. A browser that signed
+    /// in to the account before (device cookie) is not held by it.
+    pub password_account_free_failures: i64,
+    pub password_account_max_delay_seconds: i64,
     /// Sign-ins one client address (an IPv6 /64) may start within `ttl_seconds`.
     pub max_pending_per_address: u32,
     /// Sign-ins that may be started in all within `ttl_seconds`.
@@ -193,6 +198,8 @@ impl Default for LoginConfig {
             ttl_seconds: 900,
             password_free_failures: 3,
             password_max_delay_seconds: 300,
+            password_account_free_failures: 20,
+            password_account_max_delay_seconds: 60,
             max_pending_per_address: 100,
             max_pending_total: 100_000,
         }

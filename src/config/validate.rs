@@ -177,6 +177,24 @@ impl Config {
         )
         .and_then(|_| {
             in_range(
+                "login.password_account_free_failures",
+                self.login.password_account_free_failures,
+                0,
+                10_000,
+                "",
+            )
+        })
+        .and_then(|_| {
+            in_range(
+                "login.password_account_max_delay_seconds",
+                self.login.password_account_max_delay_seconds,
+                1,
+                3600,
+                " seconds",
+            )
+        })
+        .and_then(|_| {
+            in_range(
                 "login.password_max_delay_seconds",
                 self.login.password_max_delay_seconds,
                 1,

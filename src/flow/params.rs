@@ -19,6 +19,8 @@ pub struct RequestParams {
     /// The address per-address limits count this client under (an IPv6 client by its
     /// network); the client address itself when not set.
     limit_address: Option<IpAddr>,
+    /// The account a valid device cookie of this browser names (it signed in to it before).
+    device_user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +73,15 @@ impl RequestParams {
 
     pub fn client_ip(&self) -> Option<IpAddr> {
         self.client_ip
+    }
+
+    pub fn with_device_user(mut self, user: Option<String>) -> Self {
+        self.device_user = user;
+        self
+    }
+
+    pub fn device_user(&self) -> Option<&str> {
+        self.device_user.as_deref()
     }
 
     pub fn with_limit_address(mut self, address: Option<IpAddr>) -> Self {

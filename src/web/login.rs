@@ -145,6 +145,7 @@ fn finish(
         .provider
         .issue_code(config, &grant)
         .map_err(|e| WebError::Unavailable(e.to_string()))?;
+    let device = super::device::issue(state.device_key.as_ref(), &config.oidc, &signed_in.user);
     session.data.signed_in = Some(signed_in);
     session.data.login = None;
     session.data.authorization = None;
@@ -159,9 +160,10 @@ fn finish(
         }
         query.append_pair("iss", config.oidc.issuer_base());
     }
+    let headers = session::with_cookie(HeaderMap::new(), Some(cookie));
     Ok(see_other(
         location.as_str(),
-        session::with_cookie(HeaderMap::new(), Some(cookie)),
+        session::with_cookie(headers, device),
     ))
 }
 
@@ -308,6 +310,11 @@ fn submit(
             .filter(|(n, _)| n != "csrf" && n != "step"),
     )
     .with_user_agent(user_agent)
+    .with_device_user(super::device::user_of(
+        state.device_key.as_ref(),
+        &state.config.current().oidc,
+        headers,
+    ))
     .with_client_ip(client.0)
     .with_limit_address(limit.0)
     .with_accept_language(language);

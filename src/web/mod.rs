@@ -1,6 +1,7 @@
 //! HTTP surface (axum). Handlers stay thin: parse, call the flow or the OIDC provider on the
 //! blocking pool (ports may block), map the result. The only module that knows axum.
 
+mod device;
 mod error;
 mod extract;
 pub mod listener;
@@ -45,6 +46,8 @@ pub struct WebState {
     pub pages: Arc<Pages>,
     pub log: tracing::Dispatch,
     pub clock: SharedClock,
+    /// Signs device cookies (a browser that signed in to an account before).
+    pub device_key: std::sync::Arc<[u8; 32]>,
 }
 
 impl WebState {

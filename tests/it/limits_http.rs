@@ -347,13 +347,13 @@ fn the_disable_threshold_holds_until_the_operator_resets_it() {
 #[test]
 fn wrong_passwords_slow_down_without_touching_the_sms_factor() {
     let env = sms_otp_env("", TRUST_LOCALHOST);
-    // Three free failures, the fourth sets a wait: even the right password is refused
-    // unchecked, with the same page as a wrong one.
-    for i in 0..4 {
-        let login = env.web_login_from(None, &format!("192.0.2.{i}"));
+    // Three free failures for alice from one address, the fourth sets a wait: even the right
+    // password from there is refused unchecked, with the same page as a wrong one.
+    for _ in 0..4 {
+        let login = env.web_login_from(None, "192.0.2.1");
         assert!(stayed(&login.password("alice", "guess")));
     }
-    let login = env.web_login_from(None, "192.0.2.50");
+    let login = env.web_login_from(None, "192.0.2.1");
     assert!(stayed(&login.password("alice", ALICE_PASSWORD)));
     assert_eq!(env.sms.count(), 0);
     env.wait_for_log("password not checked: too many recent failures for alice");
@@ -536,13 +536,13 @@ fn a_disabled_phone_number_subject_stays_disabled_without_a_directory_entry() {
 }
 
 /// Password attempts are counted before they are checked: 30 wrong passwords sent at once from
-/// 30 addresses get no more checks than the same attempts sent one by one (three free, the
+/// one address get no more checks than the same attempts sent one by one (three free, the
 /// fourth sets the wait), and the right password in the burst's wake is refused unchecked.
 #[test]
 fn a_burst_of_passwords_gets_no_more_checks_than_one_by_one() {
     let env = sms_otp_env("", TRUST_LOCALHOST);
     let logins: Vec<_> = (0..30)
-        .map(|i| env.web_login_from(None, &format!("127.0.6.{}", i + 1)))
+        .map(|_| env.web_login_from(None, "127.0.6.1"))
         .collect();
     std::thread::scope(|s| {
         for login in &logins {
@@ -562,9 +562,49 @@ fn a_burst_of_passwords_gets_no_more_checks_than_one_by_one() {
         "checked {} of 30",
         30 - refused(&env)
     );
-    let login = env.web_login_from(None, "127.0.6.200");
+    let login = env.web_login_from(None, "127.0.6.1");
     assert!(stayed(&login.password("alice", ALICE_PASSWORD)));
     assert_eq!(env.sms.count(), 0);
+}
+
+/// Anyone can fail a named account's password from anywhere; that must not lock its owner out.
+/// Failures from many addresses reach only the account's softer cap, and a browser that signed
+/// in to the account before (device cookie) is not held by it.
+#[test]
+fn failing_an_account_from_everywhere_does_not_lock_its_owner_out() {
+    let env = sms_otp_env("", TRUST_LOCALHOST);
+    let base = env.base.clone().unwrap();
+    // The owner signs in once from their browser: it now carries a device cookie.
+    let owner = env.web_login_from(None, "127.0.10.200");
+    owner.password("alice", ALICE_PASSWORD);
+    owner.finish(owner.passcode(&env.sms.last_code()));
+    // 25 wrong passwords from 25 addresses: past the account's 20 free failures.
+    for i in 0..25 {
+        let login = env.web_login_from(None, &format!("127.0.10.{}", i + 1));
+        assert!(stayed(&login.password("alice", "guess")));
+    }
+    let stranger = env.web_login_from(None, "127.0.10.100");
+    assert!(
+        stayed(&stranger.password("alice", ALICE_PASSWORD)),
+        "the soft cap holds others"
+    );
+    // The owner's browser signs in again (prompt=login skips single sign-on).
+    let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("client_id", RP_ID)
+        .append_pair("redirect_uri", RP_REDIRECT)
+        .append_pair("response_type", "code")
+        .append_pair("scope", "openid")
+        .append_pair("prompt", "login")
+        .append_pair("code_challenge", crate::support::web::CHALLENGE)
+        .append_pair("code_challenge_method", "S256");
+    assert_eq!(location(&owner.get(url.as_str())), "/login");
+    let answer = owner.password("alice", ALICE_PASSWORD);
+    assert_eq!(location(&answer), "/login");
+    assert!(
+        owner.page().contains("one-time-code"),
+        "the owner's browser is not held"
+    );
 }
 
 /// IPv6 clients are counted by their /64: one client rotating through its addresses shares one

@@ -137,29 +137,36 @@ fn password_attempt(env: &TestEnv, user: &str, password: &str, ip: &str) -> Step
 }
 
 #[test]
-fn wrong_passwords_bring_growing_delays_per_account_without_touching_the_sms_factor() {
+fn wrong_passwords_bring_growing_delays_per_account_and_address_without_touching_the_sms_factor() {
     let env = TestEnv::new(vec![script("sms_otp", shipped_script())]);
     for _ in 0..4 {
         expect_retry(password_attempt(&env, "alice", "guess", "198.51.100.7"));
     }
-    // The fourth failure set a one-second wait: even the right password is not checked now, and
-    // the answer looks like any failure.
+    // The fourth failure set a one-second wait for alice from that address: even the right
+    // password is not checked now, and the answer looks like any failure.
     let refused = expect_retry(password_attempt(
+        &env,
+        "alice",
+        ALICE_PASSWORD,
+        "198.51.100.7",
+    ));
+    assert_eq!(refused.message.as_deref(), Some("Failed to authenticate."));
+    assert_eq!(env.sms.count(), 0);
+    env.wait_for_log("password not checked: too many recent failures for alice");
+    // Another address is not held: four wrong passwords do not lock the owner out.
+    expect_next(password_attempt(
         &env,
         "alice",
         ALICE_PASSWORD,
         "203.0.113.9",
     ));
-    assert_eq!(refused.message.as_deref(), Some("Failed to authenticate."));
-    assert_eq!(env.sms.count(), 0);
-    env.wait_for_log("password not checked: too many recent failures for alice");
     // Waiting out the delay is the point here.
     env.advance(std::time::Duration::from_millis(1100));
     let login = expect_next(password_attempt(
         &env,
         "alice",
         ALICE_PASSWORD,
-        "203.0.113.9",
+        "198.51.100.7",
     ))
     .login;
     expect_authenticated(

@@ -39,30 +39,58 @@ impl HookContext {
             return Ok(false);
         }
         let throttle = &self.services.password_attempts;
-        let account_key = store_keys::password_failures_of_account(username);
-        let address_key = self
-            .limit_address
-            .map(|ip| store_keys::password_failures_from_address(&ip));
+        // Strict per (account, address) and per address; softer per account, and not for a
+        // browser that signed in to this account before: anyone can fail a named account's
+        // password, and that must not lock its owner out.
+        let trusted_device = self.device_user.as_deref() == Some(username);
+        // (counter, key, whether a right password clears it: the account's own counters do;
+        // the address keeps its other failures and only gives this attempt back).
+        let mut counters: Vec<(&crate::flow::throttle::Throttle, String, bool)> = Vec::new();
+        if let Some(ip) = self.limit_address {
+            counters.push((
+                &throttle.pairs,
+                store_keys::password_failures_of_pair(username, &ip),
+                true,
+            ));
+            counters.push((
+                &throttle.addresses,
+                store_keys::password_failures_from_address(&ip),
+                false,
+            ));
+        }
+        if !trusted_device {
+            counters.push((
+                &throttle.accounts,
+                store_keys::password_failures_of_account(username),
+                true,
+            ));
+        }
         // Each attempt is counted before the (slow) check, atomically: a burst sent at once gets
         // no more checks than the same attempts sent one by one.
-        let mut wait = throttle.accounts.reserve(&account_key)?;
-        if wait.is_none() {
-            if let Some(key) = &address_key {
-                wait = throttle.addresses.reserve(key)?;
-                if wait.is_some() {
-                    throttle.accounts.release(&account_key)?;
-                }
+        let mut reserved = Vec::new();
+        let mut wait = None;
+        for (counter, key, clears) in &counters {
+            if let Some(seconds) = counter.reserve(key)? {
+                wait = Some(seconds);
+                break;
             }
+            reserved.push((counter, key, clears));
         }
         if let Some(seconds) = wait {
+            for (counter, key, _) in reserved {
+                counter.release(key)?;
+            }
             tracing::warn!(target: "server", acr = self.acr.as_str(), login = self.correlation_id.as_str(), "password not checked: too many recent failures for {username} or this address (wait {seconds} s)");
             return Ok(false);
         }
         let ok = self.services.users.verify_password(username, password)?;
         if ok {
-            throttle.accounts.clear(&account_key)?;
-            if let Some(key) = &address_key {
-                throttle.addresses.release(key)?;
+            for (counter, key, clears) in reserved {
+                if *clears {
+                    counter.clear(key)?;
+                } else {
+                    counter.release(key)?;
+                }
             }
             let entry = self.services.users.find(username)?;
             self.bind_user(username, entry.as_ref())?;

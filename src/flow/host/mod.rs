@@ -56,7 +56,10 @@ pub struct WorkingLimits {
     pub max_bytes: usize,
 }
 
+/// Delays after wrong passwords: strict per (account, address), per address, and a softer
+/// per-account cap that a browser which signed in to the account before is not held by.
 pub struct PasswordThrottle {
+    pub pairs: Throttle,
     pub accounts: Throttle,
     pub addresses: Throttle,
 }
@@ -164,6 +167,8 @@ pub struct HookContext {
     client_ip: Option<IpAddr>,
     /// What per-address limits count this request under.
     limit_address: Option<IpAddr>,
+    /// The account this browser signed in to before (device cookie).
+    device_user: Option<String>,
     accept_language: Option<String>,
     /// The code issued during this call, if any (never stored: only its hash is).
     issued: Mutex<Option<String>>,
@@ -196,6 +201,7 @@ impl HookContext {
             policy_message: Mutex::new(None),
             client_ip: None,
             limit_address: None,
+            device_user: None,
             accept_language: None,
             issued: Mutex::new(None),
             submitted_secrets: Vec::new(),
@@ -228,6 +234,7 @@ impl HookContext {
             policy_message: Mutex::new(None),
             client_ip: params.and_then(RequestParams::client_ip),
             limit_address: params.and_then(RequestParams::limit_address),
+            device_user: params.and_then(|p| p.device_user().map(str::to_owned)),
             accept_language: params.and_then(|p| p.accept_language().map(str::to_owned)),
             issued: Mutex::new(None),
             submitted_secrets: params.map(RequestParams::secret_values).unwrap_or_default(),
