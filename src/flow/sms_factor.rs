@@ -20,6 +20,10 @@ use crate::ports::{
 /// (`gatehouse users reset-sms NAME`).
 pub const SMS_DISABLED_ATTRIBUTE: &str = "gatehouseSmsDisabled";
 
+/// User attribute that keeps a directory user's count of wrong codes and lock (JSON), beside the
+/// disable mark, so that a restart (an empty memory store) forgets neither.
+pub const SMS_FACTOR_ATTRIBUTE: &str = "gatehouseSmsFactor";
+
 /// How long an account's record is remembered without activity.
 const ACCOUNT_MEMORY: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -187,12 +191,15 @@ impl SmsFactor {
         let policy = self.policy;
         let now = self.clock.now_ms();
         let mut settled = Settled::Untouched;
+        // What the update left, for the directory's copy: Some(record) written, Some(None) gone.
+        let mut kept: Option<Option<AccountRecord>> = None;
         self.store.update(
             &store_keys::sms_factor(account),
             Some(ACCOUNT_MEMORY),
             &mut |current| {
                 let existed = current.is_some();
                 let mut record = read(current).unwrap_or_default();
+                kept = None;
                 match (self.state_of(&record), answer) {
                     (FactorState::Disabled, _) => {
                         settled = Settled::Disabled;
@@ -212,6 +219,7 @@ impl SmsFactor {
                     (FactorState::Open, Answer::Right) => {
                         settled = Settled::Accepted;
                         if existed {
+                            kept = Some(None);
                             StoreUpdate::Delete
                         } else {
                             StoreUpdate::Keep
@@ -234,6 +242,7 @@ impl SmsFactor {
                                 retry_after_seconds: minutes * 60,
                             };
                         }
+                        kept = Some(Some(record.clone()));
                         StoreUpdate::Put(
                             serde_json::to_vec(&record).expect("account record serialises"),
                         )
@@ -244,7 +253,34 @@ impl SmsFactor {
         if settled == Settled::Disabled && answer == Answer::Wrong {
             self.mark_disabled_in_directory(account)?;
         }
+        if let Some(record) = kept.filter(|_| !is_phone_subject(account)) {
+            // The store decides; the directory's copy only carries the record over a restart,
+            // so a directory that cannot be written now does not fail the answer.
+            if let Err(error) = self.keep_in_directory(account, record.as_ref()) {
+                tracing::warn!(target: "server", "the SMS-factor record of {account} is not kept in the directory: {error}");
+            }
+        }
         Ok(settled)
+    }
+
+    /// Writes (or, with `None`, removes) a directory user's copy of the record.
+    fn keep_in_directory(
+        &self,
+        account: &str,
+        record: Option<&AccountRecord>,
+    ) -> Result<(), FactorError> {
+        let values = record
+            .map(|r| vec![serde_json::to_string(r).expect("account record serialises")])
+            .unwrap_or_default();
+        let change = AttributeChange::Replace {
+            attribute: SMS_FACTOR_ATTRIBUTE.into(),
+            values,
+        };
+        match self.users.update(account, change) {
+            // An unknown user (a guess at a name that does not exist) has nothing to keep.
+            Err(DirectoryError::NoSuchUser(_)) => Ok(()),
+            other => Ok(other?),
+        }
     }
 
     /// The disable outlives the state store for directory users: it is written to their entry.
@@ -262,15 +298,25 @@ impl SmsFactor {
     /// A login bound a directory user whose entry carries no disable mark: an operator has
     /// reset the factor (perhaps from another process, which cannot reach this store), so a
     /// disable left in the store is stale and goes. Once per login, not per guess.
-    pub fn follow_directory_reset(&self, account: &str) -> Result<(), FactorError> {
+    ///
+    /// And a store that lost the record (a restart of the in-memory store) gets it back from
+    /// the directory's copy, so locks and counts survive restarts.
+    pub fn follow_directory(&self, account: &str, entry: &UserEntry) -> Result<(), FactorError> {
         if is_phone_subject(account) {
             return Ok(());
         }
+        let copy: Option<AccountRecord> = entry
+            .first(SMS_FACTOR_ATTRIBUTE)
+            .and_then(|json| serde_json::from_str(json).ok())
+            .filter(|r: &AccountRecord| !r.disabled);
         self.store.update(
             &store_keys::sms_factor(account),
-            None,
-            &mut |current| match read(current) {
-                Some(record) if record.disabled => StoreUpdate::Delete,
+            Some(ACCOUNT_MEMORY),
+            &mut |current| match (read(current), &copy) {
+                (Some(record), _) if record.disabled => StoreUpdate::Delete,
+                (None, Some(copy)) => {
+                    StoreUpdate::Put(serde_json::to_vec(copy).expect("account record serialises"))
+                }
                 _ => StoreUpdate::Keep,
             },
         )?;
@@ -286,6 +332,15 @@ impl SmsFactor {
                 .users
                 .find(account)?
                 .ok_or_else(|| DirectoryError::NoSuchUser(account.to_owned()))?;
+            if entry.attributes.contains_key(SMS_FACTOR_ATTRIBUTE) {
+                self.users.update(
+                    account,
+                    AttributeChange::Replace {
+                        attribute: SMS_FACTOR_ATTRIBUTE.into(),
+                        values: Vec::new(),
+                    },
+                )?;
+            }
             if entry.attributes.contains_key(SMS_DISABLED_ATTRIBUTE) {
                 self.users.update(
                     account,

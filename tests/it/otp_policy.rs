@@ -258,3 +258,36 @@ fn a_short_or_missing_code_key_is_refused_at_load() {
         assert!(error.contains(expected), "{error}");
     }
 }
+
+/// A lock is kept where the disable is kept (the user's entry), so a restart with an empty
+/// memory store forgets neither the lock nor the count.
+#[test]
+fn a_restart_forgets_no_lock() {
+    let env = TestEnv::with_options(
+        vec![script("sms_otp", shipped_script())],
+        EnvOptions {
+            otp: "lock_after_failures = 2\ndisable_after_failures = 10".into(),
+            ..EnvOptions::default()
+        },
+    );
+    let login = env.pass_password(None);
+    for _ in 0..2 {
+        expect_retry(env.submit(&login, 2, &[("passcode", "000000x")]).unwrap());
+    }
+    // The same deployment started again: a new, empty state store.
+    let restarted = gatehouse::Builder::new(env.root().join("config/gatehouse.toml"))
+        .sms(env.sms.clone())
+        .console_log(false)
+        .build()
+        .unwrap();
+    restarted.load_scripts();
+    let page = restarted.engine.start(None).unwrap();
+    let params = RequestParams::from_pairs([("username", "alice"), ("password", ALICE_PASSWORD)]);
+    let sent_before = env.sms.count();
+    let refused = expect_retry(restarted.engine.submit(&page.login, 1, &params).unwrap());
+    assert_eq!(
+        refused.message.as_deref(),
+        Some("Too many wrong codes. Sign-in by text message is locked for 15 minutes.")
+    );
+    assert_eq!(env.sms.count(), sent_before, "no code while locked");
+}

@@ -102,8 +102,8 @@ impl HookContext {
     /// Binds the login to a directory user, noting once whether its SMS factor is disabled.
     fn bind_user(&self, username: &str, entry: Option<&UserEntry>) -> Result<(), HostError> {
         let disabled = entry.is_some_and(SmsFactor::marked_in_directory);
-        if !disabled {
-            self.services.sms_factor.follow_directory_reset(username)?;
+        if let Some(entry) = entry.filter(|_| !disabled) {
+            self.services.sms_factor.follow_directory(username, entry)?;
         }
         let mut state = self.state();
         state.user = Some(username.to_owned());

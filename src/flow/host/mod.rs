@@ -89,9 +89,10 @@ pub enum HostError {
 }
 
 /// Attributes only the host writes: the password, the SMS-factor disable mark, backup codes.
-pub const HOST_MANAGED_ATTRIBUTES: [&str; 3] = [
+pub const HOST_MANAGED_ATTRIBUTES: [&str; 4] = [
     "password",
     crate::flow::sms_factor::SMS_DISABLED_ATTRIBUTE,
+    crate::flow::sms_factor::SMS_FACTOR_ATTRIBUTE,
     crate::flow::backup::ATTRIBUTE,
 ];
 
