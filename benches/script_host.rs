@@ -64,7 +64,7 @@ fn deployment(dir: &Path, sms: Arc<LastSms>) -> Gatehouse {
         .collect();
     std::fs::write(dir.join("config/users.toml"), users).unwrap();
     let config = format!(
-        "[paths]\nscripts_dir = {:?}\nlog_dir = {:?}\nusers_file = {:?}\n[sms]\nallowed_prefixes = [\"+44\"]\ndaily_budget = 100000000\n[login]\ndefault_acr = \"bench\"\n[log]\nconsole = false\nlevel = \"warn\"\n[[scripts]]\nacr = \"bench\"\nfile = \"bench.rhai\"\n",
+        "[paths]\nscripts_dir = {:?}\nlog_dir = {:?}\nusers_file = {:?}\n[sms]\nallow_test_numbers = true\nallowed_prefixes = [\"+44\"]\ndaily_budget = 100000000\n[login]\ndefault_acr = \"bench\"\n[log]\nconsole = false\nlevel = \"warn\"\n[[scripts]]\nacr = \"bench\"\nfile = \"bench.rhai\"\n",
         dir.join("scripts"),
         dir.join("logs"),
         dir.join("config/users.toml")

@@ -4,9 +4,85 @@
 
 use std::fmt;
 
-/// A phone number in E.164 form (`+447700900123`), as parsed by [`Phone::parse`].
+/// A phone number in E.164 form (`+447700900123`), as parsed by [`Phone::parse`], with its
+/// region and the kind of line it is (by libphonenumber's metadata).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Phone(String);
+pub struct Phone(String, LineKind, Option<String>);
+
+/// What a number is, as far as sending it a text message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LineKind {
+    /// A mobile number.
+    Mobile,
+    /// Fixed line or mobile: the region's numbering cannot tell (the USA, Canada).
+    FixedLineOrMobile,
+    /// Only "possible" (right length, not a valid number of its region): test and drama ranges
+    /// such as +44 7700 900xxx.
+    TestRange,
+    /// Anything else (fixed line, premium rate, toll free, personal, VoIP, pager...).
+    Other(&'static str),
+}
+
+impl LineKind {
+    /// Whether a text message can reach such a number.
+    pub fn receives_sms(self) -> bool {
+        matches!(self, LineKind::Mobile | LineKind::FixedLineOrMobile)
+    }
+}
+
+/// The region a number belongs to: among the regions of its country code (+44 is GB, GG, JE
+/// and IM; +1 is 25 NANP countries), the one whose numbering plan has it; else the code's main
+/// region.
+fn region_of(number: &phonenumber::PhoneNumber) -> Option<String> {
+    let regions = phonenumber::metadata::DATABASE.by_code(&number.country().code())?;
+    let national = number.national().value().to_string();
+    let has = |meta: &phonenumber::metadata::Metadata| {
+        let kinds = meta.descriptors();
+        kinds.general().is_match(&national)
+            && [
+                kinds.mobile(),
+                kinds.fixed_line(),
+                kinds.toll_free(),
+                kinds.premium_rate(),
+                kinds.shared_cost(),
+                kinds.personal_number(),
+                kinds.voip(),
+                kinds.pager(),
+                kinds.uan(),
+                kinds.voicemail(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|kind| kind.is_match(&national))
+    };
+    regions
+        .iter()
+        .find(|meta| has(meta))
+        .or_else(|| regions.iter().find(|meta| meta.is_main_country_for_code()))
+        .or_else(|| regions.first())
+        .map(|meta| meta.id().to_owned())
+}
+
+fn line_kind(number: &phonenumber::PhoneNumber) -> LineKind {
+    use phonenumber::Type;
+    if !phonenumber::is_valid(number) {
+        return LineKind::TestRange;
+    }
+    match number.number_type(&phonenumber::metadata::DATABASE) {
+        Type::Mobile => LineKind::Mobile,
+        Type::FixedLineOrMobile => LineKind::FixedLineOrMobile,
+        Type::FixedLine => LineKind::Other("a fixed line"),
+        Type::TollFree => LineKind::Other("a toll-free number"),
+        Type::PremiumRate => LineKind::Other("a premium-rate number"),
+        Type::SharedCost => LineKind::Other("a shared-cost number"),
+        Type::PersonalNumber => LineKind::Other("a personal number"),
+        Type::Voip => LineKind::Other("a VoIP number"),
+        Type::Pager => LineKind::Other("a pager"),
+        Type::Uan => LineKind::Other("a company number"),
+        Type::Voicemail => LineKind::Other("a voicemail number"),
+        _ => LineKind::Other("a number of unknown type"),
+    }
+}
 
 /// An ISO 3166 region for numbers written without a country code (`[sms] default_region`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +102,13 @@ impl Phone {
         if raw.is_empty() {
             return Err("empty");
         }
+        // How people write a country code and a trunk zero: "(+44) 7700..." and "+44 (0)7700...".
+        let cleaned = raw.replacen("(+", "+", 1).replacen(")", ")", 1);
+        let cleaned = match cleaned.strip_prefix('+') {
+            Some(rest) if cleaned.contains("(0)") => format!("+{}", rest.replacen("(0)", "", 1)),
+            _ => cleaned,
+        };
+        let raw = cleaned.trim();
         // Only what people write in one phone number: digits, a leading +, spaces, dots, dashes
         // and brackets. No "tel:" URIs, no lists, no letters, no extensions.
         if !raw
@@ -49,14 +132,28 @@ impl Phone {
         if !phonenumber::is_valid(&number) && !has_possible_length(&number) {
             return Err("not a number of its country (wrong length)");
         }
+        let kind = line_kind(&number);
+        let region = region_of(&number);
         Ok(Phone(
             number.format().mode(phonenumber::Mode::E164).to_string(),
+            kind,
+            region,
         ))
     }
 
     /// A number already in E.164 form (stored by this server): taken as it is.
     pub fn from_e164_unchecked(e164: impl Into<String>) -> Phone {
-        Phone(e164.into())
+        Phone(e164.into(), LineKind::TestRange, None)
+    }
+
+    /// What kind of line this is.
+    pub fn kind(&self) -> LineKind {
+        self.1
+    }
+
+    /// Its ISO 3166 region ("GB", "US", "JM"), when the metadata names one.
+    pub fn region(&self) -> Option<&str> {
+        self.2.as_deref()
     }
 
     pub fn as_str(&self) -> &str {
@@ -183,6 +280,32 @@ fn country_code_len(digits: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regions_and_kinds_of_line() {
+        let mobile = Phone::parse("+447400123456", None).unwrap();
+        assert_eq!(
+            (mobile.region(), mobile.kind()),
+            (Some("GB"), LineKind::Mobile)
+        );
+        let premium = Phone::parse("+449098790123", None).unwrap();
+        assert!(!premium.kind().receives_sms(), "{premium:?}");
+        let jamaica = Phone::parse("+18765550123", None).unwrap();
+        assert_eq!(jamaica.region(), Some("JM"));
+        let drama = Phone::parse("+447700900123", None).unwrap();
+        assert_eq!(drama.kind(), LineKind::TestRange);
+        for written in [
+            "+44 (0)7400 123456",
+            "(+44)7400123456",
+            "(+44) 7400 123 456",
+        ] {
+            assert_eq!(
+                Phone::parse(written, None).unwrap().as_str(),
+                "+447400123456",
+                "{written}"
+            );
+        }
+    }
 
     #[test]
     fn phone_masking_keeps_country_and_last_four() {

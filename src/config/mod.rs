@@ -433,8 +433,16 @@ pub struct SmsConfig {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// ISO 3166 region for numbers without a country code (e.g. "GB"); none: such numbers are refused.
     pub default_region: Option<String>,
-    /// E.164 prefixes that may receive messages. Empty: no destination at all.
+    /// E.164 prefixes that may receive messages ("+44"). With `allowed_regions`: either admits.
     pub allowed_prefixes: Vec<String>,
+    /// ISO 3166 regions that may receive messages ("GB", "US", "CA": +1 without the Caribbean).
+    /// Both lists empty: no destination at all.
+    pub allowed_regions: Vec<String>,
+    /// E.164 prefixes that never receive messages, whatever the lists above admit ("+1900").
+    pub denied_prefixes: Vec<String>,
+    /// Also send to numbers that are only "possible" (test and drama ranges such as
+    /// +44 7700 900xxx, the demo's). Off in production: such numbers reach no one.
+    pub allow_test_numbers: bool,
     pub max_sends_per_login: i64,
     /// Wait before a login's second send; doubles for each further one.
     pub resend_cooldown_seconds: i64,
@@ -458,6 +466,9 @@ impl Default for SmsConfig {
             providers: BTreeMap::new(),
             default_region: None,
             allowed_prefixes: Vec::new(),
+            allowed_regions: Vec::new(),
+            denied_prefixes: Vec::new(),
+            allow_test_numbers: false,
             max_sends_per_login: 3,
             resend_cooldown_seconds: 60,
             per_number_per_hour: 5,

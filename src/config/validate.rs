@@ -283,6 +283,23 @@ fn validate_sms(sms: &SmsConfig) -> Result<(), (String, String)> {
             ));
         }
     }
+    for (i, prefix) in sms.denied_prefixes.iter().enumerate() {
+        let digits = prefix.strip_prefix('+').unwrap_or("");
+        if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err((
+                format!("sms.denied_prefixes[{i}]"),
+                format!("{prefix:?} is not an E.164 prefix like \"+1900\""),
+            ));
+        }
+    }
+    for (i, region) in sms.allowed_regions.iter().enumerate() {
+        if crate::base::phone::Region::parse(region).is_none() {
+            return Err((
+                format!("sms.allowed_regions[{i}]"),
+                format!("{region:?} is not an ISO 3166 region like \"GB\""),
+            ));
+        }
+    }
     if let Some(region) = &sms.default_region {
         if crate::base::phone::Region::parse(region).is_none() {
             return Err((

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::base::phone::{Phone, Region};
+use crate::base::phone::{LineKind, Phone, Region};
 use crate::base::{store_keys, SharedClock};
 use crate::config::SmsConfig;
 use crate::ports::{StateStore, StoreError, StoreUpdate};
@@ -19,8 +19,14 @@ const DAY_MS: u64 = 24 * HOUR_MS;
 pub struct SendLimits {
     /// Region for numbers written without a country code; none: such numbers are refused.
     pub default_region: Option<Region>,
-    /// E.164 prefixes that may receive messages ("+44", "+1"). Empty: no destination at all.
+    /// E.164 prefixes that may receive messages ("+44", "+1").
     pub allowed_prefixes: Vec<String>,
+    /// ISO regions that may receive messages (either list admits).
+    pub allowed_regions: Vec<String>,
+    /// Prefixes that never receive messages.
+    pub denied_prefixes: Vec<String>,
+    /// Test and drama ranges (only "possible" numbers) may receive messages.
+    pub allow_test_numbers: bool,
     pub per_login: u32,
     /// Wait before the second send of a login; it doubles for each further one.
     pub resend_cooldown_seconds: u64,
@@ -38,6 +44,9 @@ impl SendLimits {
         SendLimits {
             default_region: sms.default_region.as_deref().and_then(Region::parse),
             allowed_prefixes: sms.allowed_prefixes.clone(),
+            allowed_regions: sms.allowed_regions.clone(),
+            denied_prefixes: sms.denied_prefixes.clone(),
+            allow_test_numbers: sms.allow_test_numbers,
             per_login: sms.max_sends_per_login as u32,
             resend_cooldown_seconds: sms.resend_cooldown_seconds as u64,
             per_number_per_hour: sms.per_number_per_hour as u32,
@@ -53,8 +62,12 @@ impl SendLimits {
 pub enum Refusal {
     #[error("not a phone number this server accepts: {0}")]
     BadNumber(&'static str),
-    #[error("the destination country is not in [sms] allowed_prefixes")]
+    #[error(
+        "the destination country is not in [sms] allowed_prefixes or allowed_regions, or is denied"
+    )]
     Country,
+    #[error("{0} cannot receive text messages")]
+    Line(&'static str),
     #[error("{what}: try again in {retry_after_seconds} s")]
     Throttled {
         what: &'static str,
@@ -139,8 +152,25 @@ impl SendGuard {
         normalize(raw, self.limits.default_region)
     }
 
-    pub fn allowed(&self, number: &Phone) -> bool {
-        number.has_prefix_in(&self.limits.allowed_prefixes)
+    /// Whether `number` may receive a message: not denied, its region or prefix allowed, and a
+    /// line that receives text messages (mobile; fixed-or-mobile where the region cannot tell).
+    pub fn check_destination(&self, number: &Phone) -> Result<(), Refusal> {
+        let limits = &self.limits;
+        let admitted = number.has_prefix_in(&limits.allowed_prefixes)
+            || number
+                .region()
+                .is_some_and(|region| limits.allowed_regions.iter().any(|r| r == region));
+        if !admitted || number.has_prefix_in(&limits.denied_prefixes) {
+            return Err(Refusal::Country);
+        }
+        match number.kind() {
+            LineKind::Mobile | LineKind::FixedLineOrMobile => Ok(()),
+            LineKind::TestRange if limits.allow_test_numbers => Ok(()),
+            LineKind::TestRange => Err(Refusal::Line(
+                "a test-range number ([sms] allow_test_numbers is off)",
+            )),
+            LineKind::Other(what) => Err(Refusal::Line(what)),
+        }
     }
 
     /// Checks every limit for one send and, if all allow it, counts it. Each limit is one atomic

@@ -54,7 +54,7 @@ fn wrong_for(code: &str) -> String {
 #[test]
 fn per_number_limits_are_hit_exactly_at_their_numbers() {
     let env = sms_otp_env(
-        "allowed_prefixes = [\"+44\"]\nper_number_per_hour = 5\nper_number_per_day = 10\nper_address_per_hour = 1000",
+        "allow_test_numbers = true\nallowed_prefixes = [\"+44\"]\nper_number_per_hour = 5\nper_number_per_day = 10\nper_address_per_hour = 1000",
         TRUST_LOCALHOST,
     );
     for i in 0..5 {
@@ -76,7 +76,7 @@ fn per_number_limits_are_hit_exactly_at_their_numbers() {
 
     // The day's limit: here 3 a day (the hour's limit out of the way).
     let env = sms_otp_env(
-        "allowed_prefixes = [\"+44\"]\nper_number_per_hour = 100\nper_number_per_day = 3\nper_address_per_hour = 1000",
+        "allow_test_numbers = true\nallowed_prefixes = [\"+44\"]\nper_number_per_hour = 100\nper_number_per_day = 3\nper_address_per_hour = 1000",
         TRUST_LOCALHOST,
     );
     for i in 0..3 {
@@ -93,7 +93,7 @@ fn per_number_limits_are_hit_exactly_at_their_numbers() {
 
 #[test]
 fn per_address_limit_believes_forwarded_addresses_only_from_trusted_proxies() {
-    let sms = "allowed_prefixes = [\"+44\"]\nper_number_per_hour = 100\nper_number_per_day = 100\nper_address_per_hour = 2";
+    let sms = "allow_test_numbers = true\nallowed_prefixes = [\"+44\"]\nper_number_per_hour = 100\nper_number_per_day = 100\nper_address_per_hour = 2";
     let env = sms_otp_env(sms, TRUST_LOCALHOST);
     assert_eq!(password_from(&env, "203.0.113.5").0, 303);
     assert_eq!(password_from(&env, "203.0.113.5").0, 303);
@@ -115,7 +115,7 @@ fn per_address_limit_believes_forwarded_addresses_only_from_trusted_proxies() {
 #[test]
 fn the_daily_budget_pauses_sending_with_one_alert() {
     let env = sms_otp_env(
-        "allowed_prefixes = [\"+44\"]\nper_number_per_hour = 100\nper_number_per_day = 100\nper_address_per_hour = 100\ndaily_budget = 2",
+        "allow_test_numbers = true\nallowed_prefixes = [\"+44\"]\nper_number_per_hour = 100\nper_number_per_day = 100\nper_address_per_hour = 100\ndaily_budget = 2",
         "",
     );
     assert_eq!(password_from(&env, "-").0, 303);
@@ -137,7 +137,7 @@ fn the_daily_budget_pauses_sending_with_one_alert() {
 
 #[test]
 fn countries_outside_the_allow_list_get_nothing() {
-    let env = sms_otp_env("allowed_prefixes = [\"+1\"]", "");
+    let env = sms_otp_env("allow_test_numbers = true\nallowed_prefixes = [\"+1\"]", "");
     let (status, _, message) = password_from(&env, "-");
     assert_eq!(status, 303);
     assert_eq!(
@@ -148,7 +148,7 @@ fn countries_outside_the_allow_list_get_nothing() {
         "sms refused: to=+44******0123: the destination country is not in [sms] allowed_prefixes",
     );
     // An empty list sends nowhere.
-    let env = sms_otp_env("allowed_prefixes = []", "");
+    let env = sms_otp_env("allow_test_numbers = true\nallowed_prefixes = []", "");
     password_from(&env, "-");
     assert_eq!(env.sms.count(), 0);
 }
@@ -165,7 +165,7 @@ fn numbers_are_normalised_or_refused_and_shown_masked_as_configured() {
             script("two", reading("twoPhones")),
             script("letters", reading("letterPhone")),
         ],
-        "allowed_prefixes = [\"+44\"]\ndefault_region = \"GB\"\nvisible_digits = 2",
+        "allow_test_numbers = true\nallowed_prefixes = [\"+44\"]\ndefault_region = \"GB\"\nvisible_digits = 2",
         "",
     );
     for (attribute, value) in [
@@ -203,7 +203,7 @@ fn numbers_are_normalised_or_refused_and_shown_masked_as_configured() {
 #[test]
 fn resend_cooldown_doubles_and_a_login_gets_three_sends() {
     let env = sms_otp_env(
-        "allowed_prefixes = [\"+44\"]\nper_number_per_hour = 100\nper_number_per_day = 100\nper_address_per_hour = 100\nmax_sends_per_login = 3\nresend_cooldown_seconds = 1",
+        "allow_test_numbers = true\nallowed_prefixes = [\"+44\"]\nper_number_per_hour = 100\nper_number_per_day = 100\nper_address_per_hour = 100\nmax_sends_per_login = 3\nresend_cooldown_seconds = 1",
         "",
     );
     let login = env.web_login(None);
@@ -395,7 +395,7 @@ fn a_phone_number_sign_in_is_limited_like_any_other() {
     let env = limited_env(
         vec![script("sms_otp", shipped_script())
             .with("[scripts.properties]\nSendOTPDirectlyToMobile = \"true\"")],
-        "allowed_prefixes = [\"+44\"]\nper_number_per_hour = 2\nper_number_per_day = 10\nper_address_per_hour = 100",
+        "allow_test_numbers = true\nallowed_prefixes = [\"+44\"]\nper_number_per_hour = 2\nper_number_per_day = 10\nper_address_per_hour = 100",
         "",
     );
     for _ in 0..2 {
@@ -775,4 +775,50 @@ fn slow_clients_are_cut_and_connections_per_address_capped() {
         let _ = again.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         closed_within(again).1.starts_with("HTTP/1.1 200")
     }));
+}
+
+/// Toll fraud inside allowed prefixes: destinations are allowed by ISO region (US and CA, not
+/// the other +1 countries), only to lines that receive text messages, never to denied prefixes
+/// nor (unless allowed) to test ranges; numbers written the usual ways are read.
+#[test]
+fn codes_go_only_to_mobile_lines_of_allowed_regions() {
+    let env = web_env(
+        vec![script("sms_otp", shipped_script())
+            .with("[scripts.properties]\nSendOTPDirectlyToMobile = \"true\"")],
+        EnvOptions {
+            sms: "allowed_regions = [\"US\", \"CA\", \"GB\"]\ndenied_prefixes = [\"+4474009\"]\nper_number_per_hour = 100\nper_number_per_day = 100\nper_address_per_hour = 100".into(),
+            ..EnvOptions::default()
+        },
+    );
+    let refused = "Text messages cannot be sent to this number.";
+    for (typed, sent_to) in [
+        ("+1 876 555 0123", None),  // Jamaica: +1, not US or CA
+        ("+44 909 879 0123", None), // premium rate
+        ("+44 800 123 4567", None), // toll free
+        ("+44 20 7946 0123", None), // a London landline
+        ("+44 7400 999999", None),  // a denied prefix
+        ("+44 7700 900123", None),  // a drama range, test numbers not allowed
+        ("+44 (0)7400 123456", Some("+447400123456")),
+        ("(+44) 7400 123457", Some("+447400123457")),
+        ("+1 650 253 0000", Some("+16502530000")), // US: fixed line or mobile
+    ] {
+        let before = env.sms.count();
+        let login = env.web_login(None);
+        let answer = login.submit(&[("mobile", typed)]);
+        match sent_to {
+            None => {
+                assert!(stayed(&answer), "{typed}");
+                assert_eq!(
+                    message_of(&login.page()).as_deref(),
+                    Some(refused),
+                    "{typed}"
+                );
+                assert_eq!(env.sms.count(), before, "{typed}: nothing sent");
+            }
+            Some(number) => {
+                assert_eq!(env.sms.count(), before + 1, "{typed}");
+                assert_eq!(env.sms.last().0, number, "{typed}");
+            }
+        }
+    }
 }

@@ -11,7 +11,7 @@ fn the_passcode_page_resends_over_http() {
         vec![script("sms_otp", shipped_script())],
         EnvOptions {
             web: true,
-            sms: "allowed_prefixes = [\"+44\"]\nresend_cooldown_seconds = 60".into(),
+            sms: "allow_test_numbers = true\nallowed_prefixes = [\"+44\"]\nresend_cooldown_seconds = 60".into(),
             ..EnvOptions::default()
         },
     );

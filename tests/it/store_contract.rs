@@ -152,6 +152,9 @@ fn a_burst_of_sends_to_one_number_gets_no_more_than_the_limit() {
     let limits = SendLimits {
         default_region: None,
         allowed_prefixes: vec!["+44".into()],
+        allowed_regions: Vec::new(),
+        denied_prefixes: Vec::new(),
+        allow_test_numbers: true,
         per_login: 3,
         resend_cooldown_seconds: 0,
         per_number_per_hour: 5,
@@ -184,6 +187,9 @@ fn a_refused_send_counts_against_no_limit() {
     let limits = SendLimits {
         default_region: None,
         allowed_prefixes: vec!["+44".into()],
+        allowed_regions: Vec::new(),
+        denied_prefixes: Vec::new(),
+        allow_test_numbers: true,
         per_login: 10,
         resend_cooldown_seconds: 0,
         per_number_per_hour: 2,

@@ -25,7 +25,7 @@ impl HookContext {
     pub fn normalize_phone(&self, raw: &str) -> Option<String> {
         let guard = &self.services.sending;
         let number = guard.normalize(raw).ok()?;
-        if !guard.allowed(&number) {
+        if guard.check_destination(&number).is_err() {
             self.set_policy_message(messages::COUNTRY_REFUSED);
             return None;
         }
@@ -53,10 +53,10 @@ impl HookContext {
             }
         };
         let masked_to = guard.mask(number.as_str());
-        if !guard.allowed(&number) {
-            tracing::warn!(target: "server", acr, login, "sms refused: to={masked_to}: the destination country is not in [sms] allowed_prefixes");
+        if let Err(refusal) = guard.check_destination(&number) {
+            tracing::warn!(target: "server", acr, login, "sms refused: to={masked_to}: {refusal}");
             self.set_policy_message(messages::COUNTRY_REFUSED);
-            return Err(SendError::Refused(Refusal::Country).into());
+            return Err(SendError::Refused(refusal).into());
         }
         if let Err(error) = guard.admit(login_key, &number, self.limit_address) {
             if let SendError::Refused(Refusal::Throttled {

@@ -206,7 +206,7 @@ pub fn web_env(scripts: Vec<ScriptSpec>, options: EnvOptions) -> TestEnv {
 pub const TEST_HTTP: &str = "[http]\ninsecure_http_hosts = [\"127.0.0.1\"]\nallow_addresses = [\"127.0.0.1\"]\ntimeout_ms = 1500\nconnect_timeout_ms = 1000\n";
 
 /// Test deployments send to the demo's countries, with limits that only the limit tests reach.
-pub const RELAXED_SMS: &str = "allowed_prefixes = [\"+44\", \"+1\"]\nper_number_per_hour = 1000\nper_number_per_day = 10000\nper_address_per_hour = 100000\nmax_sends_per_login = 10\nresend_cooldown_seconds = 0";
+pub const RELAXED_SMS: &str = "allow_test_numbers = true\nallowed_prefixes = [\"+44\", \"+1\"]\nper_number_per_hour = 1000\nper_number_per_day = 10000\nper_address_per_hour = 100000\nmax_sends_per_login = 10\nresend_cooldown_seconds = 0";
 
 /// The relying party registered in every test deployment.
 pub const RP_ID: &str = "rp";
