@@ -103,7 +103,7 @@ impl Phone {
             return Err("empty");
         }
         // How people write a country code and a trunk zero: "(+44) 7700..." and "+44 (0)7700...".
-        let cleaned = raw.replacen("(+", "+", 1).replacen(")", ")", 1);
+        let cleaned = raw.replacen("(+", "+", 1);
         let cleaned = match cleaned.strip_prefix('+') {
             Some(rest) if cleaned.contains("(0)") => format!("+{}", rest.replacen("(0)", "", 1)),
             _ => cleaned,
