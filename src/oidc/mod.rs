@@ -35,22 +35,29 @@ pub struct AuthorizationRequest {
     pub client_id: String,
     pub redirect_uri: String,
     pub scope: Vec<String>,
+    // Kept in every browser session of a sign-in: what is absent is not written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_challenge: Option<String>,
     /// `acr_values` as sent, in order of preference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acr_values: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prompt_login: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prompt_none: bool,
     /// `max_age`: single sign-on only if the user signed in fewer than this many seconds ago
     /// (0 always asks again, like prompt=login).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<u64>,
     /// `login_hint` as sent (at most 256 characters), for scripts.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_hint: Option<String>,
     /// `ui_locales`, in order of preference.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ui_locales: Vec<String>,
 }
 

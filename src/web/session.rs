@@ -17,9 +17,12 @@ use crate::ports::{StateStore, StoreError};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BrowserSession {
     pub csrf: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<AuthorizationRequest>,
     /// Handle of the login in progress (never sent to the browser).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_in: Option<SignedIn>,
 }
 

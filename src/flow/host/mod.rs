@@ -109,25 +109,28 @@ impl From<FactorError> for HostError {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HookState {
     /// The user this login has identified (set by a successful password check or `set_user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Named working parameters (Gluu's `identity.setWorkingParameter`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub working: BTreeMap<String, String>,
     /// Message to show on the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Set when a sending limit refused a message: seconds until it may succeed (HTTP Retry-After).
     #[serde(skip)]
     pub retry_after: Option<u64>,
     /// The last message sent with a code: its number and its text with the code as `{code}`,
     /// so that the host can resend a fresh code the same way.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sms: Option<(String, String)>,
     /// What the host itself verified in this login, as RFC 8176 method names ("pwd", "sms",
     /// "otp"), in order: the ID token's `amr` is built from it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
     /// The directory entry of `user` carried the SMS-factor disable mark when the login bound
     /// it: read once then, not on every guess.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sms_disabled_in_directory: bool,
     /// What the application asked for when this sign-in started.
     #[serde(default, skip_serializing_if = "SignInOrigin::is_empty")]
@@ -140,10 +143,14 @@ pub struct HookState {
 /// The authorization request a sign-in serves, as scripts may read it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SignInOrigin {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     /// `acr_values` as sent, in order of preference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acr_values: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_hint: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ui_locales: Vec<String>,
 }
 
