@@ -70,6 +70,17 @@ pub enum FlowError {
     },
 }
 
+/// A sign-in admitted and its method chosen, not begun yet: all it holds before its first page
+/// is asked for (kept in the browser session, a few dozen bytes).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChosenSignIn {
+    /// The handle it will be stored under (never sent to the browser).
+    pub login: String,
+    pub acr: String,
+    pub correlation_id: String,
+    pub started_at: u64,
+}
+
 /// A page to show for the current step of a login.
 #[derive(Debug, Clone)]
 pub struct StepPage {
@@ -290,18 +301,24 @@ impl LoginEngine {
 
     /// Starts a login for `acr` (or the default acr) and returns the first step's page.
     pub fn start(&self, acr: Option<&str>) -> Result<StepPage, FlowError> {
-        self.logged(|| self.start_logged(acr, host::SignInOrigin::default()))
+        self.logged(|| {
+            let origin = host::SignInOrigin::default();
+            let chosen = self.choose(acr, &origin)?;
+            self.begin(&chosen, origin)
+        })
     }
 
-    /// Like [`LoginEngine::start`], for an application's authorization request (`origin`), which
-    /// the script can read, from a client counted under `address` (its limit bucket): refused
-    /// past the caps on sign-ins started and not finished.
-    pub fn start_for(
+    /// Admits an application's sign-in (`origin`) from a client counted under `address` (its
+    /// limit bucket), refused past the caps on sign-ins started and not finished, and chooses
+    /// its method. Nothing is stored: the caller keeps the [`ChosenSignIn`] (in the browser
+    /// session) and calls [`LoginEngine::begin`] when the first page is asked for, so a flood
+    /// of requests that never go on costs a few bytes each.
+    pub fn choose_for(
         &self,
         acr: Option<&str>,
-        origin: host::SignInOrigin,
+        origin: &host::SignInOrigin,
         address: Option<std::net::IpAddr>,
-    ) -> Result<StepPage, FlowError> {
+    ) -> Result<ChosenSignIn, FlowError> {
         self.logged(|| {
             match self.pending.admit(address)? {
                 None => {}
@@ -323,15 +340,16 @@ impl LoginEngine {
                     });
                 }
             }
-            self.start_logged(acr, origin)
+            self.choose(acr, origin)
         })
     }
 
-    fn start_logged(
+    /// Resolves the acr and asks `isValidAuthenticationMethod`, following alternatives.
+    fn choose(
         &self,
         acr: Option<&str>,
-        origin: host::SignInOrigin,
-    ) -> Result<StepPage, FlowError> {
+        origin: &host::SignInOrigin,
+    ) -> Result<ChosenSignIn, FlowError> {
         let mut acr = self.resolve_acr(acr)?;
         let login =
             LoginHandle::new(random::hex_token(32).map_err(|e| FlowError::Corrupt(e.to_string()))?);
@@ -342,7 +360,7 @@ impl LoginEngine {
             step: 1,
             passed: Vec::new(),
             state: HookState {
-                origin,
+                origin: origin.clone(),
                 ..HookState::default()
             },
             page: String::new(),
@@ -380,10 +398,54 @@ impl LoginEngine {
             txn.acr = acr.clone();
         }
         tracing::info!(target: "server", acr = acr.as_str(), login = txn.correlation_id.as_str(), "login started");
-        let params = RequestParams::new();
-        self.enter_step(&login, &mut txn, 1, &params)?;
-        self.save_new(&login, &txn)?;
-        Ok(self.page(&login, &txn))
+        Ok(ChosenSignIn {
+            login: login.as_str().to_owned(),
+            acr,
+            correlation_id: txn.correlation_id,
+            started_at: txn.started_at,
+        })
+    }
+
+    /// Enters step 1 of a chosen sign-in and stores it; its page. A sign-in begun already (a
+    /// concurrent first request) is not begun twice: its current page is returned.
+    pub fn begin(
+        &self,
+        chosen: &ChosenSignIn,
+        origin: host::SignInOrigin,
+    ) -> Result<StepPage, FlowError> {
+        let login = LoginHandle::parse(&chosen.login).ok_or(FlowError::LoginNotFound)?;
+        let age = self
+            .services
+            .clock
+            .now_secs()
+            .saturating_sub(chosen.started_at);
+        if age >= self.login_ttl.as_secs() {
+            return Err(FlowError::LoginNotFound);
+        }
+        if self.store.get(&login.store_key())?.is_some() {
+            return self.current(&login);
+        }
+        let mut txn = LoginTransaction {
+            correlation_id: chosen.correlation_id.clone(),
+            acr: chosen.acr.clone(),
+            step: 1,
+            passed: Vec::new(),
+            state: HookState {
+                origin,
+                ..HookState::default()
+            },
+            page: String::new(),
+            started_at: chosen.started_at,
+            version: 0,
+        };
+        self.logged(|| {
+            let params = RequestParams::new();
+            self.enter_step(&login, &mut txn, 1, &params)?;
+            if !self.save_first(&login, &txn)? {
+                return self.current(&login);
+            }
+            Ok(self.page(&login, &txn))
+        })
     }
 
     /// The current page of a login in progress.
@@ -699,7 +761,8 @@ impl LoginEngine {
             }
             tracing::info!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "user chose another method: {acr}");
             self.abandon(login)?;
-            self.start_logged(Some(acr), txn.state.origin.clone())
+            let chosen = self.choose(Some(acr), &txn.state.origin)?;
+            self.begin(&chosen, txn.state.origin)
         })
     }
 
@@ -711,9 +774,29 @@ impl LoginEngine {
         serde_json::from_slice(&bytes).map_err(|e| FlowError::Corrupt(e.to_string()))
     }
 
-    fn save_new(&self, login: &LoginHandle, txn: &LoginTransaction) -> Result<(), FlowError> {
+    /// Stores a login just begun unless one is stored under its handle already (then false).
+    fn save_first(&self, login: &LoginHandle, txn: &LoginTransaction) -> Result<bool, FlowError> {
         let bytes = serde_json::to_vec(txn).map_err(|e| FlowError::Corrupt(e.to_string()))?;
-        Ok(self.store.put(&login.store_key(), bytes, self.login_ttl)?)
+        let remaining = self.login_ttl.saturating_sub(Duration::from_secs(
+            self.services
+                .clock
+                .now_secs()
+                .saturating_sub(txn.started_at),
+        ));
+        let mut saved = false;
+        self.store.update(
+            &login.store_key(),
+            Some(remaining.max(Duration::from_secs(1))),
+            &mut |current| {
+                saved = current.is_none();
+                if saved {
+                    StoreUpdate::Put(bytes.clone())
+                } else {
+                    StoreUpdate::Keep
+                }
+            },
+        )?;
+        Ok(saved)
     }
 
     /// Saves if nobody else saved since `loaded_version` (compare-and-set).

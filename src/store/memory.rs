@@ -12,7 +12,9 @@ use crate::ports::{StateStore, StoreError, StoreUpdate};
 type Millis = u64;
 
 struct Entry {
-    value: Vec<u8>,
+    /// Exactly the value's size: a serialiser's spare capacity (often half the buffer) is not
+    /// kept for the entry's lifetime.
+    value: Box<[u8]>,
     expires_at: Millis,
 }
 
@@ -92,7 +94,7 @@ impl Inner {
 
 impl StateStore for MemoryStore {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.lock().live(key, self.now()).map(|e| e.value.clone()))
+        Ok(self.lock().live(key, self.now()).map(|e| e.value.to_vec()))
     }
 
     fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
@@ -101,7 +103,7 @@ impl StateStore for MemoryStore {
         inner.map.insert(
             key.to_owned(),
             Entry {
-                value,
+                value: value.into_boxed_slice(),
                 expires_at: plus(now, ttl),
             },
         );
@@ -122,9 +124,7 @@ impl StateStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let now = self.now();
         let mut inner = self.lock();
-        let current = inner
-            .live(key, now)
-            .map(|e| (e.value.as_slice(), e.expires_at));
+        let current = inner.live(key, now).map(|e| (&*e.value, e.expires_at));
         let expires_at = current.map(|(_, at)| at);
         match decide(current.map(|(v, _)| v)) {
             StoreUpdate::Keep => {}
@@ -137,9 +137,13 @@ impl StateStore for MemoryStore {
                     (None, Some(at)) => at,
                     (None, None) => plus(now, Duration::from_secs(60)),
                 };
-                inner
-                    .map
-                    .insert(key.to_owned(), Entry { value, expires_at });
+                inner.map.insert(
+                    key.to_owned(),
+                    Entry {
+                        value: value.into_boxed_slice(),
+                        expires_at,
+                    },
+                );
                 inner.wrote(now);
             }
         }

@@ -23,13 +23,19 @@ impl FromRequestParts<WebState> for InLogin {
     async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, WebError> {
         let headers = parts.headers.clone();
         let app = state.clone();
-        // The store may block (a shared store is a network call): load on the blocking pool.
+        // The store may block (a shared store is a network call) and beginning a sign-in runs
+        // its script: both on the blocking pool.
         let session = tokio::task::spawn_blocking(move || {
-            session::load(app.store.as_ref(), &app.config.current().oidc, &headers)
+            let config = app.config.current();
+            let mut session = session::load(app.store.as_ref(), &config.oidc, &headers)
+                .map_err(|e| WebError::Unavailable(e.to_string()))?;
+            if session.id.is_some() {
+                begin_chosen(&app, &config, &mut session)?;
+            }
+            Ok::<_, WebError>(session)
         })
         .await
-        .map_err(|e| WebError::Unavailable(format!("loading the session failed: {e}")))?
-        .map_err(|e| WebError::Unavailable(e.to_string()))?;
+        .map_err(|e| WebError::Unavailable(format!("loading the session failed: {e}")))??;
         let login = session
             .data
             .login
@@ -39,6 +45,30 @@ impl FromRequestParts<WebState> for InLogin {
             .ok_or(WebError::NoLogin)?;
         Ok(InLogin { session, login })
     }
+}
+
+/// Begins the sign-in `/authorize` chose, on the first request that needs it.
+fn begin_chosen(
+    app: &WebState,
+    config: &crate::config::Config,
+    session: &mut Session,
+) -> Result<(), WebError> {
+    let Some(chosen) = session.data.chosen.clone() else {
+        return Ok(());
+    };
+    let origin = session
+        .data
+        .authorization
+        .as_ref()
+        .map(super::login::origin_of)
+        .unwrap_or_default();
+    let page = app.engine.begin(&chosen, origin)?;
+    session.data.chosen = None;
+    session.data.login = Some(page.login.as_str().to_owned());
+    session
+        .save(app.store.as_ref(), config)
+        .map_err(|e| WebError::Unavailable(e.to_string()))?;
+    Ok(())
 }
 
 /// A posted login form: the session and its login, the form's fields, the CSRF token compared

@@ -86,17 +86,13 @@ fn authorize(
         AuthorizeDecision::Refuse(error) => return Ok(redirect_error(&config, error)),
         AuthorizeDecision::StartLogin { acr } => acr,
     };
-    let origin = SignInOrigin {
-        client_id: Some(request.client_id.clone()),
-        acr_values: request.acr_values.clone(),
-        login_hint: request.login_hint.clone(),
-        ui_locales: request.ui_locales.clone(),
-    };
-    let page = match state
+    let origin = origin_of(&request);
+    // Only the choice is kept (in the session) until the first page is asked for.
+    let chosen = match state
         .engine
-        .start_for(acr.as_deref(), origin, limit_address)
+        .choose_for(acr.as_deref(), &origin, limit_address)
     {
-        Ok(page) => page,
+        Ok(chosen) => chosen,
         Err(error @ FlowError::TooManyPending { .. }) => return Err(error.into()),
         Err(error) => {
             tracing::warn!(target: "server", "cannot start a login: {error}");
@@ -109,16 +105,27 @@ fn authorize(
             return Ok(redirect_error(&config, error));
         }
     };
-    tracing::info!(target: "server", acr = page.acr.as_str(), login = page.correlation_id.as_str(), "authorization request from {}", request.client_id);
-    session.data.login = Some(page.login.as_str().to_owned());
+    tracing::info!(target: "server", acr = chosen.acr.as_str(), login = chosen.correlation_id.as_str(), "authorization request from {}", request.client_id);
+    session.data.login = None;
+    session.data.chosen = Some(chosen);
     session.data.authorization = Some(request);
     let cookie = session
-        .save(state.store.as_ref(), &config.oidc)
+        .save(state.store.as_ref(), &config)
         .map_err(|e| WebError::Unavailable(e.to_string()))?;
     Ok(see_other(
         "/login",
         session::with_cookie(HeaderMap::new(), cookie),
     ))
+}
+
+/// What scripts may read of the authorization request a sign-in serves.
+pub(super) fn origin_of(request: &AuthorizationRequest) -> SignInOrigin {
+    SignInOrigin {
+        client_id: Some(request.client_id.clone()),
+        acr_values: request.acr_values.clone(),
+        login_hint: request.login_hint.clone(),
+        ui_locales: request.ui_locales.clone(),
+    }
 }
 
 /// Issues the code and sends the browser back to the application.
@@ -148,6 +155,7 @@ fn finish(
     let device = super::device::issue(state.device_key.as_ref(), &config.oidc, &signed_in.user);
     session.data.signed_in = Some(signed_in);
     session.data.login = None;
+    session.data.chosen = None;
     session.data.authorization = None;
     let cookie = rotate(state, config, session)?;
     let mut location =
@@ -174,7 +182,7 @@ fn rotate(
     session: &mut Session,
 ) -> Result<HeaderValue, WebError> {
     session
-        .rotate(state.store.as_ref(), &config.oidc)
+        .rotate(state.store.as_ref(), config)
         .map_err(|e| WebError::Unavailable(e.to_string()))
 }
 

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::digest::sha256_hex;
 use crate::base::{random, store_keys};
-use crate::config::OidcConfig;
+use crate::config::{Config, OidcConfig};
+use crate::flow::ChosenSignIn;
 use crate::oidc::{AuthorizationRequest, SignedIn};
 use crate::ports::{StateStore, StoreError};
 
@@ -22,6 +23,9 @@ pub struct BrowserSession {
     /// Handle of the login in progress (never sent to the browser).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login: Option<String>,
+    /// A sign-in chosen by `/authorize` and not begun yet: begun by the first login request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<ChosenSignIn>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_in: Option<SignedIn>,
 }
@@ -80,18 +84,27 @@ pub fn load(
             csrf,
             authorization: None,
             login: None,
+            chosen: None,
             signed_in: None,
         },
     })
 }
 
 impl Session {
-    /// Saves under the current id (a new one for a new session) and returns the cookie to set, if any.
+    /// Saves under the current id (a new one for a new session) and returns the cookie to set,
+    /// if any. A session lives as long as single sign-on once signed in, and only as long as a
+    /// sign-in before: unfinished sign-ins do not pile up for hours.
     pub fn save(
         &mut self,
         store: &dyn StateStore,
-        oidc: &OidcConfig,
+        config: &Config,
     ) -> Result<Option<HeaderValue>, StoreError> {
+        let oidc = &config.oidc;
+        let ttl = if self.data.signed_in.is_some() {
+            oidc.sso_ttl_seconds
+        } else {
+            config.login.ttl_seconds.min(oidc.sso_ttl_seconds)
+        };
         let fresh = self.id.is_none();
         if fresh {
             self.id =
@@ -99,11 +112,7 @@ impl Session {
         }
         let id = self.id.clone().unwrap_or_default();
         let bytes = serde_json::to_vec(&self.data).expect("sessions serialise");
-        store.put(
-            &store_key(&id),
-            bytes,
-            Duration::from_secs(oidc.sso_ttl_seconds),
-        )?;
+        store.put(&store_key(&id), bytes, Duration::from_secs(ttl))?;
         Ok(fresh.then(|| set_cookie(oidc, &id)))
     }
 
@@ -111,14 +120,14 @@ impl Session {
     pub fn rotate(
         &mut self,
         store: &dyn StateStore,
-        oidc: &OidcConfig,
+        config: &Config,
     ) -> Result<HeaderValue, StoreError> {
         if let Some(old) = self.id.take() {
             store.delete(&store_key(&old))?;
         }
         self.data.csrf =
             random::hex_token(32).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(self.save(store, oidc)?.expect("a rotated session is new"))
+        Ok(self.save(store, config)?.expect("a rotated session is new"))
     }
 
     pub fn destroy(
@@ -156,4 +165,55 @@ pub fn with_cookie(mut headers: HeaderMap, cookie: Option<HeaderValue>) -> Heade
         headers.append(SET_COOKIE, cookie);
     }
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::base::ManualClock;
+    use crate::oidc::SignedIn;
+    use crate::store::MemoryStore;
+
+    fn cookie_headers(cookie: &HeaderValue) -> HeaderMap {
+        let pair = cookie
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let mut headers = HeaderMap::new();
+        headers.insert(COOKIE, HeaderValue::from_str(&pair).unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_session_outlives_its_sign_in_only_once_signed_in() {
+        let config =
+            Config::parse(Path::new("gatehouse.toml"), "[login]\nttl_seconds = 900\n").unwrap();
+        let clock = Arc::new(ManualClock::new());
+        let store = MemoryStore::with_clock(clock.clone());
+        let mut pending = load(&store, &config.oidc, &HeaderMap::new()).unwrap();
+        let pending_cookie = pending.save(&store, &config).unwrap().unwrap();
+        let mut signed = load(&store, &config.oidc, &HeaderMap::new()).unwrap();
+        signed.data.signed_in = Some(SignedIn {
+            user: "alice".into(),
+            acr: "sms_otp".into(),
+            amr: vec!["pwd".into()],
+            auth_time: 0,
+            claims: Default::default(),
+        });
+        let signed_cookie = signed.save(&store, &config).unwrap().unwrap();
+        clock.advance(Duration::from_secs(901));
+        let pending = load(&store, &config.oidc, &cookie_headers(&pending_cookie)).unwrap();
+        assert!(
+            pending.id.is_none(),
+            "an unfinished sign-in's session is gone"
+        );
+        let signed = load(&store, &config.oidc, &cookie_headers(&signed_cookie)).unwrap();
+        assert!(signed.data.signed_in.is_some(), "single sign-on stays");
+    }
 }

@@ -699,6 +699,61 @@ fn unfinished_sign_ins_are_capped_per_address_and_in_total() {
     assert!(long.text().unwrap().contains("longer than 512 bytes"));
 }
 
+/// `/authorize` keeps only the choice in the browser session: the login itself is stored when
+/// its first page is asked for, once even when asked for twice at once, and not after the
+/// sign-in lifetime.
+#[test]
+fn a_sign_in_is_stored_only_when_its_first_page_is_asked_for() {
+    use gatehouse::store::MemoryStore;
+    let store = std::sync::Arc::new(MemoryStore::new());
+    let env = web_env(
+        vec![script("sms_otp", shipped_script())],
+        EnvOptions {
+            server: TRUST_LOCALHOST.into(),
+            store: Some(store.clone()),
+            ..EnvOptions::default()
+        },
+    );
+    let base = env.base.clone().unwrap();
+    let start = |from: &str| {
+        let login =
+            crate::support::web::WebLogin::new_with_headers(&base, &[("x-forwarded-for", from)]);
+        let url = format!(
+            "{base}/authorize?client_id={RP_ID}&redirect_uri={}&response_type=code&scope=openid&code_challenge={}&code_challenge_method=S256",
+            url::form_urlencoded::byte_serialize(RP_REDIRECT.as_bytes()).collect::<String>(),
+            crate::support::web::CHALLENGE
+        );
+        assert_eq!(login.get(&url).status(), 303);
+        login
+    };
+    let before = store.len();
+    let logins: Vec<_> = (1..=10).map(|i| start(&format!("127.0.8.{i}"))).collect();
+    // Per start: the session and the address's pending count (plus the total's, once).
+    assert_eq!(store.len() - before, 2 * 10 + 1);
+    let stored = store.len();
+    // Two first requests at once begin one login.
+    let pages: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| logins[0].get(&format!("{base}/login")).text().unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(pages.iter().all(|p| p.contains("password")), "{pages:?}");
+    assert_eq!(store.len(), stored + 1);
+    // The login goes on as usual.
+    assert!(logins[0]
+        .get(&format!("{base}/login"))
+        .text()
+        .unwrap()
+        .contains("password"));
+    assert_eq!(store.len(), stored + 1);
+    // Past the sign-in lifetime a chosen sign-in is not begun.
+    env.advance(std::time::Duration::from_secs(901));
+    let late = logins[1].get(&format!("{base}/login"));
+    assert_ne!(late.status(), 200);
+    assert!(!late.text().unwrap().contains("name=\"password\""));
+}
+
 /// A client that never finishes its headers or its body holds nothing for long, and one address
 /// holds at most `max_connections_per_address` connections.
 #[test]
