@@ -41,9 +41,17 @@ pub fn sent_on_day(day: u64) -> String {
     format!("{NAMESPACE}sent:day:{day}")
 }
 
+pub fn sent_on_day_to_region(day: u64, region: &str) -> String {
+    format!("{NAMESPACE}sent:day:{day}:{region}")
+}
+
 /// The marker that the budget alert of `day` was logged.
 pub fn budget_alert(day: u64) -> String {
     format!("{NAMESPACE}sms:budget-alert:{day}")
+}
+
+pub fn budget_alert_for_region(day: u64, region: &str) -> String {
+    format!("{NAMESPACE}sms:budget-alert:{day}:{region}")
 }
 
 /// Wrong passwords of one account.

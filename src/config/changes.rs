@@ -108,6 +108,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             per_number_per_day,
             per_address_per_hour,
             daily_budget,
+            daily_budget_per_region,
             webotp_line,
             visible_digits
         ]

@@ -452,6 +452,9 @@ pub struct SmsConfig {
     pub per_address_per_hour: i64,
     /// Messages per UTC day for the whole server; then sending pauses and an alert is logged.
     pub daily_budget: i64,
+    /// Messages per UTC day to one destination region (ISO 3166 → count), within `daily_budget`:
+    /// a pumping attack on one country spends that country's budget, not everyone's.
+    pub daily_budget_per_region: BTreeMap<String, i64>,
     /// End messages built by `otp::message` with `@HOST #CODE` (WebOTP / SMS Retriever autofill),
     /// HOST being the issuer's host.
     pub webotp_line: bool,
@@ -475,6 +478,7 @@ impl Default for SmsConfig {
             per_number_per_day: 10,
             per_address_per_hour: 10,
             daily_budget: 10_000,
+            daily_budget_per_region: BTreeMap::new(),
             webotp_line: true,
             visible_digits: 4,
         }
@@ -860,6 +864,29 @@ mod tests {
             err.starts_with("gatehouse.toml: line 3, column 1: unknown field `default_arc`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn destination_regions_and_their_budgets_are_checked_with_their_key() {
+        for (text, key) in [
+            (
+                "[sms]\nallowed_regions = [\"GB\", \"XX\"]\n",
+                "sms.allowed_regions[1]: \"XX\" is not an ISO 3166 region",
+            ),
+            (
+                "[sms]\ndaily_budget_per_region = { gb = 2 }\n",
+                "sms.daily_budget_per_region.gb: \"gb\" is not an ISO 3166 region",
+            ),
+            (
+                "[sms]\ndaily_budget_per_region = { GB = -1 }\n",
+                "sms.daily_budget_per_region.GB: -1 is out of range",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let config = parse("[sms]\ndaily_budget_per_region = { GB = 2, US = 500 }\n").unwrap();
+        assert_eq!(config.sms.daily_budget_per_region.get("US"), Some(&500));
     }
 
     #[test]

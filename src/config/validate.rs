@@ -300,6 +300,18 @@ fn validate_sms(sms: &SmsConfig) -> Result<(), (String, String)> {
             ));
         }
     }
+    for (region, budget) in &sms.daily_budget_per_region {
+        let key = format!("sms.daily_budget_per_region.{region}");
+        if crate::base::phone::Region::parse(region).is_none()
+            || !region.bytes().all(|b| b.is_ascii_uppercase())
+        {
+            return Err((
+                key,
+                format!("{region:?} is not an ISO 3166 region like \"GB\""),
+            ));
+        }
+        in_range(&key, *budget, 0, 100_000_000, "")?;
+    }
     if let Some(region) = &sms.default_region {
         if crate::base::phone::Region::parse(region).is_none() {
             return Err((

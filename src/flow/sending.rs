@@ -34,6 +34,8 @@ pub struct SendLimits {
     pub per_number_per_day: u32,
     pub per_address_per_hour: u32,
     pub daily_budget: u32,
+    /// Messages per UTC day to one destination region, within `daily_budget`.
+    pub daily_budget_per_region: std::collections::BTreeMap<String, u32>,
     /// Trailing digits shown when a number is masked for a page or a log line (0 to 4).
     pub visible_digits: usize,
 }
@@ -53,6 +55,11 @@ impl SendLimits {
             per_number_per_day: sms.per_number_per_day as u32,
             per_address_per_hour: sms.per_address_per_hour as u32,
             daily_budget: sms.daily_budget as u32,
+            daily_budget_per_region: sms
+                .daily_budget_per_region
+                .iter()
+                .map(|(region, budget)| (region.clone(), *budget as u32))
+                .collect(),
             visible_digits: sms.visible_digits as usize,
         }
     }
@@ -124,12 +131,12 @@ impl SendGuard {
         }
     }
 
-    /// Whether this refusal is the first of `day` to find the budget spent: the alert is logged
-    /// once a day, by one instance, however many share the store.
-    fn first_to_alert(&self, day: u64) -> Result<bool, SendError> {
+    /// Whether this refusal is the first to find the budget of `alert_key` (one per budget and
+    /// day) spent: the alert is logged once a day, by one instance, however many share the store.
+    fn first_to_alert(&self, alert_key: &str) -> Result<bool, StoreError> {
         let mut first = false;
         self.store.update(
-            &store_keys::budget_alert(day),
+            alert_key,
             Some(Duration::from_millis(DAY_MS * 2)),
             &mut |current| {
                 first = current.is_none();
@@ -193,7 +200,7 @@ impl SendGuard {
             }
         }
         if let Err(SendError::Refused(Refusal::Throttled { what, .. })) = &result {
-            if *what == PAUSED && self.first_to_alert(day)? {
+            if *what == PAUSED && self.first_to_alert(&store_keys::budget_alert(day))? {
                 tracing::error!(target: "server", "ALERT: the daily SMS budget of {} messages is spent: sending is paused until 00:00 UTC", limits.daily_budget);
             }
         }
@@ -272,10 +279,35 @@ impl SendGuard {
             counted.push((key, keep));
         }
 
-        let budget = limits.daily_budget;
+        let until_tomorrow = ((day + 1) * DAY_MS - now).div_ceil(1000);
+        let region_budget = number
+            .region()
+            .and_then(|region| Some((region, *limits.daily_budget_per_region.get(region)?)));
+        if let Some((region, budget)) = region_budget {
+            let key = store_keys::sent_on_day_to_region(day, region);
+            if !self.take_daily(&key, budget)? {
+                if self.first_to_alert(&store_keys::budget_alert_for_region(day, region))? {
+                    tracing::error!(target: "server", "ALERT: the daily SMS budget for {region} ([sms] daily_budget_per_region, {budget} messages) is spent: sending there is paused until 00:00 UTC");
+                }
+                return Err(throttled(PAUSED_FOR_REGION, until_tomorrow));
+            }
+            if !self.take_daily(&store_keys::sent_on_day(day), limits.daily_budget)? {
+                self.give_back_daily(&key)?;
+                return Err(throttled(PAUSED, until_tomorrow));
+            }
+            return Ok(());
+        }
+        if !self.take_daily(&store_keys::sent_on_day(day), limits.daily_budget)? {
+            return Err(throttled(PAUSED, until_tomorrow));
+        }
+        Ok(())
+    }
+
+    /// Counts one message against the day counter at `key` unless `budget` is spent (then false).
+    fn take_daily(&self, key: &str, budget: u32) -> Result<bool, StoreError> {
         let mut spent_all = false;
         self.store.update(
-            &store_keys::sent_on_day(day),
+            key,
             Some(Duration::from_millis(DAY_MS + HOUR_MS)),
             &mut |current| {
                 let spent: u32 = current
@@ -289,10 +321,19 @@ impl SendGuard {
                 }
             },
         )?;
-        if spent_all {
-            return Err(throttled(PAUSED, ((day + 1) * DAY_MS - now).div_ceil(1000)));
-        }
-        Ok(())
+        Ok(!spent_all)
+    }
+
+    /// Takes back one message counted by [`SendGuard::take_daily`] (a later budget refused it).
+    fn give_back_daily(&self, key: &str) -> Result<(), StoreError> {
+        self.store.update(key, None, &mut |current| {
+            let Some(spent) = current.and_then(|b| serde_json::from_slice::<u32>(b).ok()) else {
+                return StoreUpdate::Keep;
+            };
+            StoreUpdate::Put(
+                serde_json::to_vec(&spent.saturating_sub(1)).expect("a number serialises"),
+            )
+        })
     }
 
     /// One atomic update of the send record at `key`: `refuse` looks at the recent sends; when it
@@ -339,6 +380,7 @@ impl SendGuard {
 
 /// What a refusal says while the daily budget is spent.
 const PAUSED: &str = "sending is paused for today";
+const PAUSED_FOR_REGION: &str = "sending to this country is paused for today";
 
 #[cfg(test)]
 mod tests {

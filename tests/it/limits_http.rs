@@ -135,6 +135,43 @@ fn the_daily_budget_pauses_sending_with_one_alert() {
     assert_eq!(env.sms.count(), 2);
 }
 
+/// A destination region's own daily budget pauses that region only, with one alert.
+#[test]
+fn a_regions_daily_budget_pauses_that_region_only() {
+    let reading_mobile = shipped_script().replace("\"phoneNumberVerified\";", "\"mobile\";");
+    let env = limited_env(
+        vec![
+            script("sms_otp", shipped_script()),
+            script("by_mobile", reading_mobile),
+        ],
+        "allow_test_numbers = true\nallowed_regions = [\"GB\", \"US\"]\nper_number_per_hour = 100\nper_number_per_day = 100\nper_address_per_hour = 100\ndaily_budget = 10\ndaily_budget_per_region = { GB = 2 }",
+        "",
+    );
+    // Alice's number is British: two messages, then the region is paused until tomorrow.
+    assert_eq!(password_from(&env, "-").0, 303);
+    assert_eq!(password_from(&env, "-").0, 303);
+    for _ in 0..2 {
+        let (status, wait, _) = password_from(&env, "-");
+        assert_eq!(status, 429);
+        assert!(wait.is_some_and(|s| s <= 86_400), "until the next UTC day");
+    }
+    let log = env.wait_for_log("sending to this country is paused for today");
+    assert_eq!(
+        log.matches("ALERT: the daily SMS budget for GB").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(env.sms.count(), 2);
+    // Bob's American number still gets its code.
+    let bob = env.web_login_from(Some("by_mobile"), "-");
+    assert_eq!(location(&bob.password("bob", ALICE_PASSWORD)), "/login");
+    assert_eq!(env.sms.count(), 3);
+    assert!(
+        !log.contains("the daily SMS budget of 10"),
+        "the server's budget is not spent"
+    );
+}
+
 #[test]
 fn countries_outside_the_allow_list_get_nothing() {
     let env = sms_otp_env("allow_test_numbers = true\nallowed_prefixes = [\"+1\"]", "");

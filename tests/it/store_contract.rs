@@ -161,6 +161,7 @@ fn a_burst_of_sends_to_one_number_gets_no_more_than_the_limit() {
         per_number_per_day: 10,
         per_address_per_hour: 1000,
         daily_budget: 1000,
+        daily_budget_per_region: Default::default(),
         visible_digits: 4,
     };
     let guard = SendGuard::new(store, limits, SystemClock::shared());
@@ -196,6 +197,7 @@ fn a_refused_send_counts_against_no_limit() {
         per_number_per_day: 10,
         per_address_per_hour: 3,
         daily_budget: 1000,
+        daily_budget_per_region: Default::default(),
         visible_digits: 4,
     };
     let guard = SendGuard::new(store, limits, clock.clone());
