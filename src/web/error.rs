@@ -15,6 +15,8 @@ pub enum WebError {
     RepeatedParameter(String),
     /// A login form that cannot be read: what is wrong with it.
     InvalidForm(&'static str),
+    /// A POST whose body is not `application/x-www-form-urlencoded`.
+    NotAForm,
     /// No sign-in in progress in this browser: expired, or never started.
     NoLogin,
     /// A form whose CSRF token is missing or wrong.
@@ -85,6 +87,12 @@ impl IntoResponse for WebError {
                 "Invalid form",
                 detail,
                 Some((Level::WARN, format!("login form refused: {detail}"))),
+            ),
+            WebError::NotAForm => page(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Invalid form",
+                "Send the form as application/x-www-form-urlencoded.",
+                None,
             ),
             WebError::NoLogin => page(
                 StatusCode::BAD_REQUEST,

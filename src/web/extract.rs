@@ -2,7 +2,7 @@
 //! ([`InLogin`]), and a posted login form with its CSRF token checked ([`LoginForm`]). Handlers
 //! start from a request that is known to belong to a sign-in.
 
-use axum::extract::{Form, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
@@ -47,6 +47,40 @@ impl FromRequestParts<WebState> for InLogin {
     }
 }
 
+/// Whether the request's body is declared `application/x-www-form-urlencoded`.
+pub fn is_urlencoded_form(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// A posted urlencoded form as name/value pairs, in order. The body is read whole (bounded by
+/// the body limit) before its content type is judged: a refusal that left unread bytes on a
+/// kept-alive connection made hyper drop that connection now and then.
+pub struct FormPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequest<S> for FormPairs {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let is_form = is_urlencoded_form(request.headers());
+        let body = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if !is_form {
+            return Err(WebError::NotAForm.into_response());
+        }
+        Ok(FormPairs(
+            url::form_urlencoded::parse(&body).into_owned().collect(),
+        ))
+    }
+}
+
 /// Begins the sign-in `/authorize` chose, on the first request that needs it.
 fn begin_chosen(
     app: &WebState,
@@ -88,10 +122,8 @@ impl FromRequest<WebState> for LoginForm {
         let InLogin { session, login } = InLogin::from_request_parts(&mut parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        let Form(fields) =
-            Form::<Vec<(String, String)>>::from_request(Request::from_parts(parts, body), state)
-                .await
-                .map_err(IntoResponse::into_response)?;
+        let FormPairs(fields) =
+            FormPairs::from_request(Request::from_parts(parts, body), state).await?;
         let csrf = fields
             .iter()
             .find(|(n, _)| n == "csrf")

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Form, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header::{ACCEPT_LANGUAGE, CONTENT_SECURITY_POLICY, RETRY_AFTER, USER_AGENT};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -21,7 +21,7 @@ use crate::oidc::{
     ErrorRedirect, SignedIn,
 };
 use crate::web::error::WebError;
-use crate::web::extract::{InLogin, LoginForm};
+use crate::web::extract::{FormPairs, InLogin, LoginForm};
 use crate::web::security::{ClientIp, LimitAddress, DEFAULT_CSP};
 use crate::web::session::{self, Session};
 use crate::web::{blocking, request_id, see_other, single_values, WebState};
@@ -39,7 +39,7 @@ pub async fn authorize_post(
     State(state): State<WebState>,
     Extension(limit): Extension<LimitAddress>,
     headers: HeaderMap,
-    Form(pairs): Form<Vec<(String, String)>>,
+    FormPairs(pairs): FormPairs,
 ) -> Response {
     blocking(&state, move |app| authorize(app, &headers, pairs, limit.0)).await
 }

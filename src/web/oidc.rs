@@ -1,6 +1,6 @@
 //! OpenID Connect endpoints: discovery, JWKS, token, userinfo, RP-initiated logout.
 
-use axum::extract::{Form, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -11,6 +11,7 @@ use base64::Engine as _;
 use crate::flow::params::RequestParams;
 use crate::oidc::logout_target;
 use crate::web::error::WebError;
+use crate::web::extract::{is_urlencoded_form, FormPairs};
 use crate::web::security::LimitAddress;
 use crate::web::session;
 use crate::web::{blocking, request_id, see_other, single_values, WebState};
@@ -82,15 +83,7 @@ fn token_error(status: u16, error: &str, description: &str, basic: bool) -> Resp
 /// connection (which made hyper drop the connection now and then).
 /// `None` when the body is not a form (the caller answers 415).
 fn token_form(headers: &HeaderMap, body: &[u8]) -> Option<Vec<(String, String)>> {
-    let is_form = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    is_form.then(|| url::form_urlencoded::parse(body).into_owned().collect())
+    is_urlencoded_form(headers).then(|| url::form_urlencoded::parse(body).into_owned().collect())
 }
 
 pub async fn token(
@@ -177,7 +170,7 @@ pub async fn end_session(
 pub async fn end_session_post(
     State(state): State<WebState>,
     headers: HeaderMap,
-    Form(pairs): Form<Vec<(String, String)>>,
+    FormPairs(pairs): FormPairs,
 ) -> Response {
     blocking(&state, move |app| {
         end_session_now(app, &headers, pairs, true)

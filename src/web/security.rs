@@ -77,12 +77,24 @@ pub async fn headers_and_log(
         request.headers_mut().insert(REQUEST_ID, value);
     }
     // A request, its body included, has a time limit: a body that never ends holds nothing.
+    // The body is read whole before any handler judges the request: an answer given with body
+    // bytes still unread (a 415, a 404, an expired sign-in) made hyper drop the kept-alive
+    // connection now and then.
     let limit = std::time::Duration::from_millis(config.server.request_timeout_ms);
-    let mut response = match tokio::time::timeout(
-        limit,
-        next.run(request).with_subscriber(state.log.clone()),
-    )
-    .await
+    let run = async move {
+        let (parts, body) = request.into_parts();
+        match axum::body::to_bytes(body, super::BODY_LIMIT).await {
+            Ok(bytes) => {
+                next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                    .await
+            }
+            Err(_) => axum::response::IntoResponse::into_response(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+        }
+    };
+    let mut response = match tokio::time::timeout(limit, run.with_subscriber(state.log.clone()))
+        .await
     {
         Ok(response) => response,
         Err(_) => {
