@@ -309,48 +309,35 @@ fn resident_mib() -> u64 {
 /// Resident memory grown by 2,000 sign-ins asked for with a 30 KB `state` and `nonce` (issue
 /// target: under 8 MB; they are refused, so nothing is kept).
 fn long_state_sign_ins_mib(base: &str) -> u64 {
-    let client = reqwest::blocking::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
     let long = "s".repeat(30_000);
-    let authorize = format!(
-        "{base}/authorize?client_id=load&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&response_type=code&scope=openid&state={long}&nonce={long}&code_challenge={CHALLENGE}&code_challenge_method=S256"
-    );
-    let before = resident_mib();
-    for i in 0..2_000u32 {
-        let from = format!("127.3.{}.{}", i / 250, i % 250 + 1);
-        let answer = client
-            .get(&authorize)
-            .header("x-forwarded-for", from)
-            .send()
-            .unwrap();
-        assert_eq!(answer.status(), 400);
-    }
-    resident_mib().saturating_sub(before)
+    authorize_growth_mib(base, &format!("state={long}&nonce={long}"), 2_000, 3, 400)
 }
 
 /// Resident memory grown by 30,000 sign-ins started and never finished, each from its own
 /// address, on a fresh server (issue target: under 32 MiB).
 fn unfinished_sign_ins_mib(base: &str) -> u64 {
-    // Memory: sign-ins started and never finished, each from its own address (issue target:
-    // 30,000 grow the process by under 32 MiB).
+    authorize_growth_mib(base, "state=s", 30_000, 2, 303)
+}
+
+/// Resident memory grown by `count` authorization requests with `extra` parameters, each from
+/// its own address in 127.`net`.0.0/16, every one answered `status`.
+fn authorize_growth_mib(base: &str, extra: &str, count: u32, net: u32, status: u16) -> u64 {
     let client = reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     let authorize = format!(
-        "{base}/authorize?client_id=load&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&response_type=code&scope=openid&state=s&code_challenge={CHALLENGE}&code_challenge_method=S256"
+        "{base}/authorize?client_id=load&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&response_type=code&scope=openid&{extra}&code_challenge={CHALLENGE}&code_challenge_method=S256"
     );
     let before = resident_mib();
-    for i in 0..30_000u32 {
-        let from = format!("127.2.{}.{}", i / 250, i % 250 + 1);
+    for i in 0..count {
+        let from = format!("127.{net}.{}.{}", i / 250, i % 250 + 1);
         let answer = client
             .get(&authorize)
             .header("x-forwarded-for", from)
             .send()
             .unwrap();
-        assert_eq!(answer.status(), 303);
+        assert_eq!(answer.status(), status);
     }
     resident_mib().saturating_sub(before)
 }

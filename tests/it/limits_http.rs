@@ -112,12 +112,8 @@ fn per_address_limit_believes_forwarded_addresses_only_from_trusted_proxies() {
     assert_eq!(env.sms.count(), 2);
 }
 
-#[test]
-fn the_daily_budget_pauses_sending_with_one_alert() {
-    let env = sms_otp_env(
-        "allow_test_numbers = true\nallowed_prefixes = [\"+44\"]\nper_number_per_hour = 100\nper_number_per_day = 100\nper_address_per_hour = 100\ndaily_budget = 2",
-        "",
-    );
+/// Alice's sign-in sends twice, then twice gets 429 with a wait until the next UTC day.
+fn two_sent_then_paused_for_the_day(env: &TestEnv) {
     assert_eq!(password_from(&env, "-").0, 303);
     assert_eq!(password_from(&env, "-").0, 303);
     for _ in 0..2 {
@@ -125,6 +121,15 @@ fn the_daily_budget_pauses_sending_with_one_alert() {
         assert_eq!(status, 429);
         assert!(wait.is_some_and(|s| s <= 86_400), "until the next UTC day");
     }
+}
+
+#[test]
+fn the_daily_budget_pauses_sending_with_one_alert() {
+    let env = sms_otp_env(
+        "allow_test_numbers = true\nallowed_prefixes = [\"+44\"]\nper_number_per_hour = 100\nper_number_per_day = 100\nper_address_per_hour = 100\ndaily_budget = 2",
+        "",
+    );
+    two_sent_then_paused_for_the_day(&env);
     let log = env.wait_for_log("sending is paused for today");
     assert_eq!(
         log.matches("ALERT: the daily SMS budget of 2 messages is spent")
@@ -148,13 +153,7 @@ fn a_regions_daily_budget_pauses_that_region_only() {
         "",
     );
     // Alice's number is British: two messages, then the region is paused until tomorrow.
-    assert_eq!(password_from(&env, "-").0, 303);
-    assert_eq!(password_from(&env, "-").0, 303);
-    for _ in 0..2 {
-        let (status, wait, _) = password_from(&env, "-");
-        assert_eq!(status, 429);
-        assert!(wait.is_some_and(|s| s <= 86_400), "until the next UTC day");
-    }
+    two_sent_then_paused_for_the_day(&env);
     let log = env.wait_for_log("sending to this country is paused for today");
     assert_eq!(
         log.matches("ALERT: the daily SMS budget for GB").count(),
