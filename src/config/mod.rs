@@ -185,9 +185,10 @@ pub struct LoginConfig {
     /// in to the account before (device cookie) is not held by it.
     pub password_account_free_failures: i64,
     pub password_account_max_delay_seconds: i64,
-    /// Sign-ins one client address (an IPv6 /64) may start within `ttl_seconds`.
+    /// Sign-ins one client address (an IPv6 /64) may have started and not finished within
+    /// `ttl_seconds` (a finished one is taken off the count).
     pub max_pending_per_address: u32,
-    /// Sign-ins that may be started in all within `ttl_seconds`.
+    /// Sign-ins started and not finished in all within `ttl_seconds`.
     pub max_pending_total: u32,
 }
 

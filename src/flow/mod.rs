@@ -79,6 +79,9 @@ pub struct ChosenSignIn {
     pub acr: String,
     pub correlation_id: String,
     pub started_at: u64,
+    /// Counted against the caps on unfinished sign-ins (not for sign-ins started by tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted: Option<pending::CountedStart>,
 }
 
 /// A page to show for the current step of a login.
@@ -340,7 +343,9 @@ impl LoginEngine {
                     });
                 }
             }
-            self.choose(acr, origin)
+            let mut chosen = self.choose(acr, origin)?;
+            chosen.counted = Some(pending::CountedStart { from: address });
+            Ok(chosen)
         })
     }
 
@@ -366,6 +371,7 @@ impl LoginEngine {
             page: String::new(),
             started_at: self.services.clock.now_secs(),
             version: 0,
+            counted: None,
         };
         // isValidAuthenticationMethod may hand the login to another method, explicitly.
         for _ in 0..=MAX_ALTERNATIVES {
@@ -403,6 +409,7 @@ impl LoginEngine {
             acr,
             correlation_id: txn.correlation_id,
             started_at: txn.started_at,
+            counted: None,
         })
     }
 
@@ -437,6 +444,7 @@ impl LoginEngine {
             page: String::new(),
             started_at: chosen.started_at,
             version: 0,
+            counted: chosen.counted,
         };
         self.logged(|| {
             let params = RequestParams::new();
@@ -689,6 +697,11 @@ impl LoginEngine {
             return Err(FlowError::Conflict);
         }
         let _ = self.services.otp.forget(login.as_str());
+        if let Some(start) = txn.counted {
+            if let Err(error) = self.pending.release(start) {
+                tracing::warn!(target: "server", login = txn.correlation_id.as_str(), "a finished sign-in was not taken off the pending count: {error}");
+            }
+        }
         let user = txn.state.user.clone().unwrap_or_default();
         tracing::info!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "authenticated user {} (steps {:?})", subject_for_log(&user), txn.passed);
         let amr = decide_amr(&txn.state.methods, self.runtime.configured_amr(&txn.acr));
@@ -761,7 +774,8 @@ impl LoginEngine {
             }
             tracing::info!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "user chose another method: {acr}");
             self.abandon(login)?;
-            let chosen = self.choose(Some(acr), &txn.state.origin)?;
+            let mut chosen = self.choose(Some(acr), &txn.state.origin)?;
+            chosen.counted = txn.counted;
             self.begin(&chosen, txn.state.origin)
         })
     }

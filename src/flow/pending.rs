@@ -26,6 +26,15 @@ pub struct PendingLimits {
     pub window: Duration,
 }
 
+/// A start counted against the caps: released when its sign-in finishes, so the caps hold
+/// sign-ins left unfinished, not an office's sign-ins behind one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountedStart {
+    /// The address's limit bucket it was counted under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<IpAddr>,
+}
+
 /// Why a start was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PendingRefusal {
@@ -86,6 +95,14 @@ impl PendingGuard {
             window.count = window.count.saturating_sub(1);
             StoreUpdate::Put(serde_json::to_vec(&window).expect("windows serialise"))
         })
+    }
+
+    /// Gives back a start whose sign-in finished (the window it falls in, if a new one began).
+    pub fn release(&self, start: CountedStart) -> Result<(), StoreError> {
+        if let Some(ip) = start.from {
+            self.give_back(&store_keys::pending_from_address(&ip))?;
+        }
+        self.give_back(&store_keys::pending_total())
     }
 
     /// Admits one sign-in start from `address` (its limit bucket), or says why not.

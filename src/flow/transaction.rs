@@ -58,4 +58,7 @@ pub struct LoginTransaction {
     pub started_at: u64,
     /// Bumped on every save: a concurrent submission of the same login loses, never mixes.
     pub version: u64,
+    /// Its start counted against the caps on unfinished sign-ins: released when it finishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted: Option<crate::flow::pending::CountedStart>,
 }

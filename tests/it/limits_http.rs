@@ -114,10 +114,10 @@ fn per_address_limit_believes_forwarded_addresses_only_from_trusted_proxies() {
 
 /// Alice's sign-in sends twice, then twice gets 429 with a wait until the next UTC day.
 fn two_sent_then_paused_for_the_day(env: &TestEnv) {
-    assert_eq!(password_from(&env, "-").0, 303);
-    assert_eq!(password_from(&env, "-").0, 303);
+    assert_eq!(password_from(env, "-").0, 303);
+    assert_eq!(password_from(env, "-").0, 303);
     for _ in 0..2 {
-        let (status, wait, _) = password_from(&env, "-");
+        let (status, wait, _) = password_from(env, "-");
         assert_eq!(status, 429);
         assert!(wait.is_some_and(|s| s <= 86_400), "until the next UTC day");
     }
@@ -733,6 +733,39 @@ fn unfinished_sign_ins_are_capped_per_address_and_in_total() {
     let long = authorize("127.0.7.9", &"x".repeat(513));
     assert_eq!(long.status(), 400);
     assert!(long.text().unwrap().contains("longer than 512 bytes"));
+}
+
+/// The cap per address holds sign-ins left unfinished: an office behind one address signs in
+/// as often as it likes, and only unfinished ones fill the cap.
+#[test]
+fn finished_sign_ins_do_not_fill_the_pending_cap() {
+    let env = web_env(
+        vec![script("sms_otp", shipped_script())],
+        EnvOptions {
+            server: TRUST_LOCALHOST.into(),
+            login: "max_pending_per_address = 2".into(),
+            ..EnvOptions::default()
+        },
+    );
+    let office = "127.0.11.1";
+    for _ in 0..5 {
+        let login = env.web_login_from(None, office);
+        login.password("alice", ALICE_PASSWORD);
+        login.finish(login.passcode(&env.sms.last_code()));
+    }
+    let _left = [
+        env.web_login_from(None, office),
+        env.web_login_from(None, office),
+    ];
+    let base = env.base.clone().unwrap();
+    let third =
+        crate::support::web::WebLogin::new_with_headers(&base, &[("x-forwarded-for", office)]);
+    let url = format!(
+        "{base}/authorize?client_id={RP_ID}&redirect_uri={}&response_type=code&scope=openid&code_challenge={}&code_challenge_method=S256",
+        url::form_urlencoded::byte_serialize(RP_REDIRECT.as_bytes()).collect::<String>(),
+        crate::support::web::CHALLENGE
+    );
+    assert_eq!(third.get(&url).status(), 429, "two unfinished fill the cap");
 }
 
 /// `/authorize` keeps only the choice in the browser session: the login itself is stored when
