@@ -104,6 +104,10 @@ pub trait StateStore: Send + Sync {
         ttl: Option<Duration>,
         decide: &mut dyn FnMut(Option<&[u8]>) -> StoreUpdate,
     ) -> Result<(), StoreError>;
+    /// Whether the store answers now (a shared store is a server that can be down).
+    fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------- SMS

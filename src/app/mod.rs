@@ -50,6 +50,8 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Sms(#[from] SmsSetupError),
+    #[error(transparent)]
+    Store(#[from] crate::ports::StoreError),
 }
 
 /// How an instance is used.
@@ -183,9 +185,11 @@ impl Builder {
             });
         }
         let users: Arc<dyn UserDirectory> = Arc::new(directory);
-        let store: Arc<dyn StateStore> = self
-            .store
-            .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone())));
+        let store: Arc<dyn StateStore> = match self.store {
+            Some(store) => store,
+            None => shared_store(&config, self.mode, &log)?
+                .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone()))),
+        };
         let bridge = Arc::new(match self.http_answers {
             Some(answers) => HttpBridge::canned(&config.http, answers)?,
             None => HttpBridge::new(&config.http)?,
@@ -439,4 +443,32 @@ fn reload_now(
             host.reconcile(&live.current()).with_config_error(message)
         }
     }
+}
+
+/// The Redis store `[store]` asks for, when serving (`check` and `test` stay offline, in memory).
+/// An unreachable Redis at start is logged, not fatal: the store reconnects on its own.
+fn shared_store(
+    config: &Config,
+    mode: Mode,
+    log: &ScriptLog,
+) -> Result<Option<Arc<dyn StateStore>>, StartError> {
+    if mode != Mode::Serve || config.store.backend != crate::config::StoreBackend::Redis {
+        return Ok(None);
+    }
+    let url = config
+        .store
+        .url
+        .as_ref()
+        .and_then(|url| url.resolved().ok())
+        .map(|url| url.expose().to_owned())
+        .unwrap_or_default();
+    let store = crate::store::RedisStore::new(
+        &url,
+        &config.store.key_prefix,
+        Duration::from_millis(config.store.timeout_ms),
+    )?;
+    if let Err(error) = store.ping() {
+        log.scope(|| tracing::error!(target: "server", "{error}: sign-ins answer 503 until Redis answers"));
+    }
+    Ok(Some(Arc::new(store)))
 }

@@ -168,6 +168,13 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     compare!(changed, "oidc", old.oidc, new.oidc, [signing_key_file]);
     compare!(
         changed,
+        "store",
+        old.store,
+        new.store,
+        [backend, url, key_prefix, timeout_ms]
+    );
+    compare!(
+        changed,
         "log",
         old.log,
         new.log,
@@ -196,6 +203,7 @@ impl Config {
         self.http = running.http.clone();
         self.oidc.signing_key_file = running.oidc.signing_key_file.clone();
         self.log = running.log.clone();
+        self.store = running.store.clone();
         self
     }
 }

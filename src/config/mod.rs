@@ -64,7 +64,43 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
     pub scripts: Vec<ScriptEntry>,
+}
+
+/// Where sign-ins, sessions, codes, locks and counters are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// This process's memory: one node; a restart forgets everything.
+    #[default]
+    Memory,
+    /// A Redis server shared by every node; kept across restarts.
+    Redis,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// `redis://HOST:PORT/DB` (`rediss://` for TLS); may hold a password, so `${env:NAME}` works.
+    pub url: Option<EnvValue>,
+    /// Prepended to every key, so deployments can share a database.
+    pub key_prefix: String,
+    /// Connect, read and write timeout of one Redis call.
+    pub timeout_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Memory,
+            url: None,
+            key_prefix: "gatehouse:".into(),
+            timeout_ms: 2000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -865,6 +901,30 @@ mod tests {
             err.starts_with("gatehouse.toml: line 3, column 1: unknown field `default_arc`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_redis_store_needs_a_redis_url_and_a_shared_code_key() {
+        for (text, key) in [
+            (
+                "[store]\nbackend = \"redis\"\n",
+                "store.url: backend = \"redis\" needs url",
+            ),
+            (
+                "[store]\nbackend = \"redis\"\nurl = \"http://127.0.0.1:6379\"\n",
+                "store.url: a Redis URL starts with redis://",
+            ),
+            (
+                "[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n",
+                "otp.code_key: backend = \"redis\" shares sign-ins between nodes",
+            ),
+            ("[store]\nbackend = \"disk\"\n", "unknown variant `disk`"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let config = parse("[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n[otp]\ncode_key = \"0123456789abcdef0123456789abcdef\"\n").unwrap();
+        assert_eq!(config.store.backend, StoreBackend::Redis);
     }
 
     #[test]

@@ -168,6 +168,8 @@ impl Config {
         .map_err(|(key, message)| invalid(key, message))?;
         validate_otp(&self.otp).map_err(|(key, message)| invalid(key, message))?;
         validate_sms(&self.sms).map_err(|(key, message)| invalid(key, message))?;
+        self.validate_store()
+            .map_err(|(key, message)| invalid(key, message))?;
         in_range(
             "login.password_free_failures",
             self.login.password_free_failures,
@@ -234,6 +236,44 @@ fn in_range(
         ));
     }
     Ok(())
+}
+
+impl Config {
+    fn validate_store(&self) -> Result<(), (String, String)> {
+        let store = &self.store;
+        in_range(
+            "store.timeout_ms",
+            store.timeout_ms as i64,
+            50,
+            60_000,
+            " ms",
+        )?;
+        if store.backend != crate::config::StoreBackend::Redis {
+            return Ok(());
+        }
+        let Some(url) = &store.url else {
+            return Err((
+                "store.url".into(),
+                "backend = \"redis\" needs url = \"redis://HOST:PORT/DB\"".into(),
+            ));
+        };
+        let url = url.require("store.url")?;
+        let scheme = url.expose().split("://").next().unwrap_or("");
+        if !matches!(scheme, "redis" | "rediss") {
+            return Err((
+                "store.url".into(),
+                "a Redis URL starts with redis:// (or rediss:// for TLS)".into(),
+            ));
+        }
+        // Nodes sharing sign-ins must check each other's codes and device cookies.
+        if self.otp.code_key.is_none() {
+            return Err((
+                "otp.code_key".into(),
+                "backend = \"redis\" shares sign-ins between nodes: set the same [otp] code_key (${env:NAME}) on every node".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn validate_sms(sms: &SmsConfig) -> Result<(), (String, String)> {

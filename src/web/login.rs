@@ -93,7 +93,10 @@ fn authorize(
         .choose_for(acr.as_deref(), &origin, limit_address)
     {
         Ok(chosen) => chosen,
-        Err(error @ FlowError::TooManyPending { .. }) => return Err(error.into()),
+        // Ours, not the application's: a page (429, 503), not a redirect.
+        Err(error @ (FlowError::TooManyPending { .. } | FlowError::Store(_))) => {
+            return Err(error.into())
+        }
         Err(error) => {
             tracing::warn!(target: "server", "cannot start a login: {error}");
             let error = ErrorRedirect {

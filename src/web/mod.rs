@@ -131,20 +131,37 @@ fn request_id(headers: &HeaderMap) -> String {
 
 #[derive(Serialize)]
 struct Health {
-    /// "ok" when every enabled script serves its latest edit; "degraded" otherwise.
+    /// "ok" when every enabled script serves its latest edit and the state store answers;
+    /// "degraded" when a script does not; "unavailable" (503) when the store does not.
     status: &'static str,
+    /// Why the state store does not answer, if it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_error: Option<String>,
     scripts: Vec<ScriptStatus>,
 }
 
-async fn health(State(state): State<WebState>) -> Json<Health> {
+async fn health(State(state): State<WebState>) -> Response {
     let scripts = state.runtime.statuses();
     let degraded = scripts
         .iter()
         .any(|s| s.enabled && (s.state != ScriptState::Active || s.last_error.is_some()));
-    Json(Health {
-        status: if degraded { "degraded" } else { "ok" },
+    let store = state.store.clone();
+    let store_error = tokio::task::spawn_blocking(move || store.check())
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|checked| checked.map_err(|e| e.to_string()))
+        .err();
+    let (code, status) = match (&store_error, degraded) {
+        (Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (None, true) => (StatusCode::OK, "degraded"),
+        (None, false) => (StatusCode::OK, "ok"),
+    };
+    let health = Health {
+        status,
+        store_error,
         scripts,
-    })
+    };
+    (code, Json(health)).into_response()
 }
 
 /// A landing page for people who open the server's address: where to look next.

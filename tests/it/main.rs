@@ -8,6 +8,7 @@ mod logs;
 mod oidc_e2e;
 mod otp_policy;
 mod providers;
+mod redis_store;
 mod reload;
 mod sandbox;
 mod sending;

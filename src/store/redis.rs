@@ -1,0 +1,187 @@
+//! Redis state store: what several nodes share (sign-ins, sessions, codes, locks, counters).
+//! Native TTLs; `update` is optimistic (WATCH, read, MULTI/EXEC, retried when another client
+//! changed the key in between), so its closure may run more than once, as the port allows.
+//! Connections are pooled; every connect, read and write has a timeout, and a failed connection
+//! is dropped rather than reused, so service resumes by itself when Redis is back.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::ports::{StateStore, StoreError, StoreUpdate};
+
+/// Optimistic retries of one `update` before it gives up (heavy contention on one key).
+const MAX_UPDATE_ATTEMPTS: usize = 64;
+/// Idle connections kept for reuse.
+const MAX_IDLE: usize = 32;
+/// A `Put` without TTL on a key that did not exist lives this long (as in the memory store).
+const DEFAULT_TTL: Duration = Duration::from_secs(60);
+
+pub struct RedisStore {
+    client: redis::Client,
+    /// Prepended to every key, so several deployments can share one database.
+    prefix: String,
+    timeout: Duration,
+    idle: Mutex<Vec<redis::Connection>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: never printed.
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(error: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {error}"))
+}
+
+fn millis(ttl: Duration) -> u64 {
+    (ttl.as_millis() as u64).max(1)
+}
+
+impl RedisStore {
+    /// A store on `url` (`redis://HOST:PORT/DB`, `rediss://` for TLS). The URL is checked here;
+    /// the server is reached on first use, so a node starts while Redis is still coming up.
+    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Unavailable(format!("[store] url is not a Redis URL: {e}")))?;
+        Ok(RedisStore {
+            client,
+            prefix: prefix.to_owned(),
+            timeout,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Whether Redis answers now (for `/health` and start-up).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.with_connection(|con| redis::cmd("PING").query::<String>(con).map(|_| ()))
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn connect(&self) -> Result<redis::Connection, StoreError> {
+        let con = self
+            .client
+            .get_connection_with_timeout(self.timeout)
+            .map_err(unavailable)?;
+        con.set_read_timeout(Some(self.timeout))
+            .map_err(unavailable)?;
+        con.set_write_timeout(Some(self.timeout))
+            .map_err(unavailable)?;
+        Ok(con)
+    }
+
+    /// Runs `work` on a pooled connection; a connection that failed is not given back.
+    fn with_connection<T>(
+        &self,
+        work: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut con = match pooled {
+            Some(con) => con,
+            None => self.connect()?,
+        };
+        match work(&mut con) {
+            Ok(value) => {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                if idle.len() < MAX_IDLE {
+                    idle.push(con);
+                }
+                Ok(value)
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+}
+
+/// One optimistic attempt: `None` when another client changed the key meanwhile.
+fn attempt(
+    con: &mut redis::Connection,
+    key: &str,
+    ttl: Option<Duration>,
+    decide: &mut dyn FnMut(Option<&[u8]>) -> StoreUpdate,
+) -> redis::RedisResult<Option<()>> {
+    redis::cmd("WATCH").arg(key).query::<()>(con)?;
+    let current: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(con)?;
+    let mut transaction = redis::pipe();
+    transaction.atomic();
+    match decide(current.as_deref()) {
+        StoreUpdate::Keep => {
+            redis::cmd("UNWATCH").query::<()>(con)?;
+            return Ok(Some(()));
+        }
+        StoreUpdate::Delete => {
+            transaction.cmd("DEL").arg(key).ignore();
+        }
+        StoreUpdate::Put(value) => {
+            let set = transaction.cmd("SET").arg(key).arg(value);
+            match (ttl, current.is_some()) {
+                (Some(ttl), _) => set.arg("PX").arg(millis(ttl)),
+                // Keeps the key's remaining lifetime.
+                (None, true) => set.arg("KEEPTTL"),
+                (None, false) => set.arg("PX").arg(millis(DEFAULT_TTL)),
+            }
+            .ignore();
+        }
+    }
+    // EXEC answers nil when a watched key changed: the caller reads again.
+    transaction.query::<Option<()>>(con)
+}
+
+impl StateStore for RedisStore {
+    fn check(&self) -> Result<(), StoreError> {
+        self.ping()
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key(key);
+        self.with_connection(|con| redis::cmd("GET").arg(&key).query(con))
+    }
+
+    fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+        let key = self.key(key);
+        self.with_connection(|con| {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(value)
+                .arg("PX")
+                .arg(millis(ttl))
+                .query::<()>(con)
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let key = self.key(key);
+        self.with_connection(|con| redis::cmd("DEL").arg(&key).query::<()>(con))
+    }
+
+    fn update(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        decide: &mut dyn FnMut(Option<&[u8]>) -> StoreUpdate,
+    ) -> Result<(), StoreError> {
+        let key = self.key(key);
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let done = self.with_connection(|con| {
+                let result = attempt(con, &key, ttl, decide);
+                if result.is_err() {
+                    // Leave no WATCH behind on a connection that may still be pooled.
+                    let _ = redis::cmd("UNWATCH").query::<()>(con);
+                }
+                result
+            })?;
+            if done.is_some() {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "redis: the key changed under {MAX_UPDATE_ATTEMPTS} attempts in a row"
+        )))
+    }
+}

@@ -1,0 +1,170 @@
+//! The Redis state store against a real `redis-server` on a loopback port with throw-away data:
+//! the port's contract (TTLs, atomic updates under contention), a sign-in served from it, and
+//! an outage that ends without restarting Gatehouse.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatehouse::ports::{StateStore, StoreUpdate};
+use gatehouse::store::RedisStore;
+
+use crate::support::web::location;
+use crate::support::*;
+
+/// A redis-server of our own, stopped on drop.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        server.run();
+        server
+    }
+
+    fn run(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; .ci/run installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn store(&self, prefix: &str) -> RedisStore {
+        RedisStore::new(&self.url(), prefix, Duration::from_millis(500)).unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn values_expire_and_updates_are_atomic_under_contention() {
+    let redis = RedisServer::start();
+    let store = Arc::new(redis.store("t1:"));
+    store
+        .put("a", b"one".to_vec(), Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(store.get("a").unwrap().as_deref(), Some(&b"one"[..]));
+    store.delete("a").unwrap();
+    assert_eq!(store.get("a").unwrap(), None);
+
+    // TTLs are Redis's own; an update without a TTL keeps the remaining lifetime.
+    store
+        .put("short", b"x".to_vec(), Duration::from_millis(300))
+        .unwrap();
+    store
+        .update("short", None, &mut |_| StoreUpdate::Put(b"y".to_vec()))
+        .unwrap();
+    assert_eq!(store.get("short").unwrap().as_deref(), Some(&b"y"[..]));
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(store.get("short").unwrap(), None, "the update kept the TTL");
+
+    // Four threads, 100 increments each, on one key: none is lost.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let store = store.clone();
+            s.spawn(move || {
+                for _ in 0..100 {
+                    store
+                        .update("count", Some(Duration::from_secs(60)), &mut |current| {
+                            let n: u32 = current
+                                .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
+                                .unwrap_or(0);
+                            StoreUpdate::Put((n + 1).to_string().into_bytes())
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(store.get("count").unwrap().as_deref(), Some(&b"400"[..]));
+    // Keys carry the prefix: another prefix sees nothing.
+    assert_eq!(redis.store("t2:").get("count").unwrap(), None);
+}
+
+#[test]
+fn a_sign_in_is_served_from_redis_and_survives_an_outage() {
+    let mut redis = RedisServer::start();
+    let store: Arc<dyn StateStore> = Arc::new(redis.store("t3:"));
+    let env = web_env(
+        vec![script("sms_otp", shipped_script())],
+        EnvOptions {
+            store: Some(store.clone()),
+            ..EnvOptions::default()
+        },
+    );
+    let login = env.web_login(None);
+    assert_eq!(location(&login.password("alice", ALICE_PASSWORD)), "/login");
+    login.finish(login.passcode(&env.sms.last_code()));
+
+    // Redis goes away: a new sign-in gets a clear 503, nothing panics.
+    redis.stop();
+    let base = env.base.clone().unwrap();
+    let browser = crate::support::web::WebLogin::new_with_headers(&base, &[]);
+    let authorize = format!(
+        "{base}/authorize?client_id={RP_ID}&redirect_uri={}&response_type=code&scope=openid&code_challenge={}&code_challenge_method=S256",
+        url::form_urlencoded::byte_serialize(RP_REDIRECT.as_bytes()).collect::<String>(),
+        crate::support::web::CHALLENGE
+    );
+    let answer = browser.get(&authorize);
+    assert_eq!(answer.status(), 503);
+    assert!(answer.text().unwrap().contains("temporarily unavailable"));
+    // /health says why.
+    let health = browser.get(&format!("{base}/health"));
+    assert_eq!(health.status(), 503);
+    let health: serde_json::Value = health.json().unwrap();
+    assert_eq!(health["status"], "unavailable");
+    assert!(
+        health["store_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("state store unavailable: redis"),
+        "{health}"
+    );
+
+    // Redis is back (empty: its data was thrown away): sign-ins work again, no restart.
+    redis.run();
+    assert_eq!(browser.get(&format!("{base}/health")).status(), 200);
+    let login = env.web_login(None);
+    assert_eq!(location(&login.password("alice", ALICE_PASSWORD)), "/login");
+    login.finish(login.passcode(&env.sms.last_code()));
+}
