@@ -168,3 +168,51 @@ fn a_sign_in_is_served_from_redis_and_survives_an_outage() {
     assert_eq!(location(&login.password("alice", ALICE_PASSWORD)), "/login");
     login.finish(login.passcode(&env.sms.last_code()));
 }
+
+/// Two nodes on one Redis are one server: a sign-in begun on one node is finished on the
+/// other after the first is gone, and wrong guesses made on both count against one limit.
+#[test]
+fn nodes_sharing_redis_are_one_server() {
+    let redis = RedisServer::start();
+    let node = || {
+        let store: Arc<dyn StateStore> = Arc::new(redis.store("t4:"));
+        web_env(
+            vec![script("sms_otp", shipped_script())],
+            EnvOptions {
+                store: Some(store),
+                otp: format!("code_key = \"{}\"\nmax_attempts = 3", "k".repeat(40)),
+                ..EnvOptions::default()
+            },
+        )
+    };
+    let (a, b) = (node(), node());
+    let on = |env: &TestEnv, login: &crate::support::web::WebLogin| crate::support::web::WebLogin {
+        base: env.base.clone().unwrap(),
+        browser: crate::support::web::Browser {
+            client: login.browser.client.clone(),
+        },
+    };
+
+    // Wrong guesses alternate between the nodes: the third, wherever it lands, ends the code.
+    let login = a.web_login(None);
+    login.password("alice", ALICE_PASSWORD);
+    // Each node finds the sign-in (a page back to /login, not "no sign-in in progress").
+    assert_eq!(location(&login.passcode("000000")), "/login");
+    assert_eq!(location(&on(&b, &login).passcode("000001")), "/login");
+    assert_eq!(location(&login.passcode("000002")), "/login");
+    let code = a.sms.last_code();
+    let fourth = on(&b, &login).passcode(&code);
+    assert_eq!(
+        location(&fourth),
+        "/login",
+        "the right code after three wrong guesses (on two nodes) is refused"
+    );
+
+    // Begun on A; A goes away; finished on B.
+    let login = a.web_login(None);
+    login.password("alice", ALICE_PASSWORD);
+    let code = a.sms.last_code();
+    drop(a);
+    let on_b = on(&b, &login);
+    on_b.finish(on_b.passcode(&code));
+}
