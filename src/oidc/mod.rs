@@ -123,6 +123,16 @@ impl TokenError {
             retry_after: None,
         }
     }
+
+    /// The state store does not answer: 503 for the client (who may retry), the detail logged.
+    fn unavailable(error: StoreError) -> Self {
+        tracing::error!(target: "server", "token endpoint: {error}");
+        TokenError::new(
+            503,
+            "temporarily_unavailable",
+            "the service is temporarily unavailable; try again",
+        )
+    }
 }
 
 /// Failed client authentications allowed in [`CLIENT_FAILURE_WINDOW_MS`], per client id and per
@@ -510,7 +520,7 @@ impl Provider {
                     StoreUpdate::Put(serde_json::to_vec(&window).expect("windows serialise"))
                 },
             )
-            .map_err(|e| TokenError::new(500, "server_error", e.to_string()))?;
+            .map_err(TokenError::unavailable)?;
         Ok(wait)
     }
 
@@ -526,7 +536,7 @@ impl Provider {
                 window.failures = window.failures.saturating_sub(1);
                 StoreUpdate::Put(serde_json::to_vec(&window).expect("windows serialise"))
             })
-            .map_err(|e| TokenError::new(500, "server_error", e.to_string()))
+            .map_err(TokenError::unavailable)
     }
 
     /// Authenticates the client, throttling failures per client id and per client address.
@@ -662,7 +672,7 @@ impl Provider {
                     }
                 },
             )
-            .map_err(|e| TokenError::new(500, "server_error", e.to_string()))?;
+            .map_err(TokenError::unavailable)?;
         let Some(grant) = grant else {
             if self.revoke_replayed(code, &client.client_id)? {
                 return Err(invalid_grant(
@@ -713,7 +723,7 @@ impl Provider {
         let id_token = jsonwebtoken::encode(&header, &claims, &self.key.encoding)
             .map_err(|e| TokenError::new(500, "server_error", format!("signing failed: {e}")))?;
         let access_token = random::hex_token(32)
-            .map_err(|e| TokenError::new(500, "server_error", e.to_string()))?;
+            .map_err(|e| TokenError::new(500, "server_error", format!("random: {e}")))?;
         let access = AccessGrant {
             user: grant.user,
             client_id: client.client_id.clone(),
@@ -735,7 +745,7 @@ impl Provider {
                     access_ttl,
                 )
             })
-            .map_err(|e| TokenError::new(500, "server_error", e.to_string()))?;
+            .map_err(TokenError::unavailable)?;
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
@@ -748,7 +758,7 @@ impl Provider {
     /// A redeemed code presented again (RFC 6749 4.1.2): the access token it gave is revoked.
     /// Whether `code` was such a code.
     fn revoke_replayed(&self, code: &str, client_id: &str) -> Result<bool, TokenError> {
-        let server_error = |e: StoreError| TokenError::new(500, "server_error", e.to_string());
+        let server_error = TokenError::unavailable;
         let marker = store_keys::redeemed_code(&sha256_hex(code));
         let Some(access_key) = self.store.get(&marker).map_err(server_error)? else {
             return Ok(false);

@@ -161,6 +161,23 @@ fn a_sign_in_is_served_from_redis_and_survives_an_outage() {
         "{health}"
     );
 
+    // A token request: 503 temporarily_unavailable, the detail only in the log.
+    let token = reqwest::blocking::Client::new()
+        .post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "x"),
+            ("redirect_uri", RP_REDIRECT),
+            ("client_id", RP_ID),
+            ("code_verifier", "v"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(token.status(), 503);
+    let body: serde_json::Value = token.json().unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    assert!(!body.to_string().contains("redis"), "{body}");
+
     // Redis is back (empty: its data was thrown away): sign-ins work again, no restart.
     redis.run();
     assert_eq!(browser.get(&format!("{base}/health")).status(), 200);
@@ -215,4 +232,20 @@ fn nodes_sharing_redis_are_one_server() {
     drop(a);
     let on_b = on(&b, &login);
     on_b.finish(on_b.passcode(&code));
+}
+
+/// The two-node example in the README is a valid config (its `${env:...}` values filled in).
+#[test]
+fn the_readme_two_node_example_is_a_valid_config() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("## Running several nodes").unwrap()..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let filled = example
+        .replace("${env:GATEHOUSE_REDIS_URL}", "redis://127.0.0.1:6379/0")
+        .replace("${env:GATEHOUSE_CODE_KEY}", &"ab".repeat(32));
+    let config = gatehouse::config::Config::parse(std::path::Path::new("README.md"), &filled)
+        .unwrap_or_else(|e| panic!("{e}\n{filled}"));
+    assert_eq!(config.store.backend, gatehouse::config::StoreBackend::Redis);
 }
