@@ -181,40 +181,8 @@ fn main() {
     )
     .unwrap();
     std::fs::write(root.join("scripts/sms_otp.rhai"), script).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    std::fs::write(
-        root.join("config/gatehouse.toml"),
-        format!(
-            "[paths]\nscripts_dir = {:?}\nlog_dir = {:?}\nusers_file = {:?}\n[sms]\nallow_test_numbers = true\nallowed_prefixes = [\"+44\"]\nper_number_per_hour = 1000000\nper_number_per_day = 10000000\nper_address_per_hour = 10000000\nmax_sends_per_login = 10\nresend_cooldown_seconds = 0\ndaily_budget = 100000000\n[login]\ndefault_acr = \"sms_otp\"\nmax_pending_per_address = 10000000\nmax_pending_total = 10000000\n[server]\nmax_connections_per_address = 100000\ntrusted_proxies = [\"127.0.0.1\"]\n[log]\nconsole = false\nlevel = \"warn\"\n[oidc]\nissuer = {base:?}\nsigning_key_file = {:?}\n[[clients]]\nclient_id = \"load\"\nclient_secret = \"load-secret\"\nredirect_uris = [\"http://127.0.0.1:9/cb\"]\n[[scripts]]\nacr = \"sms_otp\"\nfile = \"sms_otp.rhai\"\n",
-            root.join("scripts"),
-            root.join("logs"),
-            root.join("config/users.toml"),
-            root.join("config/key.pem")
-        ),
-    )
-    .unwrap();
     let sink = Arc::new(Sink::default());
-    let app = Builder::new(root.join("config/gatehouse.toml"))
-        .sms(sink.clone())
-        .console_log(false)
-        .build()
-        .unwrap();
-    app.load_scripts();
-    let state = app.web_state().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            gatehouse::web::serve(listener, state, std::future::pending())
-                .await
-                .unwrap();
-        });
-    });
+    let base = start_server(root, &sink, None);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!(
         "load harness: {base}, {CLIENTS} client threads, {seconds} s per phase, {cores} cores"
@@ -237,35 +205,8 @@ fn main() {
     });
     println!("GET /health                         {health:>10.0} req/s");
 
-    // Passcode POSTs of logins in flight: prepare a batch of logins (one per user, so each code
-    // is known), then time only their final POSTs, sent concurrently.
-    let in_flight = 256;
-    let mut posted = 0usize;
-    let mut post_time = Duration::ZERO;
-    while posted < in_flight {
-        let batch: Vec<(Browser, String, String)> = (0..USERS.min(in_flight - posted))
-            .map(|user| {
-                let browser = Browser::new();
-                let csrf = browser.start_login(&base, user);
-                let code = sink.0.lock().unwrap()[&phone(user)].clone();
-                (browser, csrf, code)
-            })
-            .collect();
-        let started = Instant::now();
-        std::thread::scope(|s| {
-            for chunk in batch.chunks(batch.len().div_ceil(CLIENTS)) {
-                let base = &base;
-                s.spawn(move || {
-                    for (browser, csrf, code) in chunk {
-                        browser.finish_login(base, csrf, code);
-                    }
-                });
-            }
-        });
-        post_time += started.elapsed();
-        posted += batch.len();
-    }
-    let passcode = posted as f64 / post_time.as_secs_f64();
+    // Passcode POSTs of logins in flight, on the memory store.
+    let (passcode, posted) = passcode_rate(&base, &sink);
     println!("POST /login passcode (in flight)    {passcode:>10.0} req/s   ({posted} logins)");
 
     // Complete logins: authorize, password, passcode, token.
@@ -293,6 +234,149 @@ fn main() {
     println!("ratios: passcode POST / health = {:.3}; logins / health = {:.4}; logins / argon2 bound = {:.2}", passcode / health, logins / health, logins / bound);
     println!("2,000 sign-ins with a 30 KB state and nonce (measured first): +{long_state_mib} MiB resident");
     println!("30,000 unfinished sign-ins (30,000 addresses, measured next): +{unfinished_mib} MiB resident");
+
+    // The same passcode phase on a second server whose state store is a local redis-server.
+    match RedisServer::start(root) {
+        Some(redis) => {
+            let store =
+                gatehouse::store::RedisStore::new(&redis.url(), "load:", Duration::from_secs(2))
+                    .unwrap();
+            let on_redis = start_server(root, &sink, Some(Arc::new(store)));
+            let (redis_rate, posted) = passcode_rate(&on_redis, &sink);
+            println!("POST /login passcode on Redis       {redis_rate:>10.0} req/s   ({posted} logins; {:.2}x the memory store)", redis_rate / passcode);
+        }
+        None => println!("POST /login passcode on Redis       skipped: no redis-server on PATH"),
+    }
+}
+
+/// A redis-server with throw-away data on a free loopback port, stopped on drop.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start(root: &std::path::Path) -> Option<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(RedisServer { child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Passcode POSTs/s of logins in flight: prepares batches of logins (one per user, so each
+/// code is known), then times only their final POSTs, sent concurrently. (rate, logins posted)
+fn passcode_rate(base: &str, sink: &Sink) -> (f64, usize) {
+    let in_flight = 256;
+    let mut posted = 0usize;
+    let mut post_time = Duration::ZERO;
+    while posted < in_flight {
+        let batch: Vec<(Browser, String, String)> = (0..USERS.min(in_flight - posted))
+            .map(|user| {
+                let browser = Browser::new();
+                let csrf = browser.start_login(base, user);
+                let code = sink.0.lock().unwrap()[&phone(user)].clone();
+                (browser, csrf, code)
+            })
+            .collect();
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for chunk in batch.chunks(batch.len().div_ceil(CLIENTS)) {
+                s.spawn(move || {
+                    for (browser, csrf, code) in chunk {
+                        browser.finish_login(base, csrf, code);
+                    }
+                });
+            }
+        });
+        post_time += started.elapsed();
+        posted += batch.len();
+    }
+    (posted as f64 / post_time.as_secs_f64(), posted)
+}
+
+/// Starts a server on a free loopback port with the harness's config (its own file, issuer
+/// and, when given, state store); its base URL.
+fn start_server(
+    root: &std::path::Path,
+    sink: &Arc<Sink>,
+    store: Option<Arc<dyn gatehouse::ports::StateStore>>,
+) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config_file = root.join(format!(
+        "config/gatehouse-{}.toml",
+        listener.local_addr().unwrap().port()
+    ));
+    std::fs::write(
+        &config_file,
+        format!(
+            "[paths]\nscripts_dir = {:?}\nlog_dir = {:?}\nusers_file = {:?}\n[sms]\nallow_test_numbers = true\nallowed_prefixes = [\"+44\"]\nper_number_per_hour = 1000000\nper_number_per_day = 10000000\nper_address_per_hour = 10000000\nmax_sends_per_login = 10\nresend_cooldown_seconds = 0\ndaily_budget = 100000000\n[login]\ndefault_acr = \"sms_otp\"\nmax_pending_per_address = 10000000\nmax_pending_total = 10000000\n[server]\nmax_connections_per_address = 100000\ntrusted_proxies = [\"127.0.0.1\"]\n[log]\nconsole = false\nlevel = \"warn\"\n[oidc]\nissuer = {base:?}\nsigning_key_file = {:?}\n[[clients]]\nclient_id = \"load\"\nclient_secret = \"load-secret\"\nredirect_uris = [\"http://127.0.0.1:9/cb\"]\n[[scripts]]\nacr = \"sms_otp\"\nfile = \"sms_otp.rhai\"\n",
+            root.join("scripts"),
+            root.join("logs"),
+            root.join("config/users.toml"),
+            root.join("config/key.pem")
+        ),
+    )
+    .unwrap();
+    let mut builder = Builder::new(&config_file).sms(sink.clone());
+    if let Some(store) = store {
+        builder = builder.store(store);
+    }
+    let app = builder.console_log(false).build().unwrap();
+    app.load_scripts();
+    let state = app.web_state().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            gatehouse::web::serve(listener, state, std::future::pending())
+                .await
+                .unwrap();
+        });
+    });
+    base
 }
 
 fn resident_mib() -> u64 {
