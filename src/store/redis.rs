@@ -99,15 +99,21 @@ impl RedisStore {
     }
 }
 
-/// One optimistic attempt: `None` when another client changed the key meanwhile.
+/// One optimistic attempt, two round trips (WATCH + GET, then MULTI..EXEC or UNWATCH): `None`
+/// when another client changed the key meanwhile.
 fn attempt(
     con: &mut redis::Connection,
     key: &str,
     ttl: Option<Duration>,
     decide: &mut dyn FnMut(Option<&[u8]>) -> StoreUpdate,
 ) -> redis::RedisResult<Option<()>> {
-    redis::cmd("WATCH").arg(key).query::<()>(con)?;
-    let current: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(con)?;
+    let (current,): (Option<Vec<u8>>,) = redis::pipe()
+        .cmd("WATCH")
+        .arg(key)
+        .ignore()
+        .cmd("GET")
+        .arg(key)
+        .query(con)?;
     let mut transaction = redis::pipe();
     transaction.atomic();
     match decide(current.as_deref()) {
