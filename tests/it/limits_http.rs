@@ -17,6 +17,17 @@ fn limited_env(scripts: Vec<ScriptSpec>, sms: &str, server: &str) -> TestEnv {
     )
 }
 
+/// The shipped sms_otp served behind a trusted proxy on 127.0.0.1 (X-Forwarded-For believed).
+fn behind_a_trusted_proxy(options: EnvOptions) -> TestEnv {
+    web_env(
+        vec![script("sms_otp", shipped_script())],
+        EnvOptions {
+            server: TRUST_LOCALHOST.into(),
+            ..options
+        },
+    )
+}
+
 fn sms_otp_env(sms: &str, server: &str) -> TestEnv {
     limited_env(vec![script("sms_otp", shipped_script())], sms, server)
 }
@@ -670,14 +681,10 @@ fn ipv6_clients_share_the_per_address_limits_of_their_network() {
 /// (503); state and nonce are bounded and an over-long one is refused, not cut.
 #[test]
 fn unfinished_sign_ins_are_capped_per_address_and_in_total() {
-    let env = web_env(
-        vec![script("sms_otp", shipped_script())],
-        EnvOptions {
-            server: TRUST_LOCALHOST.into(),
-            login: "max_pending_per_address = 3\nmax_pending_total = 5".into(),
-            ..EnvOptions::default()
-        },
-    );
+    let env = behind_a_trusted_proxy(EnvOptions {
+        login: "max_pending_per_address = 3\nmax_pending_total = 5".into(),
+        ..EnvOptions::default()
+    });
     let base = env.base.clone().unwrap();
     let authorize = |from: &str, state: &str| {
         let login =
@@ -739,14 +746,10 @@ fn unfinished_sign_ins_are_capped_per_address_and_in_total() {
 /// as often as it likes, and only unfinished ones fill the cap.
 #[test]
 fn finished_sign_ins_do_not_fill_the_pending_cap() {
-    let env = web_env(
-        vec![script("sms_otp", shipped_script())],
-        EnvOptions {
-            server: TRUST_LOCALHOST.into(),
-            login: "max_pending_per_address = 2".into(),
-            ..EnvOptions::default()
-        },
-    );
+    let env = behind_a_trusted_proxy(EnvOptions {
+        login: "max_pending_per_address = 2".into(),
+        ..EnvOptions::default()
+    });
     let office = "127.0.11.1";
     for _ in 0..5 {
         let login = env.web_login_from(None, office);
@@ -775,14 +778,10 @@ fn finished_sign_ins_do_not_fill_the_pending_cap() {
 fn a_sign_in_is_stored_only_when_its_first_page_is_asked_for() {
     use gatehouse::store::MemoryStore;
     let store = std::sync::Arc::new(MemoryStore::new());
-    let env = web_env(
-        vec![script("sms_otp", shipped_script())],
-        EnvOptions {
-            server: TRUST_LOCALHOST.into(),
-            store: Some(store.clone()),
-            ..EnvOptions::default()
-        },
-    );
+    let env = behind_a_trusted_proxy(EnvOptions {
+        store: Some(store.clone()),
+        ..EnvOptions::default()
+    });
     let base = env.base.clone().unwrap();
     let start = |from: &str| {
         let login =
