@@ -763,11 +763,7 @@ fn finished_sign_ins_do_not_fill_the_pending_cap() {
     let base = env.base.clone().unwrap();
     let third =
         crate::support::web::WebLogin::new_with_headers(&base, &[("x-forwarded-for", office)]);
-    let url = format!(
-        "{base}/authorize?client_id={RP_ID}&redirect_uri={}&response_type=code&scope=openid&code_challenge={}&code_challenge_method=S256",
-        url::form_urlencoded::byte_serialize(RP_REDIRECT.as_bytes()).collect::<String>(),
-        crate::support::web::CHALLENGE
-    );
+    let url = crate::support::web::plain_authorize_url(&base);
     assert_eq!(third.get(&url).status(), 429, "two unfinished fill the cap");
 }
 
@@ -786,11 +782,7 @@ fn a_sign_in_is_stored_only_when_its_first_page_is_asked_for() {
     let start = |from: &str| {
         let login =
             crate::support::web::WebLogin::new_with_headers(&base, &[("x-forwarded-for", from)]);
-        let url = format!(
-            "{base}/authorize?client_id={RP_ID}&redirect_uri={}&response_type=code&scope=openid&code_challenge={}&code_challenge_method=S256",
-            url::form_urlencoded::byte_serialize(RP_REDIRECT.as_bytes()).collect::<String>(),
-            crate::support::web::CHALLENGE
-        );
+        let url = crate::support::web::plain_authorize_url(&base);
         assert_eq!(login.get(&url).status(), 303);
         login
     };

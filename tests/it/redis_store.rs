@@ -140,11 +140,7 @@ fn a_sign_in_is_served_from_redis_and_survives_an_outage() {
     redis.stop();
     let base = env.base.clone().unwrap();
     let browser = crate::support::web::WebLogin::new_with_headers(&base, &[]);
-    let authorize = format!(
-        "{base}/authorize?client_id={RP_ID}&redirect_uri={}&response_type=code&scope=openid&code_challenge={}&code_challenge_method=S256",
-        url::form_urlencoded::byte_serialize(RP_REDIRECT.as_bytes()).collect::<String>(),
-        crate::support::web::CHALLENGE
-    );
+    let authorize = crate::support::web::plain_authorize_url(&base);
     let answer = browser.get(&authorize);
     assert_eq!(answer.status(), 503);
     assert!(answer.text().unwrap().contains("temporarily unavailable"));

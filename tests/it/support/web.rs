@@ -360,3 +360,13 @@ pub fn message_of(html: &str) -> Option<String> {
     let start = html.find(marker)? + marker.len();
     html[start..].split("</p>").next().map(str::to_owned)
 }
+
+/// `/authorize` at `base` for the test application, with PKCE and nothing else: for tests that
+/// look at the answer themselves.
+pub fn plain_authorize_url(base: &str) -> String {
+    format!(
+        "{base}/authorize?client_id={}&redirect_uri={}&response_type=code&scope=openid&code_challenge={CHALLENGE}&code_challenge_method=S256",
+        super::RP_ID,
+        url::form_urlencoded::byte_serialize(super::RP_REDIRECT.as_bytes()).collect::<String>(),
+    )
+}
