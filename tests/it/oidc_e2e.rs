@@ -29,7 +29,7 @@ fn log_in_with_pages(
     })
 }
 
-fn relying_party_login(env: &TestEnv, acr: &str, code_for: impl Fn() -> String) {
+pub(crate) fn relying_party_login(env: &TestEnv, acr: &str, code_for: impl Fn() -> String) {
     let base = env.base.clone().unwrap();
     let http = reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

@@ -245,3 +245,20 @@ fn the_readme_two_node_example_is_a_valid_config() {
         .unwrap_or_else(|e| panic!("{e}\n{filled}"));
     assert_eq!(config.store.backend, gatehouse::config::StoreBackend::Redis);
 }
+
+/// The openidconnect relying party signs in against a server whose state lives in Redis; no
+/// code, password or secret reaches the log.
+#[test]
+fn a_relying_party_signs_in_against_a_redis_backed_server() {
+    let redis = RedisServer::start();
+    let store: Arc<dyn StateStore> = Arc::new(redis.store("t5:"));
+    let env = web_env(
+        vec![script("sms_otp", shipped_script())],
+        EnvOptions {
+            store: Some(store),
+            ..EnvOptions::default()
+        },
+    );
+    crate::oidc_e2e::relying_party_login(&env, "sms_otp", || env.sms.last_code());
+    assert_log_clean(&env, &[&env.sms.last_code(), ALICE_PASSWORD, RP_SECRET]);
+}
