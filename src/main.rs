@@ -235,21 +235,31 @@ fn hash() -> anyhow::Result<ExitCode> {
 }
 
 fn reset_sms(name: &str, config_path: PathBuf) -> anyhow::Result<ExitCode> {
-    let app = Builder::new(&config_path).mode(Mode::Check).build()?;
+    let app = Builder::new(&config_path)
+        .mode(Mode::Check)
+        .configured_store()
+        .build()?;
     let admin = app.admin();
     let report = admin.reset_sms(name)?;
     if report.directory_mark_removed {
         println!(
             "SMS sign-in re-enabled for {name} (a running server picks the change up at once)"
         );
-    } else if gatehouse::base::phone::is_phone_subject(name) {
+    } else if report.store_record_removed {
+        println!("SMS sign-in re-enabled for {name} in the shared state store (every node sees it at once)");
+    } else if gatehouse::base::phone::is_phone_subject(name) && !app.shares_state() {
         // The disable of a phone-number subject lives in the state store only. The embedded
         // store is the server's own memory, which this command cannot reach.
         println!(
             "{name} has no directory entry: its SMS factor state is kept in the running server's state store, which the in-memory store does not share with this command; it is cleared when that server restarts"
         );
     } else {
-        println!("SMS sign-in was not disabled for {name}: nothing to reset in the directory");
+        let place = if app.shares_state() {
+            "the directory or the shared state store"
+        } else {
+            "the directory"
+        };
+        println!("SMS sign-in was not disabled or locked for {name}: nothing to reset in {place}");
     }
     if let FactorState::Locked {
         retry_after_seconds,

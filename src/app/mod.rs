@@ -97,6 +97,8 @@ pub struct Builder {
     console_log: Option<bool>,
     store: Option<Arc<dyn StateStore>>,
     clock: Option<SharedClock>,
+    /// Use the `[store]` a server uses (Redis) outside `Mode::Serve`.
+    configured_store: bool,
 }
 
 impl Builder {
@@ -110,7 +112,15 @@ impl Builder {
             console_log: None,
             store: None,
             clock: None,
+            configured_store: false,
         }
+    }
+
+    /// For operator commands: the state store the config names (Redis), as the servers use it,
+    /// so a reset reaches their shared state. (Otherwise only `Mode::Serve` connects to Redis.)
+    pub fn configured_store(mut self) -> Self {
+        self.configured_store = true;
+        self
     }
 
     /// The state store (default: a new in-memory one). Instances given the same store share
@@ -187,8 +197,12 @@ impl Builder {
         let users: Arc<dyn UserDirectory> = Arc::new(directory);
         let store: Arc<dyn StateStore> = match self.store {
             Some(store) => store,
-            None => shared_store(&config, self.mode, &log)?
-                .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone()))),
+            None => shared_store(
+                &config,
+                self.mode == Mode::Serve || self.configured_store,
+                &log,
+            )?
+            .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(clock.clone()))),
         };
         let bridge = Arc::new(match self.http_answers {
             Some(answers) => HttpBridge::canned(&config.http, answers)?,
@@ -396,6 +410,11 @@ impl Gatehouse {
     }
 
     /// The operator's user actions (CLI; later the admin API).
+    /// Whether the state store is shared with the servers (Redis), so operator commands reach it.
+    pub fn shares_state(&self) -> bool {
+        self.config.current().store.backend == crate::config::StoreBackend::Redis
+    }
+
     pub fn admin(&self) -> Admin {
         Admin::new(self.users.clone(), self.services.sms_factor.clone())
     }
@@ -445,14 +464,15 @@ fn reload_now(
     }
 }
 
-/// The Redis store `[store]` asks for, when serving (`check` and `test` stay offline, in memory).
-/// An unreachable Redis at start is logged, not fatal: the store reconnects on its own.
+/// The Redis store `[store]` asks for, when `wanted` (serving, operator commands; `check` and
+/// `test` stay offline, in memory). An unreachable Redis at start is logged, not fatal: the
+/// store reconnects on its own.
 fn shared_store(
     config: &Config,
-    mode: Mode,
+    wanted: bool,
     log: &ScriptLog,
 ) -> Result<Option<Arc<dyn StateStore>>, StartError> {
-    if mode != Mode::Serve || config.store.backend != crate::config::StoreBackend::Redis {
+    if !wanted || config.store.backend != crate::config::StoreBackend::Redis {
         return Ok(None);
     }
     let url = config

@@ -262,3 +262,53 @@ fn a_relying_party_signs_in_against_a_redis_backed_server() {
     crate::oidc_e2e::relying_party_login(&env, "sms_otp", || env.sms.last_code());
     assert_log_clean(&env, &[&env.sms.last_code(), ALICE_PASSWORD, RP_SECRET]);
 }
+
+/// `gatehouse users reset-sms` on a config that names the Redis store clears a lock the servers
+/// keep there: the next sign-in gets its code at once.
+#[test]
+fn the_operator_resets_a_lock_kept_in_redis() {
+    let redis = RedisServer::start();
+    let store: Arc<dyn StateStore> = Arc::new(redis.store("t6:"));
+    let code_key = "k".repeat(40);
+    let env = web_env(
+        vec![script("sms_otp", shipped_script())],
+        EnvOptions {
+            store: Some(store),
+            otp: format!("code_key = \"{code_key}\"\nlock_after_failures = 3\nmax_attempts = 5"),
+            ..EnvOptions::default()
+        },
+    );
+    let login = env.web_login(None);
+    login.password("alice", ALICE_PASSWORD);
+    for guess in ["000000", "000001", "000002"] {
+        assert_eq!(location(&login.passcode(guess)), "/login");
+    }
+    let locked = env.web_login(None);
+    locked.password("alice", ALICE_PASSWORD);
+    assert!(locked.page().contains("locked"), "{}", locked.page());
+
+    // The operator's config: the server's, naming the same Redis and prefix.
+    let config = env.root().join("config/gatehouse.toml");
+    let operator = env.root().join("config/operator.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &operator,
+        format!(
+            "{text}\n[store]\nbackend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"t6:\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["users", "reset-sms", "alice", "--config"])
+        .arg(&operator)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("in the shared state store"), "{stdout}");
+
+    let login = env.web_login(None);
+    login.password("alice", ALICE_PASSWORD);
+    login.finish(login.passcode(&env.sms.last_code()));
+}
