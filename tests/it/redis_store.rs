@@ -22,11 +22,10 @@ struct RedisServer {
 
 impl RedisServer {
     fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        RedisServer::start_on(free_port())
+    }
+
+    fn start_on(port: u16) -> RedisServer {
         let mut server = RedisServer {
             child: None,
             port,
@@ -68,6 +67,14 @@ impl RedisServer {
     fn store(&self, prefix: &str) -> RedisStore {
         RedisStore::new(&self.url(), prefix, Duration::from_millis(500)).unwrap()
     }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Drop for RedisServer {
@@ -310,5 +317,38 @@ fn the_operator_resets_a_lock_kept_in_redis() {
 
     let login = env.web_login(None);
     login.password("alice", ALICE_PASSWORD);
+    login.finish(login.passcode(&env.sms.last_code()));
+}
+
+/// A server started while Redis is down serves 503s and says why; when Redis comes up it serves
+/// sign-ins, without a restart.
+#[test]
+fn a_server_started_before_redis_waits_for_it() {
+    let port = free_port();
+    let env = web_env(
+        vec![script("sms_otp", shipped_script())],
+        EnvOptions {
+            otp: format!("code_key = \"{}\"", "k".repeat(40)),
+            extra_config: format!(
+                "[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:{port}/0\"\nkey_prefix = \"t7:\"\ntimeout_ms = 500\n"
+            ),
+            ..EnvOptions::default()
+        },
+    );
+    env.wait_for_log("sign-ins answer 503 until Redis answers");
+    let base = env.base.clone().unwrap();
+    let browser = crate::support::web::WebLogin::new(&base);
+    assert_eq!(
+        browser
+            .get(&crate::support::web::plain_authorize_url(&base))
+            .status(),
+        503
+    );
+    assert_eq!(browser.get(&format!("{base}/health")).status(), 503);
+
+    let _redis = RedisServer::start_on(port);
+    assert_eq!(browser.get(&format!("{base}/health")).status(), 200);
+    let login = env.web_login(None);
+    assert_eq!(location(&login.password("alice", ALICE_PASSWORD)), "/login");
     login.finish(login.passcode(&env.sms.last_code()));
 }
