@@ -636,16 +636,8 @@ fn failing_an_account_from_everywhere_does_not_lock_its_owner_out() {
         "the soft cap holds others"
     );
     // The owner's browser signs in again (prompt=login skips single sign-on).
-    let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
-    url.query_pairs_mut()
-        .append_pair("client_id", RP_ID)
-        .append_pair("redirect_uri", RP_REDIRECT)
-        .append_pair("response_type", "code")
-        .append_pair("scope", "openid")
-        .append_pair("prompt", "login")
-        .append_pair("code_challenge", crate::support::web::CHALLENGE)
-        .append_pair("code_challenge_method", "S256");
-    assert_eq!(location(&owner.get(url.as_str())), "/login");
+    let url = crate::support::web::authorize_url(&base, &[("prompt", "login")]);
+    assert_eq!(location(&owner.get(&url)), "/login");
     let answer = owner.password("alice", ALICE_PASSWORD);
     assert_eq!(location(&answer), "/login");
     assert!(
@@ -689,16 +681,10 @@ fn unfinished_sign_ins_are_capped_per_address_and_in_total() {
     let authorize = |from: &str, state: &str| {
         let login =
             crate::support::web::WebLogin::new_with_headers(&base, &[("x-forwarded-for", from)]);
-        let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
-        url.query_pairs_mut()
-            .append_pair("client_id", RP_ID)
-            .append_pair("redirect_uri", RP_REDIRECT)
-            .append_pair("response_type", "code")
-            .append_pair("scope", "openid")
-            .append_pair("state", state)
-            .append_pair("code_challenge", crate::support::web::CHALLENGE)
-            .append_pair("code_challenge_method", "S256");
-        login.get(url.as_str())
+        login.get(&crate::support::web::authorize_url(
+            &base,
+            &[("state", state)],
+        ))
     };
     // Three from one address, all at once: the fourth and later get 429.
     let answers: Vec<(u16, Option<String>)> = std::thread::scope(|s| {
@@ -763,7 +749,7 @@ fn finished_sign_ins_do_not_fill_the_pending_cap() {
     let base = env.base.clone().unwrap();
     let third =
         crate::support::web::WebLogin::new_with_headers(&base, &[("x-forwarded-for", office)]);
-    let url = crate::support::web::plain_authorize_url(&base);
+    let url = crate::support::web::authorize_url(&base, &[]);
     assert_eq!(third.get(&url).status(), 429, "two unfinished fill the cap");
 }
 
@@ -782,7 +768,7 @@ fn a_sign_in_is_stored_only_when_its_first_page_is_asked_for() {
     let start = |from: &str| {
         let login =
             crate::support::web::WebLogin::new_with_headers(&base, &[("x-forwarded-for", from)]);
-        let url = crate::support::web::plain_authorize_url(&base);
+        let url = crate::support::web::authorize_url(&base, &[]);
         assert_eq!(login.get(&url).status(), 303);
         login
     };

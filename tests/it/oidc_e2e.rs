@@ -206,19 +206,15 @@ fn scripts_read_the_request_use_helpers_and_add_claims() {
             ("x-forwarded-for", "198.51.100.7"),
         ],
     );
-    let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
-    url.query_pairs_mut()
-        .append_pair("client_id", RP_ID)
-        .append_pair("redirect_uri", RP_REDIRECT)
-        .append_pair("response_type", "code")
-        .append_pair("scope", "openid")
-        .append_pair("state", "s")
-        .append_pair("code_challenge", crate::support::web::CHALLENGE)
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("acr_values", "helpers")
-        .append_pair("login_hint", "alice@example.com")
-        .append_pair("ui_locales", "fr-CA en");
-    login.get(url.as_str());
+    login.get(&crate::support::web::authorize_url(
+        &base,
+        &[
+            ("state", "s"),
+            ("acr_values", "helpers"),
+            ("login_hint", "alice@example.com"),
+            ("ui_locales", "fr-CA en"),
+        ],
+    ));
     let claims = login.finish(login.password("alice", ALICE_PASSWORD));
     assert_eq!(claims["department"], "finance", "{claims}");
     assert_eq!(claims["level"], 3);

@@ -147,7 +147,7 @@ fn a_sign_in_is_served_from_redis_and_survives_an_outage() {
     redis.stop();
     let base = env.base.clone().unwrap();
     let browser = crate::support::web::WebLogin::new_with_headers(&base, &[]);
-    let authorize = crate::support::web::plain_authorize_url(&base);
+    let authorize = crate::support::web::authorize_url(&base, &[]);
     let answer = browser.get(&authorize);
     assert_eq!(answer.status(), 503);
     assert!(answer.text().unwrap().contains("temporarily unavailable"));
@@ -340,7 +340,7 @@ fn a_server_started_before_redis_waits_for_it() {
     let browser = crate::support::web::WebLogin::new(&base);
     assert_eq!(
         browser
-            .get(&crate::support::web::plain_authorize_url(&base))
+            .get(&crate::support::web::authorize_url(&base, &[]))
             .status(),
         503
     );

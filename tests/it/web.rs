@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use crate::support::web::{
-    csrf_of, exchange, location, query_param, session_cookie, token_request, WebLogin, CHALLENGE,
-    VERIFIER,
+    csrf_of, exchange, location, query_param, session_cookie, token_request, WebLogin, VERIFIER,
 };
 use crate::support::*;
 
@@ -25,28 +24,13 @@ fn three_methods() -> TestEnv {
 }
 
 fn authorize_url(env: &TestEnv, extra: &[(&str, &str)]) -> String {
-    let mut url = url::Url::parse(&format!("{}/authorize", env.base.as_ref().unwrap())).unwrap();
-    {
-        let mut query = url.query_pairs_mut();
-        for (name, value) in [
-            ("client_id", RP_ID),
-            ("redirect_uri", RP_REDIRECT),
-            ("response_type", "code"),
-            ("scope", "openid profile"),
-            ("state", "s-1"),
-            ("nonce", "n-1"),
-            ("code_challenge", CHALLENGE),
-            ("code_challenge_method", "S256"),
-        ] {
-            if !extra.iter().any(|(n, _)| *n == name) {
-                query.append_pair(name, value);
-            }
-        }
-        for (name, value) in extra.iter().filter(|(_, v)| !v.is_empty()) {
-            query.append_pair(name, value);
-        }
-    }
-    url.to_string()
+    let defaults = [
+        ("scope", "openid profile"),
+        ("state", "s-1"),
+        ("nonce", "n-1"),
+    ];
+    let pairs: Vec<(&str, &str)> = defaults.iter().chain(extra).copied().collect();
+    crate::support::web::authorize_url(env.base.as_ref().unwrap(), &pairs)
 }
 
 #[test]

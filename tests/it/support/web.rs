@@ -207,19 +207,16 @@ impl WebLogin {
         headers: &[(&str, &str)],
     ) -> WebLogin {
         let login = WebLogin::new_with_headers(base, headers);
-        let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
-        url.query_pairs_mut()
-            .append_pair("client_id", client_id)
-            .append_pair("redirect_uri", super::RP_REDIRECT)
-            .append_pair("response_type", "code")
-            .append_pair("scope", "openid profile phone")
-            .append_pair("state", "web-login")
-            .append_pair("code_challenge", CHALLENGE)
-            .append_pair("code_challenge_method", "S256");
-        if let Some(acr) = acr {
-            url.query_pairs_mut().append_pair("acr_values", acr);
-        }
-        let response = login.browser.get(url.as_str());
+        let url = authorize_url(
+            base,
+            &[
+                ("client_id", client_id),
+                ("scope", "openid profile phone"),
+                ("state", "web-login"),
+                ("acr_values", acr.unwrap_or("")),
+            ],
+        );
+        let response = login.browser.get(&url);
         assert_eq!(
             location(&response),
             "/login",
@@ -361,12 +358,26 @@ pub fn message_of(html: &str) -> Option<String> {
     html[start..].split("</p>").next().map(str::to_owned)
 }
 
-/// `/authorize` at `base` for the test application, with PKCE and nothing else: for tests that
-/// look at the answer themselves.
-pub fn plain_authorize_url(base: &str) -> String {
-    format!(
-        "{base}/authorize?client_id={}&redirect_uri={}&response_type=code&scope=openid&code_challenge={CHALLENGE}&code_challenge_method=S256",
-        super::RP_ID,
-        url::form_urlencoded::byte_serialize(super::RP_REDIRECT.as_bytes()).collect::<String>(),
-    )
+/// `/authorize` at `base` for the test application with PKCE (S256) and scope `openid`.
+/// `extra` adds parameters or replaces these (the last value of a name wins; an empty value
+/// leaves the name out).
+pub fn authorize_url(base: &str, extra: &[(&str, &str)]) -> String {
+    let mut pairs: Vec<(&str, &str)> = vec![
+        ("client_id", super::RP_ID),
+        ("redirect_uri", super::RP_REDIRECT),
+        ("response_type", "code"),
+        ("scope", "openid"),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ];
+    for &(name, value) in extra {
+        match pairs.iter_mut().find(|(n, _)| *n == name) {
+            Some(pair) => pair.1 = value,
+            None => pairs.push((name, value)),
+        }
+    }
+    let mut url = url::Url::parse(&format!("{base}/authorize")).unwrap();
+    url.query_pairs_mut()
+        .extend_pairs(pairs.iter().filter(|(_, value)| !value.is_empty()));
+    url.to_string()
 }
