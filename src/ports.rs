@@ -104,9 +104,15 @@ pub trait StateStore: Send + Sync {
         ttl: Option<Duration>,
         decide: &mut dyn FnMut(Option<&[u8]>) -> StoreUpdate,
     ) -> Result<(), StoreError>;
-    /// Whether the store answers now (a shared store is a server that can be down).
+    /// Whether the store answers now (a shared store is a server that can be down). Only a
+    /// [`StateStore::is_remote`] store can fail it.
     fn check(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+    /// A network service (its calls block on I/O): callers on the async runtime move them to
+    /// the blocking pool; an in-process store is called in place.
+    fn is_remote(&self) -> bool {
+        false
     }
 }
 

@@ -26,6 +26,18 @@ struct Record {
     not_before_ms: u64,
 }
 
+impl Record {
+    /// Counts a failure; past the free ones, each doubles the wait (1 s, 2 s, 4 s, ... up to the cap).
+    fn count_failure(&mut self, policy: &DelayPolicy, now_ms: u64) {
+        self.failures += 1;
+        if self.failures > policy.free_failures {
+            let exponent = (self.failures - policy.free_failures - 1).min(20);
+            let delay = (1u64 << exponent).min(policy.max_delay_seconds);
+            self.not_before_ms = now_ms + delay * 1000;
+        }
+    }
+}
+
 pub struct Throttle {
     store: Arc<dyn StateStore>,
     policy: DelayPolicy,
@@ -52,24 +64,6 @@ impl Throttle {
         Ok((record.not_before_ms > now).then(|| (record.not_before_ms - now).div_ceil(1000)))
     }
 
-    /// Counts a failure; past the free ones, each doubles the wait (1 s, 2 s, 4 s, ... up to the cap).
-    pub fn fail(&self, key: &str) -> Result<(), StoreError> {
-        let policy = self.policy;
-        let now = self.clock.now_ms();
-        self.store.update(key, Some(policy.memory), &mut |current| {
-            let mut record: Record = current
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or_default();
-            record.failures += 1;
-            if record.failures > policy.free_failures {
-                let exponent = (record.failures - policy.free_failures - 1).min(20);
-                let delay = (1u64 << exponent).min(policy.max_delay_seconds);
-                record.not_before_ms = now + delay * 1000;
-            }
-            StoreUpdate::Put(serde_json::to_vec(&record).expect("throttle records serialise"))
-        })
-    }
-
     /// Counts an attempt before it is checked, in one atomic update: `Some(wait)` (nothing
     /// counted) while `key` must wait, else the attempt is counted as a failure now, so that a
     /// burst of attempts sent at once gets no more checks than the same attempts sent one by one.
@@ -88,12 +82,7 @@ impl Throttle {
                     return StoreUpdate::Keep;
                 }
                 wait = None;
-                record.failures += 1;
-                if record.failures > policy.free_failures {
-                    let exponent = (record.failures - policy.free_failures - 1).min(20);
-                    let delay = (1u64 << exponent).min(policy.max_delay_seconds);
-                    record.not_before_ms = now + delay * 1000;
-                }
+                record.count_failure(&policy, now);
                 StoreUpdate::Put(serde_json::to_vec(&record).expect("throttle records serialise"))
             })?;
         Ok(wait)
@@ -127,19 +116,23 @@ mod tests {
 
     #[test]
     fn delays_start_after_the_free_failures_and_double() {
+        let clock = Arc::new(crate::base::ManualClock::new());
         let throttle = Throttle::new(
-            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryStore::with_clock(clock.clone())),
             DelayPolicy {
                 free_failures: 2,
                 max_delay_seconds: 4,
                 memory: Duration::from_secs(60),
             },
-            crate::base::SystemClock::shared(),
+            clock.clone(),
         );
         let mut waits = Vec::new();
         for _ in 0..6 {
-            throttle.fail("k").unwrap();
-            waits.push(throttle.wait("k").unwrap().unwrap_or(0));
+            // Each attempt is counted (nothing to wait for: the clock moved past the last wait).
+            assert_eq!(throttle.reserve("k").unwrap(), None);
+            let wait = throttle.wait("k").unwrap().unwrap_or(0);
+            waits.push(wait);
+            clock.advance(Duration::from_secs(wait));
         }
         assert_eq!(waits, [0, 0, 1, 2, 4, 4]);
         throttle.clear("k").unwrap();

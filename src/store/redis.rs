@@ -144,6 +144,10 @@ impl StateStore for RedisStore {
         self.ping()
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = self.key(key);
         self.with_connection(|con| redis::cmd("GET").arg(&key).query(con))

@@ -145,12 +145,17 @@ async fn health(State(state): State<WebState>) -> Response {
     let degraded = scripts
         .iter()
         .any(|s| s.enabled && (s.state != ScriptState::Active || s.last_error.is_some()));
-    let store = state.store.clone();
-    let store_error = tokio::task::spawn_blocking(move || store.check())
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|checked| checked.map_err(|e| e.to_string()))
-        .err();
+    // Only a remote store can be down; the in-process one costs /health nothing.
+    let store_error = if state.store.is_remote() {
+        let store = state.store.clone();
+        tokio::task::spawn_blocking(move || store.check())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|checked| checked.map_err(|e| e.to_string()))
+            .err()
+    } else {
+        None
+    };
     let (code, status) = match (&store_error, degraded) {
         (Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         (None, true) => (StatusCode::OK, "degraded"),

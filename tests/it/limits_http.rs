@@ -182,6 +182,33 @@ fn a_regions_daily_budget_pauses_that_region_only() {
     );
 }
 
+/// Sign-ins sent at once spend a region's budget exactly: two messages, the rest refused.
+#[test]
+fn a_regions_budget_holds_for_sign_ins_sent_at_once() {
+    let env = sms_otp_env(
+        "allow_test_numbers = true\nallowed_regions = [\"GB\"]\nper_number_per_hour = 100\nper_number_per_day = 100\nper_address_per_hour = 100\ndaily_budget_per_region = { GB = 2 }",
+        TRUST_LOCALHOST,
+    );
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let env = &env;
+        let handles: Vec<_> = (1..=6)
+            .map(|i| s.spawn(move || password_from(env, &format!("127.0.12.{i}")).0))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 303).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 429).count(),
+        4,
+        "{statuses:?}"
+    );
+    assert_eq!(env.sms.count(), 2);
+}
+
 #[test]
 fn countries_outside_the_allow_list_get_nothing() {
     let env = sms_otp_env("allow_test_numbers = true\nallowed_prefixes = [\"+1\"]", "");
