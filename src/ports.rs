@@ -52,6 +52,9 @@ pub enum DirectoryError {
     BadAttributeName(String),
     #[error("attribute {0:?} is managed by the directory and cannot be changed by a script")]
     ProtectedAttribute(String),
+    /// The directory server does not answer (or not in time): sign-ins wait for it.
+    #[error("user directory unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub trait UserDirectory: Send + Sync {
@@ -65,6 +68,14 @@ pub trait UserDirectory: Send + Sync {
     fn verify_password(&self, username: &str, password: &Secret) -> Result<bool, DirectoryError>;
     /// Applies one change and persists it before returning.
     fn update(&self, username: &str, change: AttributeChange) -> Result<(), DirectoryError>;
+    /// Whether the directory answers now (for `/health`). Only a remote one can fail it.
+    fn check(&self) -> Result<(), DirectoryError> {
+        Ok(())
+    }
+    /// A network service: async callers move its calls to the blocking pool.
+    fn is_remote(&self) -> bool {
+        false
+    }
 }
 
 // ---------------------------------------------------------------- state store

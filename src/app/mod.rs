@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::admin::Admin;
 use crate::base::password::PasswordChecker;
-use crate::base::{SharedClock, SystemClock};
+use crate::base::{Secret, SharedClock, SystemClock};
 use crate::config::{restart_only_changes, Config, ConfigError, LiveConfig, CONSOLE_PROVIDER};
 use crate::flow::host::{HostServices, PasswordThrottle};
 use crate::flow::otp::{OtpError, OtpService};
@@ -27,7 +27,7 @@ use crate::ports::{DirectoryError, SmsSender, StateStore, UserDirectory};
 use crate::script::{ReloadSummary, ScriptHost};
 use crate::sms::{ProviderSet, RefusingSms, SmsSetupError};
 use crate::store::MemoryStore;
-use crate::users::FileDirectory;
+use crate::users::{FileDirectory, LdapDirectory, LdapSettings};
 use crate::web::pages::Pages;
 use crate::web::WebState;
 use reload::{ReloadWatcher, WatchError};
@@ -184,17 +184,27 @@ impl Builder {
         // One argon2id gate for the whole server: passwords and backup codes together never run
         // more checks at once than there are cores.
         let passwords = Arc::new(PasswordChecker::default());
-        let directory = FileDirectory::open_with(&config.paths.users_file, passwords.clone())?;
-        if let Some(mode) = directory.exposed_mode() {
-            log.scope(|| {
-                tracing::warn!(
-                    target: "server",
-                    "{} is readable by others (mode {mode:o}): it holds password and backup-code hashes; chmod 600 it",
-                    config.paths.users_file.display()
-                )
-            });
-        }
-        let users: Arc<dyn UserDirectory> = Arc::new(directory);
+        let users = match ldap_directory(
+            &config,
+            self.mode == Mode::Serve || self.configured_store,
+            &log,
+        )? {
+            Some(ldap) => ldap,
+            None => {
+                let directory =
+                    FileDirectory::open_with(&config.paths.users_file, passwords.clone())?;
+                if let Some(mode) = directory.exposed_mode() {
+                    log.scope(|| {
+                        tracing::warn!(
+                            target: "server",
+                            "{} is readable by others (mode {mode:o}): it holds password and backup-code hashes; chmod 600 it",
+                            config.paths.users_file.display()
+                        )
+                    });
+                }
+                Arc::new(directory) as Arc<dyn UserDirectory>
+            }
+        };
         let store: Arc<dyn StateStore> = match self.store {
             Some(store) => store,
             None => shared_store(
@@ -402,6 +412,7 @@ impl Gatehouse {
             engine: self.engine.clone(),
             provider: self.provider.clone()?,
             store: self.store.clone(),
+            users: self.users.clone(),
             pages: self.pages.clone(),
             log: self.log.dispatch.clone(),
             clock: self.clock.clone(),
@@ -467,6 +478,49 @@ fn reload_now(
 /// The Redis store `[store]` asks for, when `wanted` (serving, operator commands; `check` and
 /// `test` stay offline, in memory). An unreachable Redis at start is logged, not fatal: the
 /// store reconnects on its own.
+/// The LDAP directory `[directory]` names, for a server (and operator commands); `gatehouse
+/// check` and `gatehouse test` keep to the user file.
+fn ldap_directory(
+    config: &Config,
+    wanted: bool,
+    log: &ScriptLog,
+) -> Result<Option<Arc<dyn UserDirectory>>, StartError> {
+    let directory = &config.directory;
+    if !wanted || directory.backend != crate::config::DirectoryBackend::Ldap {
+        return Ok(None);
+    }
+    let expanded = |value: &Option<crate::config::EnvValue>| {
+        value
+            .as_ref()
+            .and_then(|v| v.resolved().ok())
+            .cloned()
+            .unwrap_or_else(|| Secret::new(String::new()))
+    };
+    let ca_pem = match &directory.ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| DirectoryError::Unreadable {
+            path: path.display().to_string(),
+            message: format!("[directory] ca_file: {e}"),
+        })?),
+        None => None,
+    };
+    let ldap = LdapDirectory::new(LdapSettings {
+        url: expanded(&directory.url).expose().to_owned(),
+        starttls: directory.starttls,
+        ca_pem,
+        bind_dn: directory.bind_dn.clone().unwrap_or_default(),
+        bind_password: expanded(&directory.bind_password),
+        base_dn: directory.base_dn.clone().unwrap_or_default(),
+        user_filter: directory.user_filter.clone(),
+        username_attribute: directory.username_attribute.clone(),
+        timeout: Duration::from_millis(directory.timeout_ms),
+        max_idle: directory.max_idle_connections as usize,
+    })?;
+    if let Err(error) = ldap.check() {
+        log.scope(|| tracing::error!(target: "server", "{error}: sign-ins answer 503 until the directory answers"));
+    }
+    Ok(Some(Arc::new(ldap)))
+}
+
 fn shared_store(
     config: &Config,
     wanted: bool,

@@ -175,6 +175,25 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     );
     compare!(
         changed,
+        "directory",
+        old.directory,
+        new.directory,
+        [
+            backend,
+            url,
+            starttls,
+            ca_file,
+            bind_dn,
+            bind_password,
+            base_dn,
+            user_filter,
+            username_attribute,
+            timeout_ms,
+            max_idle_connections
+        ]
+    );
+    compare!(
+        changed,
         "log",
         old.log,
         new.log,
@@ -204,6 +223,7 @@ impl Config {
         self.oidc.signing_key_file = running.oidc.signing_key_file.clone();
         self.log = running.log.clone();
         self.store = running.store.clone();
+        self.directory = running.directory.clone();
         self
     }
 }

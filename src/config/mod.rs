@@ -66,6 +66,8 @@ pub struct Config {
     #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
+    pub directory: DirectoryConfig,
+    #[serde(default)]
     pub scripts: Vec<ScriptEntry>,
 }
 
@@ -99,6 +101,62 @@ impl Default for StoreConfig {
             url: None,
             key_prefix: "gatehouse:".into(),
             timeout_ms: 2000,
+        }
+    }
+}
+
+/// Where users, their passwords and attributes are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectoryBackend {
+    /// The TOML file `paths.users_file` (the embedded default).
+    #[default]
+    File,
+    /// An LDAP server (OpenLDAP, Gluu's, Active Directory...).
+    Ldap,
+}
+
+/// `[directory]`: the user directory. For LDAP, passwords are checked by binding as the user;
+/// everything else (searches, script writes) is done as the service account `bind_dn`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectoryConfig {
+    pub backend: DirectoryBackend,
+    /// `ldap://HOST:PORT` (add `starttls = true` for TLS on it) or `ldaps://HOST:PORT`.
+    pub url: Option<EnvValue>,
+    /// Upgrade an `ldap://` connection with StartTLS before anything is sent.
+    pub starttls: bool,
+    /// PEM file of the CA(s) that signed the server's certificate (default: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// The service account that searches and writes users.
+    pub bind_dn: Option<String>,
+    pub bind_password: Option<EnvValue>,
+    /// Where users are searched (the whole subtree).
+    pub base_dn: Option<String>,
+    /// Finds one user; `{username}` is replaced by the typed name, escaped (RFC 4515).
+    pub user_filter: String,
+    /// The attribute holding the name people sign in with (what `users::find_by` returns).
+    pub username_attribute: String,
+    /// Connect timeout and time limit of one LDAP operation.
+    pub timeout_ms: u64,
+    /// Idle service-account connections kept open for reuse.
+    pub max_idle_connections: u32,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        DirectoryConfig {
+            backend: DirectoryBackend::File,
+            url: None,
+            starttls: false,
+            ca_file: None,
+            bind_dn: None,
+            bind_password: None,
+            base_dn: None,
+            user_filter: "(uid={username})".into(),
+            username_attribute: "uid".into(),
+            timeout_ms: 2000,
+            max_idle_connections: 16,
         }
     }
 }

@@ -170,6 +170,8 @@ impl Config {
         validate_sms(&self.sms).map_err(|(key, message)| invalid(key, message))?;
         self.validate_store()
             .map_err(|(key, message)| invalid(key, message))?;
+        self.validate_directory()
+            .map_err(|(key, message)| invalid(key, message))?;
         in_range(
             "login.password_free_failures",
             self.login.password_free_failures,
@@ -271,6 +273,105 @@ impl Config {
                 "otp.code_key".into(),
                 "backend = \"redis\" shares sign-ins between nodes: set the same [otp] code_key (${env:NAME}) on every node".into(),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_directory(&self) -> Result<(), (String, String)> {
+        let directory = &self.directory;
+        in_range(
+            "directory.timeout_ms",
+            directory.timeout_ms as i64,
+            50,
+            60_000,
+            " ms",
+        )?;
+        in_range(
+            "directory.max_idle_connections",
+            directory.max_idle_connections as i64,
+            1,
+            256,
+            "",
+        )?;
+        if directory.backend != crate::config::DirectoryBackend::Ldap {
+            return Ok(());
+        }
+        let Some(url) = &directory.url else {
+            return Err((
+                "directory.url".into(),
+                "backend = \"ldap\" needs url = \"ldap://HOST:389\" (or ldaps://HOST:636)".into(),
+            ));
+        };
+        let url = url.require("directory.url")?;
+        let scheme = url.expose().split("://").next().unwrap_or("");
+        match scheme {
+            "ldap" => {}
+            "ldaps" if directory.starttls => return Err((
+                "directory.starttls".into(),
+                "an ldaps:// connection is TLS already: remove starttls, or use ldap:// with it"
+                    .into(),
+            )),
+            "ldaps" => {}
+            _ => {
+                return Err((
+                    "directory.url".into(),
+                    "an LDAP URL starts with ldap:// (with starttls = true for TLS) or ldaps://"
+                        .into(),
+                ))
+            }
+        }
+        for (key, value) in [
+            ("directory.bind_dn", &directory.bind_dn),
+            ("directory.base_dn", &directory.base_dn),
+        ] {
+            if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                return Err((
+                    key.into(),
+                    "backend = \"ldap\" needs it (e.g. bind_dn = \"cn=gatehouse,ou=services,dc=example,dc=org\", base_dn = \"ou=people,dc=example,dc=org\")".into(),
+                ));
+            }
+        }
+        let Some(password) = &directory.bind_password else {
+            return Err((
+                "directory.bind_password".into(),
+                "backend = \"ldap\" needs the service account's password (bind_password = \"${env:NAME}\")".into(),
+            ));
+        };
+        if password
+            .require("directory.bind_password")?
+            .expose()
+            .is_empty()
+        {
+            return Err((
+                "directory.bind_password".into(),
+                "is empty: an empty password is an anonymous bind in LDAP".into(),
+            ));
+        }
+        let filter = directory.user_filter.trim();
+        if !(filter.starts_with('(') && filter.ends_with(')'))
+            || filter.matches("{username}").count() != 1
+        {
+            return Err((
+                "directory.user_filter".into(),
+                "must be an LDAP filter in parentheses holding {username} once, e.g. \"(uid={username})\" or \"(&(objectClass=person)(mail={username}))\"".into(),
+            ));
+        }
+        let name = &directory.username_attribute;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err((
+                "directory.username_attribute".into(),
+                format!("{name:?} is not an LDAP attribute name"),
+            ));
+        }
+        if let Some(ca) = &directory.ca_file {
+            if !ca.is_file() {
+                return Err((
+                    "directory.ca_file".into(),
+                    format!("{} is not a readable file", ca.display()),
+                ));
+            }
         }
         Ok(())
     }

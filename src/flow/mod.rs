@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use host::{messages, HookContext, HookState, HostServices};
 pub use params::RequestParams;
-use script_port::{AcrStatus, HookCall, HookError, HookValue, ScriptRuntime};
+use script_port::{AcrStatus, HookCall, HookError, HookFailureKind, HookValue, ScriptRuntime};
 pub use transaction::{LoginHandle, LoginTransaction};
 
 use crate::base::{phone::subject_for_log, random};
@@ -57,7 +57,10 @@ pub enum FlowError {
     #[error("step {step} of {acr} cannot be prepared")]
     StepNotPrepared { acr: String, step: u32 },
     #[error(transparent)]
-    Script(#[from] HookError),
+    Script(HookError),
+    /// The state store or the user directory did not answer during a hook.
+    #[error("{0}")]
+    ServiceUnavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("stored login state is unreadable: {0}")]
@@ -68,6 +71,17 @@ pub enum FlowError {
         from_this_address: bool,
         retry_after_seconds: u64,
     },
+}
+
+impl From<HookError> for FlowError {
+    fn from(error: HookError) -> Self {
+        match error.kind {
+            HookFailureKind::Unavailable => {
+                FlowError::ServiceUnavailable(format!("{}: {}", error.acr, error.message))
+            }
+            _ => FlowError::Script(error),
+        }
+    }
 }
 
 /// A sign-in admitted and its method chosen, not begun yet: all it holds before its first page
@@ -495,6 +509,10 @@ impl LoginEngine {
                 .call(&acr, HookCall::Authenticate { params, step }, &context)
             {
                 Ok(value) => value.is_true(),
+                // An outage is not a failed step: the user's answer was never judged.
+                Err(error) if error.kind == HookFailureKind::Unavailable => {
+                    return Err(error.into())
+                }
                 Err(_) => false, // the runtime has logged it with file:line:col
             };
         txn.state = context.take_state();
@@ -666,8 +684,10 @@ impl LoginEngine {
         if txn.state.message.is_none() {
             txn.state.message = message;
         }
-        if !prepared.map(|v| v.is_true()).unwrap_or(false) {
-            return Err(FlowError::StepNotPrepared { acr, step });
+        match prepared {
+            Ok(value) if value.is_true() => {}
+            Err(error) if error.kind == HookFailureKind::Unavailable => return Err(error.into()),
+            _ => return Err(FlowError::StepNotPrepared { acr, step }),
         }
         txn.page = match page? {
             HookValue::Text(page) => page,

@@ -250,6 +250,8 @@ pub enum HookFailureKind {
     Timeout,
     /// No serving revision for this acr.
     NotLoaded,
+    /// The state store or the user directory did not answer (the script is not at fault).
+    Unavailable,
 }
 
 /// A failed hook call; `message` already says `scripts/NAME.rhai:LINE:COL: ...` where known.

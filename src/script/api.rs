@@ -8,11 +8,11 @@ use rhai::{
 
 use crate::base::phone::mask_phone;
 use crate::base::Secret;
-use crate::flow::host::HookContext;
+use crate::flow::host::{HookContext, HostError};
 use crate::flow::otp::OtpCheck;
 use crate::outbound::{redacted, Auth, Body, MaybeSecret, Method, OutboundRequest};
 use crate::ports::AttributeChange;
-use crate::script::sandbox::{with_call, with_context, CallEnv};
+use crate::script::sandbox::{with_call, with_context, CallEnv, UNAVAILABLE_TOKEN};
 
 /// A secret as scripts see it: prints as `***`, has no getter, can only be handed to the host.
 #[derive(Clone)]
@@ -27,7 +27,17 @@ fn failure(message: impl Into<String>) -> Box<EvalAltResult> {
     ))
 }
 
-fn host_failure(function: &str, error: impl std::fmt::Display) -> Box<EvalAltResult> {
+fn host_failure(function: &str, error: impl std::fmt::Display + 'static) -> Box<EvalAltResult> {
+    let outage = (&error as &dyn std::any::Any)
+        .downcast_ref::<HostError>()
+        .is_some_and(HostError::is_unavailable);
+    if outage {
+        // Not catchable: an outage ends the hook, and the sign-in answers 503.
+        return Box::new(EvalAltResult::ErrorTerminated(
+            format!("{UNAVAILABLE_TOKEN}{function}: {error}").into(),
+            Position::NONE,
+        ));
+    }
     failure(format!("{function}: {error}"))
 }
 

@@ -682,7 +682,10 @@ impl ScriptRuntime for ScriptHost {
                 error.hook,
                 revision.number
             );
-            self.record_failure(error, masked);
+            // An outage of the store or directory is not the script's failure (/health says it).
+            if error.kind != HookFailureKind::Unavailable {
+                self.record_failure(error, masked);
+            }
         }
         result
     }

@@ -11,7 +11,7 @@ use crate::flow::otp::CodePolicy;
 use crate::flow::script_port::{hook_named, HookError, HookFailureKind, HookSpec, HOOKS};
 use crate::ports::SmsSender;
 use crate::script::api::ScriptSecret;
-use crate::script::sandbox::{SecretBinding, DEADLINE_TOKEN, MEMORY_TOKEN};
+use crate::script::sandbox::{SecretBinding, DEADLINE_TOKEN, MEMORY_TOKEN, UNAVAILABLE_TOKEN};
 use crate::sms::RefusingSms;
 
 /// One compiled version of one script, with the properties it was loaded with. Immutable:
@@ -342,6 +342,11 @@ pub fn describe_error(
         EvalAltResult::ErrorTerminated(token, _) if token.to_string() == MEMORY_TOKEN => {
             HookFailureKind::Limit
         }
+        EvalAltResult::ErrorTerminated(token, _)
+            if token.to_string().starts_with(UNAVAILABLE_TOKEN) =>
+        {
+            HookFailureKind::Unavailable
+        }
         EvalAltResult::ErrorTooManyOperations(_)
         | EvalAltResult::ErrorDataTooLarge(..)
         | EvalAltResult::ErrorStackOverflow(_)
@@ -355,6 +360,13 @@ pub fn describe_error(
         HookFailureKind::Limit if matches!(innermost, EvalAltResult::ErrorTerminated(token, _) if token.to_string() == MEMORY_TOKEN) => {
             "the hook used more memory than it may (sandbox.max_hook_memory_mb)".to_owned()
         }
+        HookFailureKind::Unavailable => match innermost {
+            EvalAltResult::ErrorTerminated(token, _) => token
+                .to_string()
+                .trim_start_matches(UNAVAILABLE_TOKEN)
+                .to_owned(),
+            other => other.to_string(),
+        },
         _ => strip_position(&innermost.to_string()),
     };
     let position = if innermost.position().is_none() {

@@ -139,6 +139,9 @@ pub(crate) fn with_call<R>(
 pub(crate) const DEADLINE_TOKEN: &str = "gatehouse: hook deadline exceeded";
 /// Marker carried by the termination error when a hook grows the process past its budget.
 pub(crate) const MEMORY_TOKEN: &str = "gatehouse: hook memory budget exceeded";
+/// Start of the termination error raised when the state store or the user directory does not
+/// answer: it stops the hook (a script cannot catch it and call it a wrong password).
+pub(crate) const UNAVAILABLE_TOKEN: &str = "gatehouse: service unavailable: ";
 
 /// The ceiling for a hook starting now on this thread: `budget_mb` above what it holds.
 pub(crate) fn memory_ceiling(budget_mb: u64) -> i64 {

@@ -137,7 +137,9 @@ impl IntoResponse for WebError {
                     "Please try again later.",
                     Some((Level::ERROR, format!("login cannot continue: {error}"))),
                 ),
-                FlowError::Store(_) | FlowError::Corrupt(_) => unavailable(error.to_string()),
+                FlowError::Store(_)
+                | FlowError::Corrupt(_)
+                | FlowError::ServiceUnavailable(_) => unavailable(error.to_string()),
                 FlowError::TooManyPending {
                     from_this_address,
                     retry_after_seconds,

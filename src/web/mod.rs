@@ -28,7 +28,7 @@ use crate::config::LiveConfig;
 use crate::flow::script_port::{ScriptRuntime, ScriptState, ScriptStatus};
 use crate::flow::LoginEngine;
 use crate::oidc::Provider;
-use crate::ports::StateStore;
+use crate::ports::{StateStore, UserDirectory};
 use pages::Pages;
 
 /// Forms and queries larger than this are refused (413).
@@ -43,6 +43,8 @@ pub struct WebState {
     pub engine: Arc<LoginEngine>,
     pub provider: Arc<Provider>,
     pub store: Arc<dyn StateStore>,
+    /// For `/health` only (the flow reaches users through the script host).
+    pub users: Arc<dyn UserDirectory>,
     pub pages: Arc<Pages>,
     pub log: tracing::Dispatch,
     pub clock: SharedClock,
@@ -131,13 +133,28 @@ fn request_id(headers: &HeaderMap) -> String {
 
 #[derive(Serialize)]
 struct Health {
-    /// "ok" when every enabled script serves its latest edit and the state store answers;
-    /// "degraded" when a script does not; "unavailable" (503) when the store does not.
+    /// "ok" when every enabled script serves its latest edit and the state store and the user
+    /// directory answer; "degraded" when a script does not; "unavailable" (503) when the store
+    /// or the directory does not.
     status: &'static str,
     /// Why the state store does not answer, if it does not.
     #[serde(skip_serializing_if = "Option::is_none")]
     store_error: Option<String>,
+    /// Why the user directory (LDAP) does not answer, if it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    directory_error: Option<String>,
     scripts: Vec<ScriptStatus>,
+}
+
+/// Asks a remote service whether it answers, on the blocking pool; `None` when it does.
+async fn remote_error<E: std::fmt::Display>(
+    check: impl FnOnce() -> Result<(), E> + Send + 'static,
+) -> Option<String> {
+    tokio::task::spawn_blocking(move || check().map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|checked| checked)
+        .err()
 }
 
 async fn health(State(state): State<WebState>) -> Response {
@@ -145,25 +162,30 @@ async fn health(State(state): State<WebState>) -> Response {
     let degraded = scripts
         .iter()
         .any(|s| s.enabled && (s.state != ScriptState::Active || s.last_error.is_some()));
-    // Only a remote store can be down; the in-process one costs /health nothing.
-    let store_error = if state.store.is_remote() {
-        let store = state.store.clone();
-        tokio::task::spawn_blocking(move || store.check())
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|checked| checked.map_err(|e| e.to_string()))
-            .err()
-    } else {
-        None
+    // Only remote services can be down; the in-process ones cost /health nothing.
+    let store_error = match state.store.is_remote() {
+        true => {
+            let store = state.store.clone();
+            remote_error(move || store.check()).await
+        }
+        false => None,
     };
-    let (code, status) = match (&store_error, degraded) {
-        (Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        (None, true) => (StatusCode::OK, "degraded"),
-        (None, false) => (StatusCode::OK, "ok"),
+    let directory_error = match state.users.is_remote() {
+        true => {
+            let users = state.users.clone();
+            remote_error(move || users.check()).await
+        }
+        false => None,
+    };
+    let (code, status) = match (store_error.is_some() || directory_error.is_some(), degraded) {
+        (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (false, true) => (StatusCode::OK, "degraded"),
+        (false, false) => (StatusCode::OK, "ok"),
     };
     let health = Health {
         status,
         store_error,
+        directory_error,
         scripts,
     };
     (code, Json(health)).into_response()

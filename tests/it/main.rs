@@ -2,6 +2,7 @@
 
 mod bridge;
 mod browser;
+mod ldap_directory;
 mod limits_http;
 mod login;
 mod logs;

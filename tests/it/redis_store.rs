@@ -2,10 +2,9 @@
 //! the port's contract (TTLs, atomic updates under contention), a sign-in served from it, and
 //! an outage that ends without restarting Gatehouse.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gatehouse::ports::{StateStore, StoreUpdate};
 use gatehouse::store::RedisStore;
@@ -14,14 +13,14 @@ use crate::support::web::location;
 use crate::support::*;
 
 /// A redis-server of our own, stopped on drop.
-struct RedisServer {
+pub(crate) struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
 }
 
 impl RedisServer {
-    fn start() -> RedisServer {
+    pub(crate) fn start() -> RedisServer {
         RedisServer::start_on(free_port())
     }
 
@@ -46,11 +45,7 @@ impl RedisServer {
             .spawn()
             .expect("redis-server (Debian package redis-server; .ci/run installs it)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_port(self.port, "redis-server");
     }
 
     fn stop(&mut self) {
@@ -64,17 +59,9 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    fn store(&self, prefix: &str) -> RedisStore {
+    pub(crate) fn store(&self, prefix: &str) -> RedisStore {
         RedisStore::new(&self.url(), prefix, Duration::from_millis(500)).unwrap()
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Drop for RedisServer {

@@ -42,14 +42,20 @@ impl HookContext {
         // Strict per (account, address) and per address; softer per account, and not for a
         // browser that signed in to this account before: anyone can fail a named account's
         // password, and that must not lock its owner out.
-        let trusted_device = self.device_user.as_deref() == Some(username);
+        // Counted per account whatever the case it is typed in: an LDAP directory finds "Alice"
+        // and "alice" alike, and each spelling must not get its own free failures.
+        let account = username.to_lowercase();
+        let trusted_device = self
+            .device_user
+            .as_deref()
+            .is_some_and(|device_user| device_user.to_lowercase() == account);
         // (counter, key, whether a right password clears it: the account's own counters do;
         // the address keeps its other failures and only gives this attempt back).
         let mut counters: Vec<(&crate::flow::throttle::Throttle, String, bool)> = Vec::new();
         if let Some(ip) = self.limit_address {
             counters.push((
                 &throttle.pairs,
-                store_keys::password_failures_of_pair(username, &ip),
+                store_keys::password_failures_of_pair(&account, &ip),
                 true,
             ));
             counters.push((
@@ -61,7 +67,7 @@ impl HookContext {
         if !trusted_device {
             counters.push((
                 &throttle.accounts,
-                store_keys::password_failures_of_account(username),
+                store_keys::password_failures_of_account(&account),
                 true,
             ));
         }
@@ -92,8 +98,10 @@ impl HookContext {
                     counter.release(key)?;
                 }
             }
+            // Bound under the name the directory keeps, not as typed.
             let entry = self.services.users.find(username)?;
-            self.bind_user(username, entry.as_ref())?;
+            let name = entry.as_ref().map_or(username, |e| e.username.as_str());
+            self.bind_user(name, entry.as_ref())?;
             self.record_method("pwd");
         }
         Ok(ok)
@@ -116,7 +124,7 @@ impl HookContext {
         let Some(entry) = self.services.users.find(username)? else {
             return Ok(false);
         };
-        self.bind_user(username, Some(&entry))?;
+        self.bind_user(&entry.username, Some(&entry))?;
         Ok(true)
     }
 

@@ -96,6 +96,20 @@ pub const HOST_MANAGED_ATTRIBUTES: [&str; 4] = [
     crate::flow::backup::ATTRIBUTE,
 ];
 
+impl HostError {
+    /// The state store or the user directory did not answer: not the script's fault, and not
+    /// a wrong answer of the user's.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            HostError::Directory(DirectoryError::Unavailable(_))
+                | HostError::Store(_)
+                | HostError::Otp(OtpError::Store(_))
+                | HostError::Send(SendError::Store(_))
+        )
+    }
+}
+
 impl From<FactorError> for HostError {
     fn from(error: FactorError) -> Self {
         match error {

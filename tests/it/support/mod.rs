@@ -1,6 +1,7 @@
 //! Shared test helpers: a temp deployment (config, users, scripts, logs), an SMS sink that
 //! captures messages, provider mocks, and polling with a deadline (no sleeps as synchronisation).
 
+pub mod ldap;
 pub mod mock_http;
 pub mod web;
 
@@ -507,5 +508,23 @@ pub fn expect_next(outcome: StepOutcome) -> StepPage {
     match outcome {
         StepOutcome::Next(page) => page,
         other => panic!("expected the next page, got {other:?}"),
+    }
+}
+
+/// A loopback port free now (for servers a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (at most 10 s) until a server a test started accepts connections on `port`.
+pub fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
