@@ -16,6 +16,10 @@ use gatehouse::Builder;
 
 const USERS: usize = 64;
 const CLIENTS: usize = 8;
+/// Kept-alive connections of the load generator.
+const CONNECTIONS: usize = 32;
+/// Sign-ins brought to the passcode step and left there, for their memory.
+const WAITING_SIGN_INS: usize = 20_000;
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r7wW1gFWFOEjXk";
 const CHALLENGE: &str = "bwWFMyPfdG9qreDhH2lmftFx_dFeLDalzcT1gb_j68g";
 
@@ -72,13 +76,14 @@ impl Browser {
     }
 
     /// Authorize and pass the password step; afterwards the login waits for its passcode.
-    fn start_login(&self, base: &str, user: usize) -> String {
+    /// Starts a login of `{prefix}{user}` and passes its password step; the passcode page's CSRF.
+    fn start_login(&self, base: &str, prefix: &str, user: usize) -> String {
         let authorize = format!(
             "{base}/authorize?client_id=load&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&response_type=code&scope=openid&state=s&code_challenge={CHALLENGE}&code_challenge_method=S256"
         );
         assert_eq!(self.0.get(authorize).send().unwrap().status(), 303);
         let csrf = self.csrf(base);
-        let username = format!("user{user}");
+        let username = format!("{prefix}{user}");
         let form = [
             ("csrf", csrf.as_str()),
             ("step", "1"),
@@ -172,8 +177,28 @@ fn main() {
         std::fs::create_dir_all(root.join(sub)).unwrap();
     }
     let hash = hash_password(&Secret::new("load-test")).unwrap();
+    // `user{i}`: the server's own password hash (complete logins, bound by argon2id).
+    // `quick{i}`: a minimal argon2id hash, so that preparing thousands of sign-ins at the
+    // passcode step does not take minutes; the passcode phases never check a password.
+    let quick_hash = {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let params = argon2::Params::new(8, 1, 1, None).unwrap();
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password(
+                b"load-test",
+                &SaltString::encode_b64(b"load-harness-salt").unwrap(),
+            )
+            .unwrap()
+            .to_string()
+    };
     let users: String = (0..USERS)
-        .map(|i| format!("[users.user{i}]\npassword = {hash:?}\n[users.user{i}.attributes]\nphoneNumberVerified = {:?}\n", phone(i)))
+        .map(|i| {
+            format!(
+                "[users.user{i}]\npassword = {hash:?}\n[users.user{i}.attributes]\nphoneNumberVerified = {phone:?}\n\
+                 [users.quick{i}]\npassword = {quick_hash:?}\n[users.quick{i}.attributes]\nphoneNumberVerified = {phone:?}\n",
+                phone = phone(i)
+            )
+        })
         .collect();
     std::fs::write(root.join("config/users.toml"), users).unwrap();
     let script = std::fs::read_to_string(
@@ -187,33 +212,43 @@ fn main() {
     println!(
         "load harness: {base}, {CLIENTS} client threads, {seconds} s per phase, {cores} cores"
     );
+    let generator = Generator::new(CONNECTIONS);
+    let in_flight: usize = std::env::var("GATEHOUSE_PASSCODE_LOGINS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(4_000);
+    // GATEHOUSE_LOAD_ONLY=passcode: the passcode phase alone (for a profiler).
+    if std::env::var("GATEHOUSE_LOAD_ONLY").as_deref() == Ok("passcode") {
+        let waiting = prepare_waiting(&base, &sink, in_flight, 4, true);
+        // Time to attach a profiler to the posts alone: `perf record -p PID`.
+        eprintln!("prepared; pid {}; posting in 2 s", std::process::id());
+        std::thread::sleep(Duration::from_secs(2));
+        let passcode = generator.passcode_rate(&base, waiting);
+        println!(
+            "POST /login passcode (in flight)    {passcode:>10.0} req/s   ({in_flight} logins)"
+        );
+        return;
+    }
     // First, on the fresh server: later phases leave freed memory that would hide the growth.
+    let waiting_bytes = waiting_sign_in_bytes(&base, &sink, WAITING_SIGN_INS);
     let long_state_mib = long_state_sign_ins_mib(&base);
     let unfinished_mib = unfinished_sign_ins_mib(&base);
 
-    // Baseline: the cheapest endpoint.
-    let clients: Vec<reqwest::blocking::Client> = (0..CLIENTS)
-        .map(|_| reqwest::blocking::Client::new())
-        .collect();
-    let health = rate(CLIENTS, seconds, |i| {
-        assert!(clients[i % CLIENTS]
-            .get(format!("{base}/health"))
-            .send()
-            .unwrap()
-            .status()
-            .is_success());
-    });
-    println!("GET /health                         {health:>10.0} req/s");
-
-    // Passcode POSTs of logins in flight, on the memory store.
-    let (passcode, posted) = passcode_rate(&base, &sink);
-    println!("POST /login passcode (in flight)    {passcode:>10.0} req/s   ({posted} logins)");
+    // Baseline: the cheapest endpoint, then the passcode POSTs of sign-ins in flight, each
+    // answered with the redirect to the application; the same generator for both.
+    let health = generator.get_rate(&format!("{base}/health"), seconds, 200);
+    println!(
+        "GET /health                         {health:>10.0} req/s   ({CONNECTIONS} connections)"
+    );
+    let waiting = prepare_waiting(&base, &sink, in_flight, 4, true);
+    let passcode = generator.passcode_rate(&base, waiting);
+    println!("POST /login passcode (in flight)    {passcode:>10.0} req/s   ({in_flight} logins)");
 
     // Complete logins: authorize, password, passcode, token.
     let logins = rate(CLIENTS.min(USERS), seconds, |i| {
         let user = i % USERS;
         let browser = Browser::new();
-        let csrf = browser.start_login(&base, user);
+        let csrf = browser.start_login(&base, "user", user);
         let code = sink.0.lock().unwrap()[&phone(user)].clone();
         let authorization = browser.finish_login(&base, &csrf, &code);
         browser.exchange(&base, &authorization);
@@ -232,8 +267,9 @@ fn main() {
     println!("argon2id verify (one thread)        {hash_ms:>10.1} ms   -> at most {bound:.0} logins/s on {cores} cores");
     println!();
     println!("ratios: passcode POST / health = {:.3}; logins / health = {:.4}; logins / argon2 bound = {:.2}", passcode / health, logins / health, logins / bound);
-    println!("2,000 sign-ins with a 30 KB state and nonce (measured first): +{long_state_mib} MiB resident");
+    println!("2,000 sign-ins with a 30 KB state and nonce (measured second): +{long_state_mib} MiB resident");
     println!("30,000 unfinished sign-ins (30,000 addresses, measured next): +{unfinished_mib} MiB resident");
+    println!("{WAITING_SIGN_INS} sign-ins waiting at the passcode step (measured first): {waiting_bytes} bytes resident each");
 
     // The same passcode phase on a second server whose state store is a local redis-server.
     match RedisServer::start(root) {
@@ -242,8 +278,9 @@ fn main() {
                 gatehouse::store::RedisStore::new(&redis.url(), "load:", Duration::from_secs(2))
                     .unwrap();
             let on_redis = start_server(root, &sink, Some(Arc::new(store)));
-            let (redis_rate, posted) = passcode_rate(&on_redis, &sink);
-            println!("POST /login passcode on Redis       {redis_rate:>10.0} req/s   ({posted} logins; {:.2}x the memory store)", redis_rate / passcode);
+            let waiting = prepare_waiting(&on_redis, &sink, in_flight, 4, true);
+            let redis_rate = generator.passcode_rate(&on_redis, waiting);
+            println!("POST /login passcode on Redis       {redis_rate:>10.0} req/s   ({in_flight} logins; {:.2}x the memory store)", redis_rate / passcode);
         }
         None => println!("POST /login passcode on Redis       skipped: no redis-server on PATH"),
     }
@@ -301,37 +338,6 @@ impl Drop for RedisServer {
     }
 }
 
-/// Passcode POSTs/s of logins in flight: prepares batches of logins (one per user, so each
-/// code is known), then times only their final POSTs, sent concurrently. (rate, logins posted)
-fn passcode_rate(base: &str, sink: &Sink) -> (f64, usize) {
-    let in_flight = 256;
-    let mut posted = 0usize;
-    let mut post_time = Duration::ZERO;
-    while posted < in_flight {
-        let batch: Vec<(Browser, String, String)> = (0..USERS.min(in_flight - posted))
-            .map(|user| {
-                let browser = Browser::new();
-                let csrf = browser.start_login(base, user);
-                let code = sink.0.lock().unwrap()[&phone(user)].clone();
-                (browser, csrf, code)
-            })
-            .collect();
-        let started = Instant::now();
-        std::thread::scope(|s| {
-            for chunk in batch.chunks(batch.len().div_ceil(CLIENTS)) {
-                s.spawn(move || {
-                    for (browser, csrf, code) in chunk {
-                        browser.finish_login(base, csrf, code);
-                    }
-                });
-            }
-        });
-        post_time += started.elapsed();
-        posted += batch.len();
-    }
-    (posted as f64 / post_time.as_secs_f64(), posted)
-}
-
 /// Starts a server on a free loopback port with the harness's config (its own file, issuer
 /// and, when given, state store); its base URL.
 fn start_server(
@@ -379,7 +385,7 @@ fn start_server(
     base
 }
 
-fn resident_mib() -> u64 {
+fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     statm
         .split(' ')
@@ -387,7 +393,10 @@ fn resident_mib() -> u64 {
         .and_then(|p| p.parse::<u64>().ok())
         .unwrap_or(0)
         * 4096
-        / (1 << 20)
+}
+
+fn resident_mib() -> u64 {
+    resident_bytes() / (1 << 20)
 }
 
 /// Resident memory grown by 2,000 sign-ins asked for with a 30 KB `state` and `nonce` (issue
@@ -424,4 +433,227 @@ fn authorize_growth_mib(base: &str, extra: &str, count: u32, net: u32, status: u
         assert_eq!(answer.status(), status);
     }
     resident_mib().saturating_sub(before)
+}
+
+/// A sign-in waiting at its passcode step: what a client needs to finish it.
+struct Waiting {
+    cookie: String,
+    csrf: String,
+    code: String,
+}
+
+/// `name=value` of every Set-Cookie of `response`, merged into `cookies` (by name).
+fn keep_cookies(cookies: &mut Vec<(String, String)>, response: &reqwest::blocking::Response) {
+    for value in response.headers().get_all("set-cookie") {
+        let pair = value.to_str().unwrap().split(';').next().unwrap();
+        let (name, value) = pair.split_once('=').unwrap();
+        cookies.retain(|(n, _)| n != name);
+        cookies.push((name.to_owned(), value.to_owned()));
+    }
+}
+
+fn cookie_header(cookies: &[(String, String)]) -> String {
+    cookies
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn csrf_of(page: &str) -> String {
+    let start = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+    page[start..start + 64].to_owned()
+}
+
+/// Brings `count` sign-ins of the `quick{i}` users to their passcode step, each in a browser
+/// session of its own, on `threads` threads (each its own users, so each code is known).
+fn prepare_waiting(
+    base: &str,
+    sink: &Sink,
+    count: usize,
+    threads: usize,
+    keep: bool,
+) -> Vec<Waiting> {
+    let authorize = format!(
+        "{base}/authorize?client_id=load&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&response_type=code&scope=openid&state=s&code_challenge={CHALLENGE}&code_challenge_method=S256"
+    );
+    let per_thread = count.div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let authorize = authorize.as_str();
+                s.spawn(move || {
+                    let client = reqwest::blocking::Client::builder()
+                        .redirect(reqwest::redirect::Policy::none())
+                        .build()
+                        .unwrap();
+                    let users: Vec<usize> = (t..USERS).step_by(threads).collect();
+                    let mut waiting = Vec::new();
+                    for k in 0..per_thread.min(count.saturating_sub(t * per_thread)) {
+                        let user = users[k % users.len()];
+                        let mut cookies = Vec::new();
+                        let answer = client.get(authorize).send().unwrap();
+                        assert_eq!(answer.status(), 303);
+                        keep_cookies(&mut cookies, &answer);
+                        let page = client
+                            .get(format!("{base}/login"))
+                            .header("cookie", cookie_header(&cookies))
+                            .send()
+                            .unwrap();
+                        keep_cookies(&mut cookies, &page);
+                        let csrf = csrf_of(&page.text().unwrap());
+                        let username = format!("quick{user}");
+                        let answer = client
+                            .post(format!("{base}/login"))
+                            .header("cookie", cookie_header(&cookies))
+                            .form(&[
+                                ("csrf", csrf.as_str()),
+                                ("step", "1"),
+                                ("username", &username),
+                                ("password", "load-test"),
+                            ])
+                            .send()
+                            .unwrap();
+                        assert_eq!(answer.status(), 303);
+                        keep_cookies(&mut cookies, &answer);
+                        let cookie = cookie_header(&cookies);
+                        if keep {
+                            let page = client
+                                .get(format!("{base}/login"))
+                                .header("cookie", &cookie)
+                                .send()
+                                .unwrap();
+                            let csrf = csrf_of(&page.text().unwrap());
+                            let code = sink.0.lock().unwrap()[&phone(user)].clone();
+                            waiting.push(Waiting { cookie, csrf, code });
+                        }
+                    }
+                    waiting
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
+
+/// An HTTP load generator in the style of wrk: `connections` kept-alive connections on a
+/// two-thread runtime of its own, each sending its next request as soon as the last answered.
+struct Generator {
+    runtime: tokio::runtime::Runtime,
+    connections: usize,
+}
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    axum::body::Body,
+>;
+
+impl Generator {
+    fn new(connections: usize) -> Generator {
+        Generator {
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+            connections,
+        }
+    }
+
+    fn client(&self) -> HttpClient {
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(self.connections)
+            .build_http()
+    }
+
+    /// GETs `url` for `seconds`; requests per second (every answer must be `status`).
+    fn get_rate(&self, url: &str, seconds: f64, status: u16) -> f64 {
+        let client = self.client();
+        let done = Arc::new(AtomicU64::new(0));
+        let url: axum::http::Uri = url.parse().unwrap();
+        let started = Instant::now();
+        self.runtime.block_on(async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(seconds);
+            let tasks: Vec<_> = (0..self.connections)
+                .map(|_| {
+                    let (client, url, done) = (client.clone(), url.clone(), done.clone());
+                    tokio::spawn(async move {
+                        while tokio::time::Instant::now() < deadline {
+                            let answer = client.get(url.clone()).await.unwrap();
+                            assert_eq!(answer.status().as_u16(), status);
+                            axum::body::to_bytes(
+                                axum::body::Body::new(answer.into_body()),
+                                1 << 20,
+                            )
+                            .await
+                            .unwrap();
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    }
+
+    /// POSTs the passcode of every waiting sign-in once; requests per second (each answer must
+    /// be the 303 back to the application).
+    fn passcode_rate(&self, base: &str, waiting: Vec<Waiting>) -> f64 {
+        let client = self.client();
+        let count = waiting.len();
+        let queue = Arc::new(Mutex::new(waiting));
+        let url: axum::http::Uri = format!("{base}/login").parse().unwrap();
+        let started = Instant::now();
+        self.runtime.block_on(async {
+            let tasks: Vec<_> = (0..self.connections)
+                .map(|_| {
+                    let (client, url, queue) = (client.clone(), url.clone(), queue.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            let Some(next) = queue.lock().unwrap().pop() else {
+                                break;
+                            };
+                            let request = axum::http::Request::post(url.clone())
+                                .header("cookie", next.cookie)
+                                .header("content-type", "application/x-www-form-urlencoded")
+                                .body(axum::body::Body::from(format!(
+                                    "csrf={}&step=2&passcode={}",
+                                    next.csrf, next.code
+                                )))
+                                .unwrap();
+                            let answer = client.request(request).await.unwrap();
+                            assert_eq!(answer.status().as_u16(), 303);
+                            let location =
+                                answer.headers()["location"].to_str().unwrap().to_owned();
+                            assert!(location.contains("code="), "{location}");
+                            axum::body::to_bytes(
+                                axum::body::Body::new(answer.into_body()),
+                                1 << 20,
+                            )
+                            .await
+                            .unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        count as f64 / started.elapsed().as_secs_f64()
+    }
+}
+
+/// Resident memory grown by `count` sign-ins brought to their passcode step and left there,
+/// in bytes per sign-in.
+fn waiting_sign_in_bytes(base: &str, sink: &Sink, count: usize) -> u64 {
+    let before = resident_bytes();
+    prepare_waiting(base, sink, count, 4, false);
+    resident_bytes().saturating_sub(before) / count as u64
 }

@@ -84,16 +84,59 @@ impl WebState {
     }
 }
 
-/// Runs blocking work (scripts, password hashing, stores) off the async workers.
-/// The work gets the state, with this instance's log as the destination of its events; it may
-/// return a `Result<Response, WebError>` and use `?`.
+/// Runs a request's work (scripts, the state store, the directory). With an in-process store
+/// and directory it runs right here on the async worker: its few calls that wait on the
+/// outside world (an SMS gateway, `http::`, a password hash, a file flush) step aside by
+/// themselves (`base::blocking::may_block`). With a network store or directory every call
+/// waits on the network, so the whole work steps aside at once ([`run_blocking`]). A panic is
+/// caught and reported, not propagated.
+pub(crate) async fn run_work<R: Send + 'static>(
+    state: &WebState,
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, String> {
+    if state.store.is_remote() || state.users.is_remote() {
+        return run_blocking(work).await;
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+        .map_err(|_| "the handler panicked".to_owned())
+}
+
+/// Runs work that waits on the network where the async workers allow it. On the
+/// multi-threaded runtime it runs in place (`block_in_place`: the worker's other tasks move to
+/// another thread), which costs no hand-over to the blocking pool and back; elsewhere on the
+/// blocking pool. A panic is caught and reported, not propagated.
+pub(crate) async fn run_blocking<R: Send + 'static>(
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, String> {
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_threaded {
+        tokio::task::block_in_place(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                .map_err(|_| "the handler panicked".to_owned())
+        })
+    } else {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Runs a handler's work with [`run_work`]. The work gets the state, with this instance's
+/// log as the destination of its events; it may return a `Result<Response, WebError>` and use
+/// `?`.
 async fn blocking<F, R>(state: &WebState, work: F) -> Response
 where
     F: FnOnce(&WebState) -> R + Send + 'static,
     R: IntoResponse + Send + 'static,
 {
     let app = state.clone();
-    match tokio::task::spawn_blocking(move || app.log_scope(|| work(&app).into_response())).await {
+    let runner = state.clone();
+    match run_work(&runner, move || {
+        app.log_scope(|| work(&app).into_response())
+    })
+    .await
+    {
         Ok(response) => response,
         Err(error) => {
             state
@@ -150,9 +193,8 @@ struct Health {
 async fn remote_error<E: std::fmt::Display>(
     check: impl FnOnce() -> Result<(), E> + Send + 'static,
 ) -> Option<String> {
-    tokio::task::spawn_blocking(move || check().map_err(|e| e.to_string()))
+    run_blocking(move || check().map_err(|e| e.to_string()))
         .await
-        .map_err(|e| e.to_string())
         .and_then(|checked| checked)
         .err()
 }

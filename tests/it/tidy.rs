@@ -38,7 +38,7 @@ const ALLOWED: [(&str, &[&str]); 14] = [
 ];
 
 /// Foreign crates and the only places (file or folder under src/) that may name them.
-const OWNERS: [(&str, &[&str]); 22] = [
+const OWNERS: [(&str, &[&str]); 25] = [
     ("rhai", &["script/"]),
     ("axum", &["web/"]),
     ("hyper", &["web/"]),
@@ -54,6 +54,9 @@ const OWNERS: [(&str, &[&str]); 22] = [
     ("hmac", &["base/digest.rs", "flow/otp.rs"]),
     ("regex", &["script/"]),
     ("toml_edit", &["users/"]),
+    ("ldap3", &["users/ldap.rs"]),
+    ("rustls", &["users/ldap.rs"]),
+    ("redis", &["store/"]),
     ("rsa", &["oidc/"]),
     ("jsonwebtoken", &["oidc/"]),
     ("tracing_appender", &["logging.rs"]),
