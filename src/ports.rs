@@ -86,6 +86,9 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// The closure of [`StateStore::update_pair`]: both current values in, both fates out.
+pub type PairDecision<'a> = dyn FnMut([Option<&[u8]>; 2]) -> [StoreUpdate; 2] + 'a;
+
 /// What an [`StateStore::update`] closure decides.
 pub enum StoreUpdate {
     Keep,
@@ -114,6 +117,15 @@ pub trait StateStore: Send + Sync {
         key: &str,
         ttl: Option<Duration>,
         decide: &mut dyn FnMut(Option<&[u8]>) -> StoreUpdate,
+    ) -> Result<(), StoreError>;
+    /// [`StateStore::update`] of two keys in one atomic step (a shared store: one transaction,
+    /// two round trips): `decide` sees both values and says what becomes of each; it may run
+    /// more than once, like `update`'s.
+    fn update_pair(
+        &self,
+        keys: [&str; 2],
+        ttls: [Option<Duration>; 2],
+        decide: &mut PairDecision<'_>,
     ) -> Result<(), StoreError>;
     /// Whether the store answers now (a shared store is a server that can be down). Only a
     /// [`StateStore::is_remote`] store can fail it.

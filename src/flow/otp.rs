@@ -227,47 +227,71 @@ impl OtpService {
     /// (ASCII whitespace trimmed) match; every other answer is a wrong guess. The comparison and
     /// the guess count are one atomic update; a right or burned code is gone after it.
     pub fn verify(&self, login_key: &str, submitted: &str) -> Result<CodeCheck, OtpError> {
-        let submitted = submitted.trim_matches(|c: char| c.is_ascii_whitespace());
-        let candidate = self.mac(login_key, submitted);
-        let now = self.clock.now_ms();
+        let guess = self.guess(login_key, submitted);
         let mut outcome = CodeCheck::NoCode;
         self.store
             .update(&store_keys::code(login_key), None, &mut |current| {
-                let Some(record) =
-                    current.and_then(|bytes| serde_json::from_slice::<IssuedCode>(bytes).ok())
-                else {
-                    outcome = CodeCheck::NoCode;
-                    return StoreUpdate::Keep;
-                };
-                if now >= record.expires_at_ms {
-                    outcome = CodeCheck::Expired;
-                    return StoreUpdate::Delete;
-                }
-                let matches: bool = record.mac.ct_eq(&candidate).into();
-                if well_formed(submitted, record.length, record.alphabet) && matches {
-                    outcome = CodeCheck::Accepted;
-                    return StoreUpdate::Delete;
-                }
-                let wrong = record.wrong_guesses + 1;
-                if wrong >= record.max_attempts {
-                    outcome = CodeCheck::Burned;
-                    return StoreUpdate::Delete;
-                }
-                outcome = CodeCheck::Rejected {
-                    remaining: record.max_attempts - wrong,
-                };
-                let updated = IssuedCode {
-                    wrong_guesses: wrong,
-                    ..record
-                };
-                StoreUpdate::Put(serde_json::to_vec(&updated).expect("code record serialises"))
+                let (judged, update) = guess.judge(current);
+                outcome = judged;
+                update
             })?;
         Ok(outcome)
+    }
+
+    /// A submitted passcode, ready to be judged against the login's code record (by
+    /// [`OtpService::verify`], or together with the account's record in one store update).
+    pub fn guess(&self, login_key: &str, submitted: &str) -> Guess {
+        let submitted = submitted.trim_matches(|c: char| c.is_ascii_whitespace());
+        Guess {
+            candidate: self.mac(login_key, submitted),
+            submitted: submitted.to_owned(),
+            now: self.clock.now_ms(),
+        }
     }
 
     /// Forgets any code of this login (the login finished or was abandoned).
     pub fn forget(&self, login_key: &str) -> Result<(), OtpError> {
         Ok(self.store.delete(&store_keys::code(login_key))?)
+    }
+}
+
+/// A submitted passcode and its MAC under the login's key.
+pub struct Guess {
+    candidate: Vec<u8>,
+    submitted: String,
+    now: u64,
+}
+
+impl Guess {
+    /// The verdict on the stored code record, and what becomes of the record: a right,
+    /// expired or burned code is gone; a wrong guess is counted.
+    pub fn judge(&self, current: Option<&[u8]>) -> (CodeCheck, StoreUpdate) {
+        let Some(record) =
+            current.and_then(|bytes| serde_json::from_slice::<IssuedCode>(bytes).ok())
+        else {
+            return (CodeCheck::NoCode, StoreUpdate::Keep);
+        };
+        if self.now >= record.expires_at_ms {
+            return (CodeCheck::Expired, StoreUpdate::Delete);
+        }
+        let matches: bool = record.mac.ct_eq(&self.candidate).into();
+        if well_formed(&self.submitted, record.length, record.alphabet) && matches {
+            return (CodeCheck::Accepted, StoreUpdate::Delete);
+        }
+        let wrong = record.wrong_guesses + 1;
+        if wrong >= record.max_attempts {
+            return (CodeCheck::Burned, StoreUpdate::Delete);
+        }
+        let updated = IssuedCode {
+            wrong_guesses: wrong,
+            ..record
+        };
+        (
+            CodeCheck::Rejected {
+                remaining: record.max_attempts - wrong,
+            },
+            StoreUpdate::Put(serde_json::to_vec(&updated).expect("code record serialises")),
+        )
     }
 }
 

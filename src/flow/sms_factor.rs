@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::base::phone::is_phone_subject;
 use crate::base::{store_keys, SharedClock};
 use crate::config::OtpConfig;
+use crate::flow::otp::{CodeCheck, OtpService};
 use crate::ports::{
     AttributeChange, DirectoryError, StateStore, StoreError, StoreUpdate, UserDirectory, UserEntry,
 };
@@ -68,7 +69,7 @@ pub enum FactorState {
 }
 
 /// What one answer (a code or a backup code) did to the account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Settled {
     /// The answer was right and the factor open: the count starts again.
     Accepted,
@@ -79,6 +80,7 @@ pub enum Settled {
     /// Refused because the factor is disabled (or this wrong answer disabled it).
     Disabled,
     /// Nothing was compared and the factor is open.
+    #[default]
     Untouched,
 }
 
@@ -108,6 +110,15 @@ pub struct ResetReport {
     pub store_record_removed: bool,
 }
 
+/// What settling an answer decided, for what follows outside the store.
+#[derive(Default)]
+struct Decision {
+    settled: Settled,
+    /// What the update left, for the directory's copy: `Some(record)` written, `Some(None)`
+    /// gone, `None` untouched.
+    kept: Option<Option<AccountRecord>>,
+}
+
 pub struct SmsFactor {
     store: Arc<dyn StateStore>,
     users: Arc<dyn UserDirectory>,
@@ -135,7 +146,10 @@ impl SmsFactor {
     }
 
     fn state_of(&self, record: &AccountRecord) -> FactorState {
-        let now = self.clock.now_ms();
+        self.state_at(record, self.clock.now_ms())
+    }
+
+    fn state_at(&self, record: &AccountRecord, now: u64) -> FactorState {
         if record.disabled {
             FactorState::Disabled
         } else if record.locked_until_ms > now {
@@ -176,91 +190,137 @@ impl SmsFactor {
     /// count again; a wrong one is counted and may lock or disable the factor. A disable of a
     /// directory user is also marked in the directory.
     pub fn settle(&self, account: &str, answer: Answer) -> Result<Settled, FactorError> {
-        if answer == Answer::NotCompared {
-            // Nothing to count; a lock or disable still decides what the user is told.
-            return Ok(match self.state(account)? {
-                FactorState::Open => Settled::Untouched,
-                FactorState::Locked {
-                    retry_after_seconds,
-                } => Settled::Locked {
-                    retry_after_seconds,
-                },
-                FactorState::Disabled => Settled::Disabled,
-            });
-        }
-        let policy = self.policy;
         let now = self.clock.now_ms();
-        let mut settled = Settled::Untouched;
-        // What the update left, for the directory's copy: Some(record) written, Some(None) gone.
-        let mut kept: Option<Option<AccountRecord>> = None;
+        let mut decision = Decision::default();
         self.store.update(
             &store_keys::sms_factor(account),
             Some(ACCOUNT_MEMORY),
             &mut |current| {
-                let existed = current.is_some();
-                let mut record = read(current).unwrap_or_default();
-                kept = None;
-                match (self.state_of(&record), answer) {
-                    (FactorState::Disabled, _) => {
-                        settled = Settled::Disabled;
-                        StoreUpdate::Keep
-                    }
-                    (
-                        FactorState::Locked {
-                            retry_after_seconds,
-                        },
-                        _,
-                    ) => {
-                        settled = Settled::Locked {
-                            retry_after_seconds,
-                        };
-                        StoreUpdate::Keep
-                    }
-                    (FactorState::Open, Answer::Right) => {
-                        settled = Settled::Accepted;
-                        if existed {
-                            kept = Some(None);
-                            StoreUpdate::Delete
-                        } else {
-                            StoreUpdate::Keep
-                        }
-                    }
-                    (FactorState::Open, _) => {
-                        record.consecutive_failures += 1;
-                        let failures = record.consecutive_failures;
-                        settled = Settled::Counted;
-                        if policy.disable_after > 0 && failures >= policy.disable_after {
-                            record.disabled = true;
-                            settled = Settled::Disabled;
-                        } else if policy.lock_after > 0 && failures % policy.lock_after == 0 {
-                            record.locks += 1;
-                            let minutes = policy
-                                .lock_minutes
-                                .saturating_mul(1 << (record.locks - 1).min(16));
-                            record.locked_until_ms = now + minutes * 60_000;
-                            settled = Settled::Locked {
-                                retry_after_seconds: minutes * 60,
-                            };
-                        }
-                        kept = Some(Some(record.clone()));
-                        StoreUpdate::Put(
-                            serde_json::to_vec(&record).expect("account record serialises"),
-                        )
-                    }
-                }
+                let (decided, update) = self.decide(current, answer, now);
+                decision = decided;
+                update
             },
         )?;
-        if settled == Settled::Disabled && answer == Answer::Wrong {
+        self.carry_out(account, answer, decision)
+    }
+
+    /// Compares a passcode with the login's code and settles the answer against the account,
+    /// both records in one atomic store update (for Redis: one transaction, two round trips).
+    pub fn check_code(
+        &self,
+        otp: &OtpService,
+        login_key: &str,
+        account: &str,
+        submitted: &str,
+    ) -> Result<(CodeCheck, Settled), FactorError> {
+        let guess = otp.guess(login_key, submitted);
+        let now = self.clock.now_ms();
+        let mut outcome = (CodeCheck::NoCode, Answer::NotCompared, Decision::default());
+        self.store.update_pair(
+            [
+                &store_keys::code(login_key),
+                &store_keys::sms_factor(account),
+            ],
+            [None, Some(ACCOUNT_MEMORY)],
+            &mut |[code, record]| {
+                let (compared, code_update) = guess.judge(code);
+                let answer = match compared {
+                    CodeCheck::Accepted => Answer::Right,
+                    CodeCheck::Rejected { .. } | CodeCheck::Burned => Answer::Wrong,
+                    CodeCheck::Expired | CodeCheck::NoCode => Answer::NotCompared,
+                };
+                let (decision, record_update) = self.decide(record, answer, now);
+                outcome = (compared, answer, decision);
+                [code_update, record_update]
+            },
+        )?;
+        let (compared, answer, decision) = outcome;
+        Ok((compared, self.carry_out(account, answer, decision)?))
+    }
+
+    /// What an answer does to the account's record (its bytes in the store): the verdict, and
+    /// what becomes of the record. A right answer on an open factor forgets the count; a wrong
+    /// one counts and may lock or disable; nothing compared touches nothing.
+    fn decide(&self, current: Option<&[u8]>, answer: Answer, now: u64) -> (Decision, StoreUpdate) {
+        let existed = current.is_some();
+        let mut record = read(current).unwrap_or_default();
+        let policy = self.policy;
+        let keep = |settled| {
+            (
+                Decision {
+                    settled,
+                    kept: None,
+                },
+                StoreUpdate::Keep,
+            )
+        };
+        match (self.state_at(&record, now), answer) {
+            (FactorState::Disabled, _) => keep(Settled::Disabled),
+            (
+                FactorState::Locked {
+                    retry_after_seconds,
+                },
+                _,
+            ) => keep(Settled::Locked {
+                retry_after_seconds,
+            }),
+            (FactorState::Open, Answer::NotCompared) => keep(Settled::Untouched),
+            (FactorState::Open, Answer::Right) if existed => (
+                Decision {
+                    settled: Settled::Accepted,
+                    kept: Some(None),
+                },
+                StoreUpdate::Delete,
+            ),
+            (FactorState::Open, Answer::Right) => keep(Settled::Accepted),
+            (FactorState::Open, Answer::Wrong) => {
+                record.consecutive_failures += 1;
+                let failures = record.consecutive_failures;
+                let mut settled = Settled::Counted;
+                if policy.disable_after > 0 && failures >= policy.disable_after {
+                    record.disabled = true;
+                    settled = Settled::Disabled;
+                } else if policy.lock_after > 0 && failures % policy.lock_after == 0 {
+                    record.locks += 1;
+                    let minutes = policy
+                        .lock_minutes
+                        .saturating_mul(1 << (record.locks - 1).min(16));
+                    record.locked_until_ms = now + minutes * 60_000;
+                    settled = Settled::Locked {
+                        retry_after_seconds: minutes * 60,
+                    };
+                }
+                let bytes = serde_json::to_vec(&record).expect("account record serialises");
+                (
+                    Decision {
+                        settled,
+                        kept: Some(Some(record)),
+                    },
+                    StoreUpdate::Put(bytes),
+                )
+            }
+        }
+    }
+
+    /// After the store decided: a new disable is marked in the directory, and a directory
+    /// user's copy of the record follows the store's.
+    fn carry_out(
+        &self,
+        account: &str,
+        answer: Answer,
+        decision: Decision,
+    ) -> Result<Settled, FactorError> {
+        if decision.settled == Settled::Disabled && answer == Answer::Wrong {
             self.mark_disabled_in_directory(account)?;
         }
-        if let Some(record) = kept.filter(|_| !is_phone_subject(account)) {
+        if let Some(record) = decision.kept.filter(|_| !is_phone_subject(account)) {
             // The store decides; the directory's copy only carries the record over a restart,
             // so a directory that cannot be written now does not fail the answer.
             if let Err(error) = self.keep_in_directory(account, record.as_ref()) {
                 tracing::warn!(target: "server", "the SMS-factor record of {account} is not kept in the directory: {error}");
             }
         }
-        Ok(settled)
+        Ok(decision.settled)
     }
 
     /// Writes (or, with `None`, removes) a directory user's copy of the record.

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::base::{SharedClock, SystemClock};
-use crate::ports::{StateStore, StoreError, StoreUpdate};
+use crate::ports::{PairDecision, StateStore, StoreError, StoreUpdate};
 
 /// Milliseconds on the clock.
 type Millis = u64;
@@ -84,6 +84,38 @@ impl Inner {
         self.map.get(key)
     }
 
+    /// Carries out what an update decided for `key` (whose entry expired at `expires_at`).
+    fn apply(
+        &mut self,
+        key: &str,
+        ttl: Option<Duration>,
+        expires_at: Option<Millis>,
+        decided: StoreUpdate,
+        now: Millis,
+    ) {
+        match decided {
+            StoreUpdate::Keep => {}
+            StoreUpdate::Delete => {
+                self.map.remove(key);
+            }
+            StoreUpdate::Put(value) => {
+                let expires_at = match (ttl, expires_at) {
+                    (Some(ttl), _) => plus(now, ttl),
+                    (None, Some(at)) => at,
+                    (None, None) => plus(now, Duration::from_secs(60)),
+                };
+                self.map.insert(
+                    key.to_owned(),
+                    Entry {
+                        value: value.into_boxed_slice(),
+                        expires_at,
+                    },
+                );
+                self.wrote(now);
+            }
+        }
+    }
+
     fn wrote(&mut self, now: Millis) {
         self.writes += 1;
         if self.writes % SWEEP_EVERY == 0 {
@@ -126,27 +158,32 @@ impl StateStore for MemoryStore {
         let mut inner = self.lock();
         let current = inner.live(key, now).map(|e| (&*e.value, e.expires_at));
         let expires_at = current.map(|(_, at)| at);
-        match decide(current.map(|(v, _)| v)) {
-            StoreUpdate::Keep => {}
-            StoreUpdate::Delete => {
-                inner.map.remove(key);
-            }
-            StoreUpdate::Put(value) => {
-                let expires_at = match (ttl, expires_at) {
-                    (Some(ttl), _) => plus(now, ttl),
-                    (None, Some(at)) => at,
-                    (None, None) => plus(now, Duration::from_secs(60)),
-                };
-                inner.map.insert(
-                    key.to_owned(),
-                    Entry {
-                        value: value.into_boxed_slice(),
-                        expires_at,
-                    },
-                );
-                inner.wrote(now);
-            }
-        }
+        let decided = decide(current.map(|(v, _)| v));
+        inner.apply(key, ttl, expires_at, decided, now);
+        Ok(())
+    }
+
+    fn update_pair(
+        &self,
+        keys: [&str; 2],
+        ttls: [Option<Duration>; 2],
+        decide: &mut PairDecision<'_>,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut inner = self.lock();
+        let read = |inner: &mut Inner, key: &str| {
+            inner
+                .live(key, now)
+                .map(|e| (e.value.to_vec(), e.expires_at))
+        };
+        let first = read(&mut inner, keys[0]);
+        let second = read(&mut inner, keys[1]);
+        let [one, two] = decide([
+            first.as_ref().map(|(v, _)| v.as_slice()),
+            second.as_ref().map(|(v, _)| v.as_slice()),
+        ]);
+        inner.apply(keys[0], ttls[0], first.map(|(_, at)| at), one, now);
+        inner.apply(keys[1], ttls[1], second.map(|(_, at)| at), two, now);
         Ok(())
     }
 }

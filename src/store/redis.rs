@@ -7,7 +7,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::ports::{StateStore, StoreError, StoreUpdate};
+use crate::ports::{PairDecision, StateStore, StoreError, StoreUpdate};
 
 /// Optimistic retries of one `update` before it gives up (heavy contention on one key).
 const MAX_UPDATE_ATTEMPTS: usize = 64;
@@ -99,44 +99,78 @@ impl RedisStore {
     }
 }
 
-/// One optimistic attempt, two round trips (WATCH + GET, then MULTI..EXEC or UNWATCH): `None`
-/// when another client changed the key meanwhile.
+/// What an update of several keys decides, from their current values.
+type KeysDecision<'a> = dyn FnMut(&[Option<Vec<u8>>]) -> Vec<StoreUpdate> + 'a;
+
+/// One optimistic attempt on `keys` together, two round trips (WATCH + GET of each, then
+/// MULTI..EXEC): `None` when another client changed one of them meanwhile. When nothing is to
+/// be written no second trip is made: the WATCH left on the connection is harmless (plain
+/// commands ignore it, and an EXEC it spoils is retried and clears it).
 fn attempt(
     con: &mut redis::Connection,
-    key: &str,
-    ttl: Option<Duration>,
-    decide: &mut dyn FnMut(Option<&[u8]>) -> StoreUpdate,
+    keys: &[String],
+    ttls: &[Option<Duration>],
+    decide: &mut KeysDecision<'_>,
 ) -> redis::RedisResult<Option<()>> {
-    let (current,): (Option<Vec<u8>>,) = redis::pipe()
-        .cmd("WATCH")
-        .arg(key)
-        .ignore()
-        .cmd("GET")
-        .arg(key)
-        .query(con)?;
+    let mut read = redis::pipe();
+    read.cmd("WATCH").arg(keys).ignore();
+    for key in keys {
+        read.cmd("GET").arg(key);
+    }
+    let current: Vec<Option<Vec<u8>>> = read.query(con)?;
+    let decided = decide(&current);
+    if decided.iter().all(|d| matches!(d, StoreUpdate::Keep)) {
+        return Ok(Some(()));
+    }
     let mut transaction = redis::pipe();
     transaction.atomic();
-    match decide(current.as_deref()) {
-        StoreUpdate::Keep => {
-            redis::cmd("UNWATCH").query::<()>(con)?;
-            return Ok(Some(()));
-        }
-        StoreUpdate::Delete => {
-            transaction.cmd("DEL").arg(key).ignore();
-        }
-        StoreUpdate::Put(value) => {
-            let set = transaction.cmd("SET").arg(key).arg(value);
-            match (ttl, current.is_some()) {
-                (Some(ttl), _) => set.arg("PX").arg(millis(ttl)),
-                // Keeps the key's remaining lifetime.
-                (None, true) => set.arg("KEEPTTL"),
-                (None, false) => set.arg("PX").arg(millis(DEFAULT_TTL)),
+    for (((key, ttl), existing), decided) in keys.iter().zip(ttls).zip(&current).zip(decided) {
+        match decided {
+            StoreUpdate::Keep => {}
+            StoreUpdate::Delete => {
+                transaction.cmd("DEL").arg(key).ignore();
             }
-            .ignore();
+            StoreUpdate::Put(value) => {
+                let set = transaction.cmd("SET").arg(key).arg(value);
+                match (ttl, existing.is_some()) {
+                    (Some(ttl), _) => set.arg("PX").arg(millis(*ttl)),
+                    // Keeps the key's remaining lifetime.
+                    (None, true) => set.arg("KEEPTTL"),
+                    (None, false) => set.arg("PX").arg(millis(DEFAULT_TTL)),
+                }
+                .ignore();
+            }
         }
     }
     // EXEC answers nil when a watched key changed: the caller reads again.
     transaction.query::<Option<()>>(con)
+}
+
+impl RedisStore {
+    /// Optimistic update of `keys` together, retried while other clients get in first.
+    fn update_keys(
+        &self,
+        keys: &[String],
+        ttls: &[Option<Duration>],
+        decide: &mut KeysDecision<'_>,
+    ) -> Result<(), StoreError> {
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let done = self.with_connection(|con| {
+                let result = attempt(con, keys, ttls, decide);
+                if result.is_err() {
+                    // Leave no WATCH behind on a connection that may still be pooled.
+                    let _ = redis::cmd("UNWATCH").query::<()>(con);
+                }
+                result
+            })?;
+            if done.is_some() {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "redis: the key changed under {MAX_UPDATE_ATTEMPTS} attempts in a row"
+        )))
+    }
 }
 
 impl StateStore for RedisStore {
@@ -176,22 +210,19 @@ impl StateStore for RedisStore {
         ttl: Option<Duration>,
         decide: &mut dyn FnMut(Option<&[u8]>) -> StoreUpdate,
     ) -> Result<(), StoreError> {
-        let key = self.key(key);
-        for _ in 0..MAX_UPDATE_ATTEMPTS {
-            let done = self.with_connection(|con| {
-                let result = attempt(con, &key, ttl, decide);
-                if result.is_err() {
-                    // Leave no WATCH behind on a connection that may still be pooled.
-                    let _ = redis::cmd("UNWATCH").query::<()>(con);
-                }
-                result
-            })?;
-            if done.is_some() {
-                return Ok(());
-            }
-        }
-        Err(StoreError::Unavailable(format!(
-            "redis: the key changed under {MAX_UPDATE_ATTEMPTS} attempts in a row"
-        )))
+        self.update_keys(&[self.key(key)], &[ttl], &mut |current| {
+            vec![decide(current[0].as_deref())]
+        })
+    }
+
+    fn update_pair(
+        &self,
+        keys: [&str; 2],
+        ttls: [Option<Duration>; 2],
+        decide: &mut PairDecision<'_>,
+    ) -> Result<(), StoreError> {
+        self.update_keys(&keys.map(|k| self.key(k)), &ttls, &mut |current| {
+            decide([current[0].as_deref(), current[1].as_deref()]).into()
+        })
     }
 }

@@ -15,7 +15,7 @@ use crate::support::*;
 /// A redis-server of our own, stopped on drop.
 pub(crate) struct RedisServer {
     child: Option<Child>,
-    port: u16,
+    pub(crate) port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -338,4 +338,149 @@ fn a_server_started_before_redis_waits_for_it() {
     let login = env.web_login(None);
     assert_eq!(location(&login.password("alice", ALICE_PASSWORD)), "/login");
     login.finish(login.passcode(&env.sms.last_code()));
+}
+
+/// A TCP relay between a client and redis-server that counts the client's round trips: each
+/// time the client writes after having been answered (a pipeline is one write).
+struct CountingRelay {
+    port: u16,
+    trips: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingRelay {
+    fn start(upstream: u16) -> CountingRelay {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let trips = Arc::new(AtomicUsize::new(0));
+        let counted = trips.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let mut server = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                let (mut client_in, mut server_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                // Whether the last bytes on this connection went to the client (an answer).
+                let answered = Arc::new(AtomicBool::new(true));
+                let (to_server, trips) = (answered.clone(), counted.clone());
+                std::thread::spawn(move || {
+                    let mut buffer = [0u8; 65536];
+                    while let Ok(n) = client_in.read(&mut buffer) {
+                        if n == 0 || server_out.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                        if to_server.swap(false, Ordering::SeqCst) {
+                            trips.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    let mut buffer = [0u8; 65536];
+                    while let Ok(n) = server.read(&mut buffer) {
+                        answered.store(true, Ordering::SeqCst);
+                        if n == 0 || client.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        CountingRelay { port, trips }
+    }
+
+    fn trips(&self) -> usize {
+        self.trips.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A code check (the code and the account's record, one transaction) costs at most two round
+/// trips to Redis, wrong or right.
+#[test]
+fn a_code_check_costs_two_round_trips_to_redis() {
+    use gatehouse::flow::host::{HookContext, HookState};
+    use gatehouse::flow::otp::OtpCheck;
+    use gatehouse::flow::script_port::ScriptRuntime;
+    let redis = RedisServer::start();
+    let relay = CountingRelay::start(redis.port);
+    let store: Arc<dyn StateStore> = Arc::new(
+        RedisStore::new(
+            &format!("redis://127.0.0.1:{}/0", relay.port),
+            "trips:",
+            Duration::from_secs(2),
+        )
+        .unwrap(),
+    );
+    let env = TestEnv::with_options(
+        vec![script("sms_otp", shipped_script())],
+        EnvOptions {
+            store: Some(store),
+            ..EnvOptions::default()
+        },
+    );
+    let state = HookState {
+        user: Some("alice".into()),
+        ..HookState::default()
+    };
+    let login_key = "b".repeat(64);
+    let context = HookContext::for_login(
+        "sms_otp",
+        "test",
+        &login_key,
+        env.app.services.clone(),
+        state,
+        None,
+    );
+    let policy = env.app.host.code_policy("sms_otp").unwrap();
+    let code = context.issue_code(&policy, None, None).unwrap();
+    let wrong = if code.starts_with('1') {
+        "222222"
+    } else {
+        "111111"
+    };
+    for (guess, expected) in [
+        (wrong, OtpCheck::Rejected { remaining: 4 }),
+        (wrong, OtpCheck::Rejected { remaining: 3 }),
+        (code.as_str(), OtpCheck::Accepted),
+    ] {
+        let before = relay.trips();
+        assert_eq!(context.verify_code(guess).unwrap(), expected);
+        let trips = relay.trips() - before;
+        assert!(trips <= 2, "{guess:?} took {trips} round trips");
+        assert!(trips >= 1, "the relay counts");
+    }
+}
+
+/// Two keys updated together stay in step under contention (one transaction per update).
+#[test]
+fn pair_updates_are_atomic_under_contention() {
+    let redis = RedisServer::start();
+    let store = Arc::new(redis.store("pair:"));
+    let count = |bytes: Option<&[u8]>| {
+        bytes.map_or(0, |b| String::from_utf8_lossy(b).parse::<u64>().unwrap())
+    };
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let store = store.clone();
+            s.spawn(move || {
+                for _ in 0..50 {
+                    store
+                        .update_pair(
+                            ["a", "b"],
+                            [Some(Duration::from_secs(60)), None],
+                            &mut |[a, b]| {
+                                assert_eq!(count(a), count(b), "seen out of step");
+                                [
+                                    StoreUpdate::Put((count(a) + 1).to_string().into_bytes()),
+                                    StoreUpdate::Put((count(b) + 1).to_string().into_bytes()),
+                                ]
+                            },
+                        )
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(store.get("a").unwrap().as_deref(), Some(&b"200"[..]));
+    assert_eq!(store.get("b").unwrap().as_deref(), Some(&b"200"[..]));
 }

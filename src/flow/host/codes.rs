@@ -4,7 +4,7 @@
 
 use crate::base::Secret;
 use crate::flow::backup;
-use crate::flow::otp::{CodeCheck, CodePolicy, OtpCheck, OtpError};
+use crate::flow::otp::{CodePolicy, OtpCheck, OtpError};
 use crate::flow::sms_factor::{Answer, FactorState, Settled};
 use crate::ports::AttributeChange;
 
@@ -148,16 +148,14 @@ impl HookContext {
             self.set_policy_message(messages::DISABLED);
             return Ok(OtpCheck::Disabled);
         }
-        let compared = self.services.otp.verify(key, passcode)?;
         let check = match &user {
-            None => OtpCheck::from(compared),
+            None => OtpCheck::from(self.services.otp.verify(key, passcode)?),
             Some(user) => {
-                let answer = match compared {
-                    CodeCheck::Accepted => Answer::Right,
-                    CodeCheck::Rejected { .. } | CodeCheck::Burned => Answer::Wrong,
-                    CodeCheck::Expired | CodeCheck::NoCode => Answer::NotCompared,
-                };
-                let settled = self.services.sms_factor.settle(user, answer)?;
+                // The code and the account's record in one atomic store update.
+                let (compared, settled) =
+                    self.services
+                        .sms_factor
+                        .check_code(&self.services.otp, key, user, passcode)?;
                 self.announce(settled);
                 match settled {
                     Settled::Locked {
