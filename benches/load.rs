@@ -72,7 +72,7 @@ impl Browser {
             .text()
             .unwrap();
         let start = page.find("name=\"csrf\" value=\"").unwrap() + 19;
-        page[start..start + 64].to_owned()
+        page[start..].split('"').next().unwrap().to_owned()
     }
 
     /// Authorize and pass the password step; afterwards the login waits for its passcode.
@@ -207,7 +207,8 @@ fn main() {
     .unwrap();
     std::fs::write(root.join("scripts/sms_otp.rhai"), script).unwrap();
     let sink = Arc::new(Sink::default());
-    let base = start_server(root, &sink, None);
+    let memory = Arc::new(gatehouse::store::MemoryStore::new());
+    let base = start_server(root, &sink, Some(memory.clone()));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!(
         "load harness: {base}, {CLIENTS} client threads, {seconds} s per phase, {cores} cores"
@@ -216,10 +217,10 @@ fn main() {
     let in_flight: usize = std::env::var("GATEHOUSE_PASSCODE_LOGINS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(4_000);
+        .unwrap_or(10_000);
     // GATEHOUSE_LOAD_ONLY=passcode: the passcode phase alone (for a profiler).
     if std::env::var("GATEHOUSE_LOAD_ONLY").as_deref() == Ok("passcode") {
-        let waiting = prepare_waiting(&base, &sink, in_flight, 4, true);
+        let waiting = prepare_waiting(&base, &sink, in_flight, 4, true, usize::MAX);
         // Time to attach a profiler to the posts alone: `perf record -p PID`.
         eprintln!("prepared; pid {}; posting in 2 s", std::process::id());
         std::thread::sleep(Duration::from_secs(2));
@@ -230,19 +231,29 @@ fn main() {
         return;
     }
     // First, on the fresh server: later phases leave freed memory that would hide the growth.
-    let waiting_bytes = waiting_sign_in_bytes(&base, &sink, WAITING_SIGN_INS);
+    let waiting_bytes = waiting_sign_in_bytes(root, WAITING_SIGN_INS);
+    prepare_waiting(&base, &sink, WAITING_SIGN_INS, 4, false, 250);
+    let (entries, record_bytes) = memory.footprint();
+    if std::env::var("GATEHOUSE_LOAD_ONLY").as_deref() == Ok("memory") {
+        println!("{WAITING_SIGN_INS} sign-ins waiting at the passcode step: {waiting_bytes} bytes resident each ({} store entries, {} bytes of keys and values each)", entries / WAITING_SIGN_INS, record_bytes / WAITING_SIGN_INS);
+        return;
+    }
     let long_state_mib = long_state_sign_ins_mib(&base);
     let unfinished_mib = unfinished_sign_ins_mib(&base);
 
     // Baseline: the cheapest endpoint, then the passcode POSTs of sign-ins in flight, each
     // answered with the redirect to the application; the same generator for both.
+    let cpu_before = thread_cpu_micros("server");
     let health = generator.get_rate(&format!("{base}/health"), seconds, 200);
-    println!(
-        "GET /health                         {health:>10.0} req/s   ({CONNECTIONS} connections)"
-    );
-    let waiting = prepare_waiting(&base, &sink, in_flight, 4, true);
+    let health_cpu =
+        thread_cpu_micros("server").saturating_sub(cpu_before) as f64 / (health * seconds);
+    println!("GET /health                         {health:>10.0} req/s   ({CONNECTIONS} connections; server CPU {health_cpu:.0} us each)");
+    let waiting = prepare_waiting(&base, &sink, in_flight, 4, true, usize::MAX);
+    let cpu_before = thread_cpu_micros("server");
     let passcode = generator.passcode_rate(&base, waiting);
-    println!("POST /login passcode (in flight)    {passcode:>10.0} req/s   ({in_flight} logins)");
+    let passcode_cpu =
+        thread_cpu_micros("server").saturating_sub(cpu_before) as f64 / in_flight as f64;
+    println!("POST /login passcode (in flight)    {passcode:>10.0} req/s   ({in_flight} logins; server CPU {passcode_cpu:.0} us each)");
 
     // Complete logins: authorize, password, passcode, token.
     let logins = rate(CLIENTS.min(USERS), seconds, |i| {
@@ -269,7 +280,7 @@ fn main() {
     println!("ratios: passcode POST / health = {:.3}; logins / health = {:.4}; logins / argon2 bound = {:.2}", passcode / health, logins / health, logins / bound);
     println!("2,000 sign-ins with a 30 KB state and nonce (measured second): +{long_state_mib} MiB resident");
     println!("30,000 unfinished sign-ins (30,000 addresses, measured next): +{unfinished_mib} MiB resident");
-    println!("{WAITING_SIGN_INS} sign-ins waiting at the passcode step (measured first): {waiting_bytes} bytes resident each");
+    println!("{WAITING_SIGN_INS} sign-ins waiting at the passcode step (measured first): {waiting_bytes} bytes resident each ({} store entries, {} bytes of keys and values each)", entries / WAITING_SIGN_INS, record_bytes / WAITING_SIGN_INS);
 
     // The same passcode phase on a second server whose state store is a local redis-server.
     match RedisServer::start(root) {
@@ -278,7 +289,7 @@ fn main() {
                 gatehouse::store::RedisStore::new(&redis.url(), "load:", Duration::from_secs(2))
                     .unwrap();
             let on_redis = start_server(root, &sink, Some(Arc::new(store)));
-            let waiting = prepare_waiting(&on_redis, &sink, in_flight, 4, true);
+            let waiting = prepare_waiting(&on_redis, &sink, in_flight, 4, true, usize::MAX);
             let redis_rate = generator.passcode_rate(&on_redis, waiting);
             println!("POST /login passcode on Redis       {redis_rate:>10.0} req/s   ({in_flight} logins; {:.2}x the memory store)", redis_rate / passcode);
         }
@@ -338,6 +349,73 @@ impl Drop for RedisServer {
     }
 }
 
+/// The harness's server config (`extra` is put at the end of `[server]`).
+fn server_config(root: &std::path::Path, base: &str, extra: &str) -> String {
+    format!(
+        "[paths]\nscripts_dir = {:?}\nlog_dir = {:?}\nusers_file = {:?}\n[sms]\nallow_test_numbers = true\nallowed_prefixes = [\"+44\"]\nper_number_per_hour = 1000000\nper_number_per_day = 10000000\nper_address_per_hour = 10000000\nmax_sends_per_login = 10\nresend_cooldown_seconds = 0\ndaily_budget = 100000000\n[login]\ndefault_acr = \"sms_otp\"\nmax_pending_per_address = 10000000\nmax_pending_total = 10000000\n[server]\nmax_connections_per_address = 100000\ntrusted_proxies = [\"127.0.0.1\"]\n{extra}\n[log]\nconsole = false\nlevel = \"warn\"\n[oidc]\nissuer = {base:?}\nsigning_key_file = {:?}\n[[clients]]\nclient_id = \"load\"\nclient_secret = \"load-secret\"\nredirect_uris = [\"http://127.0.0.1:9/cb\"]\n[[scripts]]\nacr = \"sms_otp\"\nfile = \"sms_otp.rhai\"\n",
+        root.join("scripts"),
+        root.join("logs"),
+        root.join("config/users.toml"),
+        root.join("config/key.pem")
+    )
+}
+
+/// The release binary serving the harness's config in a process of its own (the console SMS
+/// sink, output dropped), so that its memory is the server's alone; stopped on drop.
+struct ServerProcess {
+    child: std::process::Child,
+    base: String,
+}
+
+impl ServerProcess {
+    fn start(root: &std::path::Path) -> ServerProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let config_file = root.join(format!("config/process-{port}.toml"));
+        let listen = format!("listen = \"127.0.0.1:{port}\"");
+        std::fs::write(&config_file, server_config(root, &base, &listen)).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .arg("--config")
+            .arg(&config_file)
+            .arg("serve")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the server process did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ServerProcess { child, base }
+    }
+
+    fn resident_bytes(&self) -> u64 {
+        let statm =
+            std::fs::read_to_string(format!("/proc/{}/statm", self.child.id())).unwrap_or_default();
+        statm
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 4096
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts a server on a free loopback port with the harness's config (its own file, issuer
 /// and, when given, state store); its base URL.
 fn start_server(
@@ -351,17 +429,7 @@ fn start_server(
         "config/gatehouse-{}.toml",
         listener.local_addr().unwrap().port()
     ));
-    std::fs::write(
-        &config_file,
-        format!(
-            "[paths]\nscripts_dir = {:?}\nlog_dir = {:?}\nusers_file = {:?}\n[sms]\nallow_test_numbers = true\nallowed_prefixes = [\"+44\"]\nper_number_per_hour = 1000000\nper_number_per_day = 10000000\nper_address_per_hour = 10000000\nmax_sends_per_login = 10\nresend_cooldown_seconds = 0\ndaily_budget = 100000000\n[login]\ndefault_acr = \"sms_otp\"\nmax_pending_per_address = 10000000\nmax_pending_total = 10000000\n[server]\nmax_connections_per_address = 100000\ntrusted_proxies = [\"127.0.0.1\"]\n[log]\nconsole = false\nlevel = \"warn\"\n[oidc]\nissuer = {base:?}\nsigning_key_file = {:?}\n[[clients]]\nclient_id = \"load\"\nclient_secret = \"load-secret\"\nredirect_uris = [\"http://127.0.0.1:9/cb\"]\n[[scripts]]\nacr = \"sms_otp\"\nfile = \"sms_otp.rhai\"\n",
-            root.join("scripts"),
-            root.join("logs"),
-            root.join("config/users.toml"),
-            root.join("config/key.pem")
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config_file, server_config(root, &base, "")).unwrap();
     let mut builder = Builder::new(&config_file).sms(sink.clone());
     if let Some(store) = store {
         builder = builder.store(store);
@@ -372,6 +440,7 @@ fn start_server(
     listener.set_nonblocking(true).unwrap();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("server")
             .enable_all()
             .build()
             .unwrap();
@@ -462,17 +531,20 @@ fn cookie_header(cookies: &[(String, String)]) -> String {
 
 fn csrf_of(page: &str) -> String {
     let start = page.find("name=\"csrf\" value=\"").unwrap() + 19;
-    page[start..start + 64].to_owned()
+    page[start..].split('"').next().unwrap().to_owned()
 }
 
 /// Brings `count` sign-ins of the `quick{i}` users to their passcode step, each in a browser
 /// session of its own, on `threads` threads (each its own users, so each code is known).
+/// Each thread's sign-ins come (through the trusted proxy) from `addresses` addresses of its
+/// own, in turn: 1 is one client; a large number, one address per sign-in.
 fn prepare_waiting(
     base: &str,
     sink: &Sink,
     count: usize,
     threads: usize,
     keep: bool,
+    addresses: usize,
 ) -> Vec<Waiting> {
     let authorize = format!(
         "{base}/authorize?client_id=load&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&response_type=code&scope=openid&state=s&code_challenge={CHALLENGE}&code_challenge_method=S256"
@@ -491,8 +563,16 @@ fn prepare_waiting(
                     let mut waiting = Vec::new();
                     for k in 0..per_thread.min(count.saturating_sub(t * per_thread)) {
                         let user = users[k % users.len()];
+                        // Each sign-in from an address of its own, as real traffic comes
+                        // (through the trusted proxy 127.0.0.1).
+                        let a = k % addresses.max(1);
+                        let from = format!("127.{}.{}.{}", 10 + t, a / 250, a % 250 + 1);
                         let mut cookies = Vec::new();
-                        let answer = client.get(authorize).send().unwrap();
+                        let answer = client
+                            .get(authorize)
+                            .header("x-forwarded-for", &from)
+                            .send()
+                            .unwrap();
                         assert_eq!(answer.status(), 303);
                         keep_cookies(&mut cookies, &answer);
                         let page = client
@@ -505,6 +585,7 @@ fn prepare_waiting(
                         let username = format!("quick{user}");
                         let answer = client
                             .post(format!("{base}/login"))
+                            .header("x-forwarded-for", &from)
                             .header("cookie", cookie_header(&cookies))
                             .form(&[
                                 ("csrf", csrf.as_str()),
@@ -555,6 +636,7 @@ impl Generator {
     fn new(connections: usize) -> Generator {
         Generator {
             runtime: tokio::runtime::Builder::new_multi_thread()
+                .thread_name("loadgen")
                 .worker_threads(2)
                 .enable_all()
                 .build()
@@ -650,10 +732,41 @@ impl Generator {
     }
 }
 
-/// Resident memory grown by `count` sign-ins brought to their passcode step and left there,
-/// in bytes per sign-in.
-fn waiting_sign_in_bytes(base: &str, sink: &Sink, count: usize) -> u64 {
-    let before = resident_bytes();
-    prepare_waiting(base, sink, count, 4, false);
-    resident_bytes().saturating_sub(before) / count as u64
+/// Resident memory of a server process grown by `count` sign-ins brought to their passcode
+/// step and left there, in bytes per sign-in (after a warm-up: threads and pools cost once).
+fn waiting_sign_in_bytes(root: &std::path::Path, count: usize) -> u64 {
+    let server = ServerProcess::start(root);
+    // The console sink: codes are not needed, nothing is posted.
+    let sink = Sink::default();
+    // 4 x 250 client addresses (offices, carrier NATs): per-address records are shared.
+    let addresses = 250;
+    prepare_waiting(&server.base, &sink, 1_000, 4, false, addresses);
+    let before = server.resident_bytes();
+    prepare_waiting(&server.base, &sink, count, 4, false, addresses);
+    server.resident_bytes().saturating_sub(before) / count as u64
+}
+
+/// CPU time (user + system, in microseconds) used so far by this process's threads named
+/// `name` (the server's runtime threads are named "server").
+fn thread_cpu_micros(name: &str) -> u64 {
+    let ticks_per_second = 100; // USER_HZ on Linux
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised command: state is field 3; utime 14, stime 15.
+        let rest = stat.rsplit(')').next().unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+        total += ticks * 1_000_000 / ticks_per_second;
+    }
+    total
 }

@@ -1,7 +1,6 @@
 //! SHA-256 digests as the server stores and names things: lowercase hex.
 
 use sha2::{Digest, Sha256};
-use std::fmt::Write;
 
 /// The SHA-256 of `data` as 64 lowercase hex digits.
 pub fn sha256_hex(data: impl AsRef<[u8]>) -> String {
@@ -22,10 +21,11 @@ pub fn hmac_sha256_hex(key: &[u8], data: &[u8]) -> String {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }

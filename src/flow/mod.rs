@@ -371,7 +371,7 @@ impl LoginEngine {
     ) -> Result<ChosenSignIn, FlowError> {
         let mut acr = self.resolve_acr(acr)?;
         let login =
-            LoginHandle::new(random::hex_token(32).map_err(|e| FlowError::Corrupt(e.to_string()))?);
+            LoginHandle::new(random::id_token().map_err(|e| FlowError::Corrupt(e.to_string()))?);
         let correlation_id = random::hex_token(6).map_err(|e| FlowError::Corrupt(e.to_string()))?;
         let mut txn = LoginTransaction {
             correlation_id,

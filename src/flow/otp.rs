@@ -101,14 +101,40 @@ pub enum OtpCheck {
     Disabled,
 }
 
+/// The stored record of an issued code. One per sign-in waiting for its code, so it is kept
+/// small: one-letter names, the MAC in base64.
 #[derive(Serialize, Deserialize)]
 struct IssuedCode {
+    #[serde(rename = "m", with = "base64_bytes")]
     mac: Vec<u8>,
+    #[serde(rename = "n")]
     length: u32,
+    #[serde(rename = "a")]
     alphabet: CodeAlphabet,
+    #[serde(rename = "x")]
     max_attempts: u32,
+    #[serde(rename = "e")]
     expires_at_ms: u64,
+    #[serde(rename = "w")]
     wrong_guesses: u32,
+}
+
+/// Bytes as unpadded base64url in a stored record.
+mod base64_bytes {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = <&str>::deserialize(deserializer)?;
+        URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// What one comparison with the login's code found (before the account has a say).

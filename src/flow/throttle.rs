@@ -100,6 +100,10 @@ impl Throttle {
             if record.failures <= policy.free_failures {
                 record.not_before_ms = 0;
             }
+            // Nothing left to remember: no record (one fewer entry per client address).
+            if record.failures == 0 && record.not_before_ms == 0 {
+                return StoreUpdate::Delete;
+            }
             StoreUpdate::Put(serde_json::to_vec(&record).expect("throttle records serialise"))
         })
     }

@@ -17,13 +17,10 @@ impl LoginHandle {
         LoginHandle(value)
     }
 
-    /// Parses a handle received from a client; anything but 64 lowercase hex digits is refused.
+    /// Parses a handle received from a client; anything but an id token (32 lowercase hex
+    /// digits) is refused.
     pub fn parse(value: &str) -> Option<Self> {
-        (value.len() == 64
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        .then(|| LoginHandle(value.to_owned()))
+        crate::base::random::is_id_token(value).then(|| LoginHandle(value.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {

@@ -11,11 +11,27 @@ use crate::ports::{PairDecision, StateStore, StoreError, StoreUpdate};
 /// Milliseconds on the clock.
 type Millis = u64;
 
-struct Entry {
-    /// Exactly the value's size: a serialiser's spare capacity (often half the buffer) is not
-    /// kept for the entry's lifetime.
-    value: Box<[u8]>,
-    expires_at: Millis,
+/// A value and its expiry in one allocation (the expiry in the first 8 bytes): one table
+/// slot is a key and a pointer, which matters with hundreds of thousands of sign-ins.
+struct Entry(Box<[u8]>);
+
+impl Entry {
+    fn new(value: &[u8], expires_at: Millis) -> Entry {
+        let mut bytes = Vec::with_capacity(8 + value.len());
+        bytes.extend_from_slice(&expires_at.to_le_bytes());
+        bytes.extend_from_slice(value);
+        Entry(bytes.into_boxed_slice())
+    }
+
+    fn expires_at(&self) -> Millis {
+        let mut at = [0u8; 8];
+        at.copy_from_slice(&self.0[..8]);
+        Millis::from_le_bytes(at)
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.0[8..]
+    }
 }
 
 /// Expired entries are dropped on access and swept every `SWEEP_EVERY` writes.
@@ -36,7 +52,7 @@ fn plus(now: Millis, ttl: Duration) -> Millis {
 
 #[derive(Default)]
 struct Inner {
-    map: HashMap<String, Entry>,
+    map: HashMap<Box<str>, Entry>,
     writes: u64,
 }
 
@@ -67,8 +83,19 @@ impl MemoryStore {
         self.lock()
             .map
             .values()
-            .filter(|e| e.expires_at > now)
+            .filter(|e| e.expires_at() > now)
             .count()
+    }
+
+    /// Live entries and the bytes of their keys and values (what the records cost before the
+    /// table's and the allocator's own overhead).
+    pub fn footprint(&self) -> (usize, usize) {
+        let now = self.now();
+        let inner = self.lock();
+        let live = inner.map.iter().filter(|(_, e)| e.expires_at() > now);
+        live.fold((0, 0), |(count, bytes), (key, entry)| {
+            (count + 1, bytes + key.len() + entry.value().len())
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -78,7 +105,7 @@ impl MemoryStore {
 
 impl Inner {
     fn live(&mut self, key: &str, now: Millis) -> Option<&Entry> {
-        if self.map.get(key).is_some_and(|e| e.expires_at <= now) {
+        if self.map.get(key).is_some_and(|e| e.expires_at() <= now) {
             self.map.remove(key);
         }
         self.map.get(key)
@@ -104,41 +131,37 @@ impl Inner {
                     (None, Some(at)) => at,
                     (None, None) => plus(now, Duration::from_secs(60)),
                 };
-                self.map.insert(
-                    key.to_owned(),
-                    Entry {
-                        value: value.into_boxed_slice(),
-                        expires_at,
-                    },
-                );
+                self.map.insert(key.into(), Entry::new(&value, expires_at));
                 self.wrote(now);
             }
         }
     }
 
+    /// Drops expired entries now and then: after as many writes as a quarter of the entries
+    /// (at least [`SWEEP_EVERY`]), so a sweep costs each write a constant share.
     fn wrote(&mut self, now: Millis) {
         self.writes += 1;
-        if self.writes % SWEEP_EVERY == 0 {
-            self.map.retain(|_, e| e.expires_at > now);
+        if self.writes >= SWEEP_EVERY.max(self.map.len() as u64 / 4) {
+            self.writes = 0;
+            self.map.retain(|_, e| e.expires_at() > now);
         }
     }
 }
 
 impl StateStore for MemoryStore {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.lock().live(key, self.now()).map(|e| e.value.to_vec()))
+        Ok(self
+            .lock()
+            .live(key, self.now())
+            .map(|e| e.value().to_vec()))
     }
 
     fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
         let now = self.now();
         let mut inner = self.lock();
-        inner.map.insert(
-            key.to_owned(),
-            Entry {
-                value: value.into_boxed_slice(),
-                expires_at: plus(now, ttl),
-            },
-        );
+        inner
+            .map
+            .insert(key.into(), Entry::new(&value, plus(now, ttl)));
         inner.wrote(now);
         Ok(())
     }
@@ -156,7 +179,7 @@ impl StateStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let now = self.now();
         let mut inner = self.lock();
-        let current = inner.live(key, now).map(|e| (&*e.value, e.expires_at));
+        let current = inner.live(key, now).map(|e| (e.value(), e.expires_at()));
         let expires_at = current.map(|(_, at)| at);
         let decided = decide(current.map(|(v, _)| v));
         inner.apply(key, ttl, expires_at, decided, now);
@@ -174,7 +197,7 @@ impl StateStore for MemoryStore {
         let read = |inner: &mut Inner, key: &str| {
             inner
                 .live(key, now)
-                .map(|e| (e.value.to_vec(), e.expires_at))
+                .map(|e| (e.value().to_vec(), e.expires_at()))
         };
         let first = read(&mut inner, keys[0]);
         let second = read(&mut inner, keys[1]);

@@ -8,7 +8,7 @@ use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use crate::base::digest::sha256_hex;
+use crate::base::digest::{hex, sha256};
 use crate::base::{random, store_keys};
 use crate::config::{Config, OidcConfig};
 use crate::flow::ChosenSignIn;
@@ -45,8 +45,10 @@ pub fn cookie_name(oidc: &OidcConfig) -> &'static str {
     }
 }
 
+/// A session is kept under a hash of its id (a store dump holds no usable cookie); 128 bits
+/// of it name the key.
 fn store_key(id: &str) -> String {
-    store_keys::session(&sha256_hex(id))
+    store_keys::session(&hex(&sha256(id)[..random::ID_BYTES]))
 }
 
 fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -65,8 +67,7 @@ pub fn load(
     oidc: &OidcConfig,
     headers: &HeaderMap,
 ) -> Result<Session, StoreError> {
-    let id = cookie_value(headers, cookie_name(oidc))
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()));
+    let id = cookie_value(headers, cookie_name(oidc)).filter(|v| random::is_id_token(v));
     if let Some(id) = id {
         if let Some(bytes) = store.get(&store_key(id))? {
             if let Ok(data) = serde_json::from_slice(&bytes) {
@@ -77,7 +78,7 @@ pub fn load(
             }
         }
     }
-    let csrf = random::hex_token(32).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let csrf = random::id_token().map_err(|e| StoreError::Unavailable(e.to_string()))?;
     Ok(Session {
         id: None,
         data: BrowserSession {
@@ -107,8 +108,7 @@ impl Session {
         };
         let fresh = self.id.is_none();
         if fresh {
-            self.id =
-                Some(random::hex_token(32).map_err(|e| StoreError::Unavailable(e.to_string()))?);
+            self.id = Some(random::id_token().map_err(|e| StoreError::Unavailable(e.to_string()))?);
         }
         let id = self.id.clone().unwrap_or_default();
         let bytes = serde_json::to_vec(&self.data).expect("sessions serialise");
@@ -125,8 +125,7 @@ impl Session {
         if let Some(old) = self.id.take() {
             store.delete(&store_key(&old))?;
         }
-        self.data.csrf =
-            random::hex_token(32).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        self.data.csrf = random::id_token().map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(self.save(store, config)?.expect("a rotated session is new"))
     }
 
