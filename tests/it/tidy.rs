@@ -38,7 +38,7 @@ const ALLOWED: [(&str, &[&str]); 14] = [
 ];
 
 /// Foreign crates and the only places (file or folder under src/) that may name them.
-const OWNERS: [(&str, &[&str]); 25] = [
+const OWNERS: [(&str, &[&str]); 26] = [
     ("rhai", &["script/"]),
     ("axum", &["web/"]),
     ("hyper", &["web/"]),
@@ -57,6 +57,7 @@ const OWNERS: [(&str, &[&str]); 25] = [
     ("ldap3", &["users/ldap.rs"]),
     ("rustls", &["users/ldap.rs"]),
     ("redis", &["store/"]),
+    ("mimalloc", &["base/memory.rs"]),
     ("rsa", &["oidc/"]),
     ("jsonwebtoken", &["oidc/"]),
     ("tracing_appender", &["logging.rs"]),
