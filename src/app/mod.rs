@@ -513,7 +513,7 @@ fn ldap_directory(
         user_filter: directory.user_filter.clone(),
         username_attribute: directory.username_attribute.clone(),
         timeout: Duration::from_millis(directory.timeout_ms),
-        max_idle: directory.max_idle_connections as usize,
+        max_connections: directory.max_connections as usize,
     })?;
     if let Err(error) = ldap.check() {
         log.scope(|| tracing::error!(target: "server", "{error}: sign-ins answer 503 until the directory answers"));

@@ -189,7 +189,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             user_filter,
             username_attribute,
             timeout_ms,
-            max_idle_connections
+            max_connections
         ]
     );
     compare!(

@@ -139,8 +139,9 @@ pub struct DirectoryConfig {
     pub username_attribute: String,
     /// Connect timeout and time limit of one LDAP operation.
     pub timeout_ms: u64,
-    /// Idle service-account connections kept open for reuse.
-    pub max_idle_connections: u32,
+    /// Connections of each kind (service account, user binds) open at once; they are kept
+    /// for reuse. A request that finds all busy waits up to `timeout_ms`, then answers 503.
+    pub max_connections: u32,
 }
 
 impl Default for DirectoryConfig {
@@ -156,7 +157,7 @@ impl Default for DirectoryConfig {
             user_filter: "(uid={username})".into(),
             username_attribute: "uid".into(),
             timeout_ms: 2000,
-            max_idle_connections: 16,
+            max_connections: 16,
         }
     }
 }

@@ -289,8 +289,8 @@ impl Config {
             " ms",
         )?;
         in_range(
-            "directory.max_idle_connections",
-            directory.max_idle_connections as i64,
+            "directory.max_connections",
+            directory.max_connections as i64,
             1,
             256,
             "",

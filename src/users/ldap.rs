@@ -5,7 +5,7 @@
 //! failed is dropped, so service resumes by itself when the server is back.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use ldap3::{ldap_escape, LdapConn, LdapConnSettings, LdapError, Mod, Scope, SearchEntry};
@@ -46,16 +46,72 @@ pub struct LdapSettings {
     pub user_filter: String,
     pub username_attribute: String,
     pub timeout: Duration,
-    pub max_idle: usize,
+    /// Connections of each kind (service, user binds) open at most.
+    pub max_connections: usize,
 }
 
 pub struct LdapDirectory {
     settings: LdapSettings,
     connection: LdapConnSettings,
     /// Connections bound as the service account.
-    service: Mutex<Vec<LdapConn>>,
+    service: Pool,
     /// Connections last bound as some user (each password check binds again).
-    binds: Mutex<Vec<LdapConn>>,
+    binds: Pool,
+}
+
+/// Open connections of one kind: the idle ones, and how many are open in all (at most
+/// `max_connections`, so that a burst of sign-ins cannot open a connection each).
+#[derive(Default)]
+struct Pool {
+    state: Mutex<(Vec<LdapConn>, usize)>,
+    freed: Condvar,
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<LdapConn>, usize)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An idle connection (`Some`), or leave to open a new one (`None`, counted as open), or,
+    /// with `max` open and none idle, whichever comes first within `timeout`.
+    fn take(&self, max: usize, timeout: Duration) -> Result<Option<LdapConn>, Failure> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut state = self.lock();
+        loop {
+            if let Some(conn) = state.0.pop() {
+                return Ok(Some(conn));
+            }
+            if state.1 < max {
+                state.1 += 1;
+                return Ok(None);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(Failure::Down(format!(
+                    "all {max} connections stayed busy for {} ms (directory.max_connections)",
+                    timeout.as_millis()
+                )));
+            }
+            state = self
+                .freed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn give_back(&self, conn: LdapConn) {
+        self.lock().0.push(conn);
+        self.freed.notify_one();
+    }
+
+    /// A connection counted as open is gone.
+    fn closed(&self) {
+        let mut state = self.lock();
+        state.1 = state.1.saturating_sub(1);
+        drop(state);
+        self.freed.notify_one();
+    }
 }
 
 /// Why an operation failed: the server said no (the connection is fine), or the connection
@@ -134,8 +190,8 @@ impl LdapDirectory {
         Ok(LdapDirectory {
             settings,
             connection,
-            service: Mutex::new(Vec::new()),
-            binds: Mutex::new(Vec::new()),
+            service: Pool::default(),
+            binds: Pool::default(),
         })
     }
 
@@ -148,37 +204,48 @@ impl LdapDirectory {
             .map_err(|e| Failure::Down(e.to_string()))
     }
 
-    /// Runs `work` on a connection from `pool` (a new one, set up by `prepare`, if none is
-    /// idle). A connection is given back unless it failed; an idle one that turns out dead (the
-    /// server restarted) is replaced once by a new one.
+    /// Runs `work` on a connection from `pool`: an idle one, else a new one (set up by
+    /// `prepare`) while fewer than `max_connections` are open, else the first one given back
+    /// within the timeout. A connection is given back unless it failed; an idle one that turns
+    /// out dead (the server restarted) is replaced once by a new one.
     fn with_pool<T>(
         &self,
-        pool: &Mutex<Vec<LdapConn>>,
+        pool: &Pool,
         prepare: impl Fn(&mut LdapConn) -> Result<(), Failure>,
         mut work: impl FnMut(&mut LdapConn) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
-        let idle = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let fresh = || -> Result<LdapConn, Failure> {
             let mut conn = self.connect()?;
             prepare(&mut conn)?;
             Ok(conn)
         };
-        let reused = idle.is_some();
+        let (idle, reused) =
+            match pool.take(self.settings.max_connections, self.settings.timeout)? {
+                Some(conn) => (Some(conn), true),
+                None => (None, false),
+            };
+        // A new connection was granted a place: opening it may still fail.
         let mut conn = match idle {
             Some(conn) => conn,
-            None => fresh()?,
+            None => fresh().inspect_err(|_| pool.closed())?,
         };
         let mut result = work(&mut conn);
         if reused && matches!(result, Err(Failure::Down(_))) {
             drop(conn);
-            conn = fresh()?;
+            conn = match fresh() {
+                Ok(conn) => conn,
+                Err(failure) => {
+                    pool.closed();
+                    return Err(failure);
+                }
+            };
             result = work(&mut conn);
         }
-        if !matches!(result, Err(Failure::Down(_))) {
-            let mut idle = pool.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < self.settings.max_idle {
-                idle.push(conn);
-            }
+        if matches!(result, Err(Failure::Down(_))) {
+            drop(conn);
+            pool.closed();
+        } else {
+            pool.give_back(conn);
         }
         result
     }
@@ -307,8 +374,8 @@ impl Drop for LdapDirectory {
     fn drop(&mut self) {
         // Each connection owns a small runtime, which must not be dropped on an async thread
         // (the server drops its state there): close them on a thread of their own.
-        let mut idle = std::mem::take(self.service.get_mut().unwrap_or_else(|p| p.into_inner()));
-        idle.append(self.binds.get_mut().unwrap_or_else(|p| p.into_inner()));
+        let mut idle = std::mem::take(&mut self.service.lock().0);
+        idle.append(&mut self.binds.lock().0);
         if !idle.is_empty() {
             let _ = std::thread::Builder::new()
                 .name("ldap-close".into())

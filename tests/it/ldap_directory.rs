@@ -26,7 +26,7 @@ fn settings(url: &str) -> LdapSettings {
         user_filter: "(&(objectClass=inetOrgPerson)(uid={username}))".into(),
         username_attribute: "uid".into(),
         timeout: Duration::from_millis(1000),
-        max_idle: 4,
+        max_connections: 4,
     }
 }
 
@@ -415,4 +415,83 @@ fn the_shipped_schema_loads_in_both_formats() {
         .output()
         .expect("slaptest (Debian package slapd)");
     assert!(output.status.success(), "{output:?}");
+}
+
+/// Password checks and lookups sent at once share a few connections and all get the right
+/// answer: a bind as one user never answers for another.
+#[test]
+fn concurrent_checks_share_a_capped_pool_and_answer_each_user() {
+    let ldap = LdapServer::start();
+    let directory = Arc::new(LdapDirectory::new(settings(&ldap.url())).unwrap());
+    std::thread::scope(|s| {
+        for t in 0..24 {
+            let directory = directory.clone();
+            s.spawn(move || {
+                for i in 0..4 {
+                    let user = if (t + i) % 2 == 0 { "alice" } else { "bob" };
+                    let right = (t + i) % 3 != 0;
+                    let typed = if right { ALICE_PASSWORD } else { "wrong-one" };
+                    assert_eq!(
+                        directory.verify_password(user, &password(typed)).unwrap(),
+                        right,
+                        "{user} {typed}"
+                    );
+                    assert_eq!(directory.find(user).unwrap().unwrap().username, user);
+                }
+            });
+        }
+    });
+}
+
+/// `gatehouse users reset-sms` with the servers' config reaches their LDAP directory: an
+/// operator's disable kept in the entry is removed, and the user signs in by SMS again.
+#[test]
+fn the_operator_reset_clears_a_disable_kept_in_ldap() {
+    let ldap = LdapServer::start();
+    let redis = RedisServer::start();
+    let env = ldap_env(&ldap, Arc::new(redis.store("ldap5:")), "");
+    LdapDirectory::new(settings(&ldap.url()))
+        .unwrap()
+        .update(
+            "alice",
+            AttributeChange::Replace {
+                attribute: "gatehouseSmsDisabled".into(),
+                values: vec!["true".into()],
+            },
+        )
+        .unwrap();
+    let login = env.web_login(None);
+    login.password("alice", ALICE_PASSWORD);
+    assert_eq!(env.sms.count(), 0, "no code for a disabled factor");
+
+    let config = env.root().join("config/gatehouse.toml");
+    let operator = env.root().join("config/operator.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &operator,
+        format!(
+            "{text}\n[store]\nbackend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"ldap5:\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["users", "reset-sms", "alice", "--config"])
+        .arg(&operator)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        ldap.values("alice", "gatehouseSmsDisabled").is_empty(),
+        "{stdout}"
+    );
+
+    let login = env.web_login(None);
+    assert_eq!(location(&login.password("alice", ALICE_PASSWORD)), "/login");
+    login.finish(login.passcode(&env.sms.last_code()));
 }
