@@ -245,14 +245,12 @@ fn main() {
     // answered with the redirect to the application; the same generator for both.
     let cpu_before = thread_cpu_micros("server");
     let health = generator.get_rate(&format!("{base}/health"), seconds, 200);
-    let health_cpu =
-        thread_cpu_micros("server").saturating_sub(cpu_before) as f64 / (health * seconds);
+    let health_cpu = cpu_since("server", &cpu_before) as f64 / (health * seconds);
     println!("GET /health                         {health:>10.0} req/s   ({CONNECTIONS} connections; server CPU {health_cpu:.0} us each)");
     let waiting = prepare_waiting(&base, &sink, in_flight, 4, true, usize::MAX);
     let cpu_before = thread_cpu_micros("server");
     let passcode = generator.passcode_rate(&base, waiting);
-    let passcode_cpu =
-        thread_cpu_micros("server").saturating_sub(cpu_before) as f64 / in_flight as f64;
+    let passcode_cpu = cpu_since("server", &cpu_before) as f64 / in_flight as f64;
     println!("POST /login passcode (in flight)    {passcode:>10.0} req/s   ({in_flight} logins; server CPU {passcode_cpu:.0} us each)");
 
     // Complete logins: authorize, password, passcode, token.
@@ -746,11 +744,11 @@ fn waiting_sign_in_bytes(root: &std::path::Path, count: usize) -> u64 {
     server.resident_bytes().saturating_sub(before) / count as u64
 }
 
-/// CPU time (user + system, in microseconds) used so far by this process's threads named
-/// `name` (the server's runtime threads are named "server").
-fn thread_cpu_micros(name: &str) -> u64 {
+/// CPU time (user + system, in microseconds) used so far by each of this process's threads
+/// named `name` (the server's runtime threads are named "server"), by thread id.
+fn thread_cpu_micros(name: &str) -> HashMap<String, u64> {
     let ticks_per_second = 100; // USER_HZ on Linux
-    let mut total = 0;
+    let mut threads = HashMap::new();
     for task in std::fs::read_dir("/proc/self/task")
         .into_iter()
         .flatten()
@@ -761,12 +759,24 @@ fn thread_cpu_micros(name: &str) -> u64 {
             continue;
         }
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // Fields after the parenthesised command: state is field 3; utime 14, stime 15.
+        // After the parenthesised command: utime and stime are the 12th and 13th fields.
         let rest = stat.rsplit(')').next().unwrap_or("");
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
             + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-        total += ticks * 1_000_000 / ticks_per_second;
+        threads.insert(
+            task.file_name().to_string_lossy().into_owned(),
+            ticks * 1_000_000 / ticks_per_second,
+        );
     }
-    total
+    threads
+}
+
+/// CPU microseconds the threads named `name` used since `before` (a thread that ended meanwhile
+/// is not counted: the blocking pool's threads come and go).
+fn cpu_since(name: &str, before: &HashMap<String, u64>) -> u64 {
+    thread_cpu_micros(name)
+        .iter()
+        .map(|(tid, now)| now.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum()
 }

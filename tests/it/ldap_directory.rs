@@ -464,28 +464,15 @@ fn the_operator_reset_clears_a_disable_kept_in_ldap() {
     login.password("alice", ALICE_PASSWORD);
     assert_eq!(env.sms.count(), 0, "no code for a disabled factor");
 
-    let config = env.root().join("config/gatehouse.toml");
-    let operator = env.root().join("config/operator.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &operator,
-        format!(
-            "{text}\n[store]\nbackend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"ldap5:\"\n",
+    let (ok, stdout) = operator_reset_sms(
+        &env,
+        "alice",
+        &format!(
+            "[store]\nbackend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"ldap5:\"",
             redis.url()
         ),
-    )
-    .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["users", "reset-sms", "alice", "--config"])
-        .arg(&operator)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
     );
+    assert!(ok, "{stdout}");
     assert!(
         ldap.values("alice", "gatehouseSmsDisabled").is_empty(),
         "{stdout}"

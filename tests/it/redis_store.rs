@@ -282,24 +282,15 @@ fn the_operator_resets_a_lock_kept_in_redis() {
     assert!(locked.page().contains("locked"), "{}", locked.page());
 
     // The operator's config: the server's, naming the same Redis and prefix.
-    let config = env.root().join("config/gatehouse.toml");
-    let operator = env.root().join("config/operator.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &operator,
-        format!(
-            "{text}\n[store]\nbackend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"t6:\"\n",
+    let (ok, stdout) = operator_reset_sms(
+        &env,
+        "alice",
+        &format!(
+            "[store]\nbackend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"t6:\"",
             redis.url()
         ),
-    )
-    .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["users", "reset-sms", "alice", "--config"])
-        .arg(&operator)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
+    );
+    assert!(ok, "{stdout}");
     assert!(stdout.contains("in the shared state store"), "{stdout}");
 
     let login = env.web_login(None);

@@ -528,3 +528,25 @@ pub fn wait_for_port(port: u16, what: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs `gatehouse users reset-sms USER` as an operator would: with this deployment's config
+/// plus `more` (e.g. the `[store]` its servers share). Whether it succeeded, and its output.
+pub fn operator_reset_sms(env: &TestEnv, user: &str, more: &str) -> (bool, String) {
+    let config = env.root().join("config/gatehouse.toml");
+    let operator = env.root().join("config/operator.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&operator, format!("{text}\n{more}\n")).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["users", "reset-sms", user, "--config"])
+        .arg(&operator)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
