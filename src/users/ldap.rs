@@ -31,6 +31,12 @@ mod rc {
 /// any user entry; added to an entry the first time a write needs it.
 pub const AUXILIARY_CLASS: &str = "gatehouseUser";
 
+/// Longer names are nobody's (and are not sent to the server).
+const MAX_USERNAME_BYTES: usize = 256;
+
+/// Longer values are nobody's attribute value here (and are not sent to the server).
+const MAX_VALUE_BYTES: usize = 4096;
+
 /// Entries one `find_by_attribute` returns at most.
 const MAX_MATCHES: i32 = 100;
 
@@ -320,6 +326,10 @@ impl LdapDirectory {
         username: &str,
         attributes: &[&str],
     ) -> Result<Option<SearchEntry>, DirectoryError> {
+        // No directory names a user like this: not worth a query (nor a server's refusal).
+        if username.is_empty() || username.len() > MAX_USERNAME_BYTES {
+            return Ok(None);
+        }
         let mut entries = self.search(&self.user_filter(username), attributes, 2)?;
         if entries.len() > 1 {
             return Err(self.down(format!(
@@ -419,7 +429,7 @@ impl UserDirectory for LdapDirectory {
         if !valid_attribute_name(attribute) {
             return Err(DirectoryError::BadAttributeName(attribute.to_owned()));
         }
-        if is_password_attribute(attribute) {
+        if is_password_attribute(attribute) || value.len() > MAX_VALUE_BYTES {
             return Ok(Vec::new());
         }
         // Users only: the user filter with any name, and the attribute's value.

@@ -53,7 +53,16 @@ fn reads_checks_passwords_by_binding_and_writes_as_the_service_account() {
     assert_eq!(directory.find("ALICE").unwrap().unwrap().username, "alice");
     assert!(directory.find("dave").unwrap().is_none());
     // Filter metacharacters are escaped (RFC 4515): no wildcard or injected clause matches.
-    for hostile in ["*", "al*", "alice)(uid=*", "*)(|(uid=*", "alice\\", "\0"] {
+    let long = "a".repeat(100_000);
+    for hostile in [
+        "*",
+        "al*",
+        "alice)(uid=*",
+        "*)(|(uid=*",
+        "alice\\",
+        "\0",
+        &long,
+    ] {
         assert!(directory.find(hostile).unwrap().is_none(), "{hostile:?}");
         assert!(!directory
             .verify_password(hostile, &password(ALICE_PASSWORD))
@@ -64,6 +73,10 @@ fn reads_checks_passwords_by_binding_and_writes_as_the_service_account() {
     assert_eq!(bob[0].username, "bob");
     assert!(directory
         .find_by_attribute("mobile", "*")
+        .unwrap()
+        .is_empty());
+    assert!(directory
+        .find_by_attribute("mobile", &"9".repeat(100_000))
         .unwrap()
         .is_empty());
     assert!(matches!(
