@@ -25,7 +25,7 @@ impl FromRequestParts<WebState> for InLogin {
         let app = state.clone();
         // The store may block (a shared store is a network call) and beginning a sign-in runs
         // its script: both on the blocking pool.
-        let session = super::run_work(state, move || {
+        let session = super::run_blocking(move || {
             let config = app.config.current();
             let mut session = session::load(app.store.as_ref(), &config.oidc, &headers)
                 .map_err(|e| WebError::Unavailable(e.to_string()))?;

@@ -250,3 +250,54 @@ fn a_hook_cannot_grow_the_process_past_its_memory_budget() {
         env.wait_for_log(message);
     }
 }
+
+/// Runaway hooks reached over HTTP, more of them at once than the server has worker threads,
+/// do not hold up other requests: /health answers while they run to their deadline.
+#[test]
+fn runaway_hooks_over_http_do_not_stall_the_server() {
+    let env = web_env(
+        vec![
+            script(
+                "bad",
+                "fn prepareForStep(config, params, step) { loop {} }\nfn authenticate(config, params, step) { false }\n",
+            ),
+            script("good", shipped_script()),
+        ],
+        EnvOptions {
+            sandbox: "hook_timeout_ms = 2000\nmax_operations = 1000000000".into(),
+            ..EnvOptions::default()
+        },
+    );
+    let base = env.base.clone().unwrap();
+    std::thread::scope(|s| {
+        for i in 0..3 {
+            let base = base.clone();
+            s.spawn(move || {
+                let from = format!("127.0.9.{}", i + 1);
+                let login = crate::support::web::WebLogin::new_with_headers(
+                    &base,
+                    &[("x-forwarded-for", from.as_str())],
+                );
+                let authorize = crate::support::web::authorize_url(&base, &[("acr_values", "bad")]);
+                // The sign-in begins on its first page: prepareForStep loops to the deadline.
+                login.get(&authorize);
+                let page = login.get(&format!("{base}/login"));
+                assert_eq!(page.status(), 503);
+            });
+        }
+        // Give the three a moment to reach their loop, then ask the server something else.
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let health = crate::support::web::WebLogin::new(&base).get(&format!("{base}/health"));
+        let waited = started.elapsed();
+        assert_eq!(health.status(), 200);
+        assert!(
+            waited < Duration::from_millis(800),
+            "/health waited {waited:?}"
+        );
+        // A good sign-in completes meanwhile too.
+        let login = env.web_login(Some("good"));
+        login.password("alice", ALICE_PASSWORD);
+        login.finish(login.passcode(&env.sms.last_code()));
+    });
+}
