@@ -1,6 +1,6 @@
 //! Load harness: starts Gatehouse on 127.0.0.1 and measures, in one run, with an HTTP load
 //! generator (hyper, kept-alive connections): requests/s of `/health`, requests/s of the
-//! passcode POSTs of sign-ins in flight (and the server threads' CPU for each), complete
+//! passcode POSTs of sign-ins in flight, complete
 //! logins/s (with the argon2id cost measured on its own), the memory a separate server process
 //! grows by for sign-ins left at their passcode step, and the passcode POSTs again on a local
 //! redis-server. Loopback only, bounded in time.
@@ -254,10 +254,8 @@ fn main() {
         "GET /health                         {health:>10.0} req/s   ({CONNECTIONS} connections)"
     );
     let waiting = prepare_waiting(&base, &sink, in_flight, 4, true, usize::MAX);
-    let cpu_before = thread_cpu_micros("server");
     let passcode = generator.passcode_rate(&base, waiting);
-    let passcode_cpu = cpu_since("server", &cpu_before) as f64 / in_flight as f64;
-    println!("POST /login passcode (in flight)    {passcode:>10.0} req/s   ({in_flight} logins; server CPU {passcode_cpu:.0} us each)");
+    println!("POST /login passcode (in flight)    {passcode:>10.0} req/s   ({in_flight} logins)");
 
     // Complete logins: authorize, password, passcode, token.
     let logins = rate(CLIENTS.min(USERS), seconds, |i| {
@@ -748,41 +746,4 @@ fn waiting_sign_in_bytes(root: &std::path::Path, count: usize) -> u64 {
     let before = server.resident_bytes();
     prepare_waiting(&server.base, &sink, count, 4, false, addresses);
     server.resident_bytes().saturating_sub(before) / count as u64
-}
-
-/// CPU time (user + system, in microseconds) used so far by each of this process's threads
-/// named `name` (the server's runtime threads are named "server"), by thread id.
-fn thread_cpu_micros(name: &str) -> HashMap<String, u64> {
-    let ticks_per_second = 100; // USER_HZ on Linux
-    let mut threads = HashMap::new();
-    for task in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // After the parenthesised command: utime and stime are the 12th and 13th fields.
-        let rest = stat.rsplit(')').next().unwrap_or("");
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-        threads.insert(
-            task.file_name().to_string_lossy().into_owned(),
-            ticks * 1_000_000 / ticks_per_second,
-        );
-    }
-    threads
-}
-
-/// CPU microseconds the threads named `name` used since `before` (a thread that ended meanwhile
-/// is not counted: the blocking pool's threads come and go).
-fn cpu_since(name: &str, before: &HashMap<String, u64>) -> u64 {
-    thread_cpu_micros(name)
-        .iter()
-        .map(|(tid, now)| now.saturating_sub(before.get(tid).copied().unwrap_or(0)))
-        .sum()
 }
