@@ -59,72 +59,89 @@ impl PendingGuard {
         }
     }
 
-    /// Counts one start against `key` unless its window is full; the wait otherwise.
-    fn take(&self, key: &str, limit: u32) -> Result<Option<u64>, StoreError> {
-        let now = self.clock.now_ms();
+    /// One more start in the window `current`, unless it is full (then: the wait, untouched).
+    fn counted(&self, current: Option<&[u8]>, limit: u32, now: u64) -> (Option<u64>, StoreUpdate) {
         let window_ms = self.limits.window.as_millis() as u64;
-        let mut wait = None;
-        self.store
-            .update(key, Some(self.limits.window), &mut |current| {
-                let mut window: Window = current
-                    .and_then(|b| serde_json::from_slice(b).ok())
-                    .unwrap_or_default();
-                if now >= window.started_ms + window_ms {
-                    window = Window {
-                        started_ms: now,
-                        count: 0,
-                    };
-                }
-                if window.count >= limit {
-                    wait = Some((window.started_ms + window_ms - now).div_ceil(1000).max(1));
-                    return StoreUpdate::Keep;
-                }
-                wait = None;
-                window.count += 1;
-                StoreUpdate::Put(serde_json::to_vec(&window).expect("windows serialise"))
-            })?;
-        Ok(wait)
-    }
-
-    fn give_back(&self, key: &str) -> Result<(), StoreError> {
-        self.store.update(key, None, &mut |current| {
-            let Some(mut window) = current.and_then(|b| serde_json::from_slice::<Window>(b).ok())
-            else {
-                return StoreUpdate::Keep;
+        let mut window: Window = current
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default();
+        if now >= window.started_ms + window_ms {
+            window = Window {
+                started_ms: now,
+                count: 0,
             };
-            window.count = window.count.saturating_sub(1);
-            StoreUpdate::Put(serde_json::to_vec(&window).expect("windows serialise"))
-        })
+        }
+        if window.count >= limit {
+            let wait = (window.started_ms + window_ms - now).div_ceil(1000).max(1);
+            return (Some(wait), StoreUpdate::Keep);
+        }
+        window.count += 1;
+        let bytes = serde_json::to_vec(&window).expect("windows serialise");
+        (None, StoreUpdate::Put(bytes))
     }
 
-    /// Gives back a start whose sign-in finished (the window it falls in, if a new one began).
+    /// One start fewer in the window `current`.
+    fn given_back(current: Option<&[u8]>) -> StoreUpdate {
+        let Some(mut window) = current.and_then(|b| serde_json::from_slice::<Window>(b).ok())
+        else {
+            return StoreUpdate::Keep;
+        };
+        window.count = window.count.saturating_sub(1);
+        StoreUpdate::Put(serde_json::to_vec(&window).expect("windows serialise"))
+    }
+
+    /// Gives back a start whose sign-in finished (the window it falls in, if a new one began):
+    /// the address's count and the total together, in one store update.
     pub fn release(&self, start: CountedStart) -> Result<(), StoreError> {
-        if let Some(ip) = start.from {
-            self.give_back(&store_keys::pending_from_address(&ip))?;
+        let total = store_keys::pending_total();
+        match start.from {
+            Some(ip) => self.store.update_pair(
+                [&store_keys::pending_from_address(&ip), &total],
+                [None, None],
+                &mut |[address, all]| [Self::given_back(address), Self::given_back(all)],
+            ),
+            None => self.store.update(&total, None, &mut Self::given_back),
         }
-        self.give_back(&store_keys::pending_total())
     }
 
-    /// Admits one sign-in start from `address` (its limit bucket), or says why not.
+    /// Admits one sign-in start from `address` (its limit bucket), or says why not: the
+    /// address's count and the total are taken together or not at all, in one store update.
     pub fn admit(&self, address: Option<IpAddr>) -> Result<Option<PendingRefusal>, StoreError> {
-        let address_key = address.map(|ip| store_keys::pending_from_address(&ip));
-        if let Some(key) = &address_key {
-            if let Some(retry_after_seconds) = self.take(key, self.limits.per_address)? {
-                return Ok(Some(PendingRefusal::Address {
+        let now = self.clock.now_ms();
+        let window = Some(self.limits.window);
+        let total = store_keys::pending_total();
+        let mut refusal = None;
+        match address {
+            Some(ip) => self.store.update_pair(
+                [&store_keys::pending_from_address(&ip), &total],
+                [window, window],
+                &mut |[address, all]| {
+                    let (wait, address_update) =
+                        self.counted(address, self.limits.per_address, now);
+                    if let Some(retry_after_seconds) = wait {
+                        refusal = Some(PendingRefusal::Address {
+                            retry_after_seconds,
+                        });
+                        return [StoreUpdate::Keep, StoreUpdate::Keep];
+                    }
+                    let (wait, total_update) = self.counted(all, self.limits.total, now);
+                    refusal = wait.map(|retry_after_seconds| PendingRefusal::Total {
+                        retry_after_seconds,
+                    });
+                    if refusal.is_some() {
+                        return [StoreUpdate::Keep, StoreUpdate::Keep];
+                    }
+                    [address_update, total_update]
+                },
+            )?,
+            None => self.store.update(&total, window, &mut |all| {
+                let (wait, update) = self.counted(all, self.limits.total, now);
+                refusal = wait.map(|retry_after_seconds| PendingRefusal::Total {
                     retry_after_seconds,
-                }));
-            }
+                });
+                update
+            })?,
         }
-        if let Some(retry_after_seconds) =
-            self.take(&store_keys::pending_total(), self.limits.total)?
-        {
-            if let Some(key) = &address_key {
-                self.give_back(key)?;
-            }
-            return Ok(Some(PendingRefusal::Total {
-                retry_after_seconds,
-            }));
-        }
-        Ok(None)
+        Ok(refusal)
     }
 }

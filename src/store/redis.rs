@@ -105,7 +105,7 @@ type KeysDecision<'a> = dyn FnMut(&[Option<Vec<u8>>]) -> Vec<StoreUpdate> + 'a;
 /// One optimistic attempt on `keys` together, two round trips (WATCH + GET of each, then
 /// MULTI..EXEC): `None` when another client changed one of them meanwhile. When nothing is to
 /// be written no second trip is made: the WATCH left on the connection is harmless (plain
-/// commands ignore it, and an EXEC it spoils is retried and clears it).
+/// commands ignore it, and the next attempt on the connection clears it first).
 fn attempt(
     con: &mut redis::Connection,
     keys: &[String],
@@ -113,6 +113,9 @@ fn attempt(
     decide: &mut KeysDecision<'_>,
 ) -> redis::RedisResult<Option<()>> {
     let mut read = redis::pipe();
+    // A WATCH an earlier attempt left on this connection (nothing to write) goes first, in the
+    // same trip: only these keys are watched.
+    read.cmd("UNWATCH").ignore();
     read.cmd("WATCH").arg(keys).ignore();
     for key in keys {
         read.cmd("GET").arg(key);
