@@ -70,15 +70,15 @@ impl Browser {
     }
 
     fn csrf(&self, base: &str) -> String {
-        let page = self
-            .0
-            .get(format!("{base}/login"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        let start = page.find("name=\"csrf\" value=\"").unwrap() + 19;
-        page[start..].split('"').next().unwrap().to_owned()
+        csrf_of(
+            &self
+                .0
+                .get(format!("{base}/login"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+        )
     }
 
     /// Authorize and pass the password step; afterwards the login waits for its passcode.

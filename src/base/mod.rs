@@ -5,7 +5,6 @@
 //! (Named `base`, not `core`, so that it never shadows the standard library's `core` crate.)
 
 pub mod address;
-pub mod blocking;
 pub mod clock;
 pub mod digest;
 pub mod memory;

@@ -15,10 +15,6 @@ pub struct HashError(String);
 
 /// An argon2id PHC string for `password` with the library's recommended parameters.
 pub fn hash_password(password: &Secret) -> Result<String, HashError> {
-    super::blocking::may_block(|| hash_now(password))
-}
-
-fn hash_now(password: &Secret) -> Result<String, HashError> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
         .hash_password(password.expose().as_bytes(), &salt)
@@ -84,17 +80,14 @@ impl PasswordChecker {
             Some(phc) => (phc, true),
             None => (decoy(), false),
         };
-        // Tens of milliseconds, plus the wait for the gate: never on an async worker's time.
-        super::blocking::may_block(|| {
-            self.gate.run(|| {
-                let Ok(parsed) = PasswordHash::new(phc) else {
-                    return false;
-                };
-                let ok = Argon2::default()
-                    .verify_password(password.expose().as_bytes(), &parsed)
-                    .is_ok();
-                ok && real
-            })
+        self.gate.run(|| {
+            let Ok(parsed) = PasswordHash::new(phc) else {
+                return false;
+            };
+            let ok = Argon2::default()
+                .verify_password(password.expose().as_bytes(), &parsed)
+                .is_ok();
+            ok && real
         })
     }
 }

@@ -395,10 +395,6 @@ impl HttpBridge {
         if let Some(canned) = &self.canned {
             return canned.answer(request);
         }
-        crate::base::blocking::may_block(|| self.send_now(request))
-    }
-
-    fn send_now(&self, request: &OutboundRequest) -> Result<OutboundResponse, HttpError> {
         let url = self.checked_url(request.url.expose())?;
         let shown = redacted(&url);
         let mut builder = self

@@ -322,7 +322,7 @@ impl UserDirectory for FileDirectory {
                 );
             }
         }
-        crate::base::blocking::may_block(|| self.replace_file(&doc.to_string()))?;
+        self.replace_file(&doc.to_string())?;
         tracing::info!(target: "server", "{}: attribute {attribute} of {username} updated", self.path.display());
         Ok(())
     }

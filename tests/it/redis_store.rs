@@ -389,9 +389,7 @@ impl CountingRelay {
 /// trips to Redis, wrong or right.
 #[test]
 fn a_code_check_costs_two_round_trips_to_redis() {
-    use gatehouse::flow::host::{HookContext, HookState};
     use gatehouse::flow::otp::OtpCheck;
-    use gatehouse::flow::script_port::ScriptRuntime;
     let redis = RedisServer::start();
     let relay = CountingRelay::start(redis.port);
     let store: Arc<dyn StateStore> = Arc::new(
@@ -409,26 +407,7 @@ fn a_code_check_costs_two_round_trips_to_redis() {
             ..EnvOptions::default()
         },
     );
-    let state = HookState {
-        user: Some("alice".into()),
-        ..HookState::default()
-    };
-    let login_key = "b".repeat(64);
-    let context = HookContext::for_login(
-        "sms_otp",
-        "test",
-        &login_key,
-        env.app.services.clone(),
-        state,
-        None,
-    );
-    let policy = env.app.host.code_policy("sms_otp").unwrap();
-    let code = context.issue_code(&policy, None, None).unwrap();
-    let wrong = if code.starts_with('1') {
-        "222222"
-    } else {
-        "111111"
-    };
+    let (context, code, wrong) = code_issued_to_alice(&env, &"b".repeat(64));
     for (guess, expected) in [
         (wrong, OtpCheck::Rejected { remaining: 4 }),
         (wrong, OtpCheck::Rejected { remaining: 3 }),

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use gatehouse::base::phone::Phone;
 use gatehouse::base::{ManualClock, SystemClock};
-use gatehouse::flow::host::{HookContext, HookState};
 use gatehouse::flow::otp::OtpCheck;
-use gatehouse::flow::script_port::ScriptRuntime;
 use gatehouse::flow::sending::{SendGuard, SendLimits};
 use gatehouse::ports::{PairDecision, StateStore, StoreError, StoreUpdate};
 use gatehouse::store::MemoryStore;
@@ -117,20 +115,7 @@ fn sign_ins_work_when_every_update_closure_runs_twice() {
 fn a_code_check_is_one_store_operation_and_no_directory_read() {
     let store = Arc::new(RetryingStore::new());
     let env = env_on(store.clone());
-    let services = env.app.services.clone();
-    let state = HookState {
-        user: Some("alice".into()),
-        ..HookState::default()
-    };
-    let login_key = "a".repeat(64);
-    let context = HookContext::for_login("sms_otp", "test", &login_key, services, state, None);
-    let policy = env.app.host.code_policy("sms_otp").unwrap();
-    let code = context.issue_code(&policy, None, None).unwrap();
-    let wrong = if code.starts_with('1') {
-        "222222"
-    } else {
-        "111111"
-    };
+    let (context, code, wrong) = code_issued_to_alice(&env, &"a".repeat(64));
     // A broken user file makes any directory read log an error: the guesses must not.
     std::fs::write(env.root().join("config/users.toml"), "[users.alice\n").unwrap();
     env.app.log.scope(|| {

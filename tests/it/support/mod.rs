@@ -550,3 +550,36 @@ pub fn operator_reset_sms(env: &TestEnv, user: &str, more: &str) -> (bool, Strin
         ),
     )
 }
+
+/// A hook context of alice's sign-in `login_key` on this deployment's `sms_otp`, with a code
+/// issued: (the context, the code, a wrong code of the same form).
+pub fn code_issued_to_alice(
+    env: &TestEnv,
+    login_key: &str,
+) -> (
+    std::sync::Arc<gatehouse::flow::host::HookContext>,
+    String,
+    &'static str,
+) {
+    use gatehouse::flow::script_port::ScriptRuntime;
+    let state = gatehouse::flow::host::HookState {
+        user: Some("alice".into()),
+        ..Default::default()
+    };
+    let context = gatehouse::flow::host::HookContext::for_login(
+        "sms_otp",
+        "test",
+        login_key,
+        env.app.services.clone(),
+        state,
+        None,
+    );
+    let policy = env.app.host.code_policy("sms_otp").unwrap();
+    let code = context.issue_code(&policy, None, None).unwrap();
+    let wrong = if code.starts_with('1') {
+        "222222"
+    } else {
+        "111111"
+    };
+    (context, code, wrong)
+}
