@@ -1,9 +1,15 @@
 //! Extractors for the login pages: the browser's session with its login in progress
 //! ([`InLogin`]), and a posted login form with its CSRF token checked ([`LoginForm`]). Handlers
 //! start from a request that is known to belong to a sign-in.
+//!
+//! Loading the session may block (a shared store is a network call; beginning a chosen sign-in
+//! runs its script), so the extractors only take what the request carries ([`LoginRequest`],
+//! [`PostedLogin`]) and the handler opens it inside its one blocking section: one step aside
+//! from the async workers per request, not one for the session and one for the work.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use crate::flow::LoginHandle;
@@ -17,34 +23,45 @@ pub struct InLogin {
     pub login: LoginHandle,
 }
 
-impl FromRequestParts<WebState> for InLogin {
-    type Rejection = WebError;
+/// A request to a login page, its session not loaded yet: [`LoginRequest::open`] it on the
+/// blocking side.
+pub struct LoginRequest {
+    headers: HeaderMap,
+}
 
-    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, WebError> {
-        let headers = parts.headers.clone();
-        let app = state.clone();
-        // The store may block (a shared store is a network call) and beginning a sign-in runs
-        // its script: both on the blocking pool.
-        let session = super::run_blocking(move || {
-            let config = app.config.current();
-            let mut session = session::load(app.store.as_ref(), &config.oidc, &headers)
-                .map_err(|e| WebError::Unavailable(e.to_string()))?;
-            if session.id.is_some() {
-                begin_chosen(&app, &config, &mut session)?;
-            }
-            Ok::<_, WebError>(session)
+impl<S: Send + Sync> FromRequestParts<S> for LoginRequest {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(LoginRequest {
+            headers: parts.headers.clone(),
         })
-        .await
-        .map_err(|e| WebError::Unavailable(format!("loading the session failed: {e}")))??;
-        let login = session
-            .data
-            .login
-            .as_deref()
-            .and_then(LoginHandle::parse)
-            .filter(|_| session.id.is_some())
-            .ok_or(WebError::NoLogin)?;
-        Ok(InLogin { session, login })
     }
+}
+
+impl LoginRequest {
+    /// Loads the session (beginning the sign-in `/authorize` chose, if not begun yet) and finds
+    /// its login. Blocks.
+    pub fn open(&self, app: &WebState) -> Result<InLogin, WebError> {
+        open_login(app, &self.headers)
+    }
+}
+
+fn open_login(app: &WebState, headers: &HeaderMap) -> Result<InLogin, WebError> {
+    let config = app.config.current();
+    let mut session = session::load(app.store.as_ref(), &config.oidc, headers)
+        .map_err(|e| WebError::Unavailable(e.to_string()))?;
+    if session.id.is_some() {
+        begin_chosen(app, &config, &mut session)?;
+    }
+    let login = session
+        .data
+        .login
+        .as_deref()
+        .and_then(LoginHandle::parse)
+        .filter(|_| session.id.is_some())
+        .ok_or(WebError::NoLogin)?;
+    Ok(InLogin { session, login })
 }
 
 /// Whether the request's body is declared `application/x-www-form-urlencoded`.
@@ -112,19 +129,49 @@ pub struct LoginForm {
     pub login: LoginHandle,
     /// The fields as posted, in order (`csrf` included).
     pub fields: Vec<(String, String)>,
+    /// The request's headers.
+    pub headers: HeaderMap,
 }
 
-impl FromRequest<WebState> for LoginForm {
+/// A posted login form as it arrived, its session not loaded yet: [`PostedLogin::open`] it on
+/// the blocking side. The body is read whole first (see [`FormPairs`]).
+pub struct PostedLogin {
+    headers: HeaderMap,
+    is_form: bool,
+    fields: Vec<(String, String)>,
+}
+
+impl<S: Send + Sync> FromRequest<S> for PostedLogin {
     type Rejection = Response;
 
-    async fn from_request(request: Request, state: &WebState) -> Result<Self, Response> {
-        let (mut parts, body) = request.into_parts();
-        let InLogin { session, login } = InLogin::from_request_parts(&mut parts, state)
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        let is_form = is_urlencoded_form(&headers);
+        let body = axum::body::Bytes::from_request(request, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        let FormPairs(fields) =
-            FormPairs::from_request(Request::from_parts(parts, body), state).await?;
-        let csrf = fields
+        let fields = match is_form {
+            true => url::form_urlencoded::parse(&body).into_owned().collect(),
+            false => Vec::new(),
+        };
+        Ok(PostedLogin {
+            headers,
+            is_form,
+            fields,
+        })
+    }
+}
+
+impl PostedLogin {
+    /// The session and its login (as [`LoginRequest::open`]), then the form and its CSRF
+    /// token. Blocks.
+    pub fn open(self, app: &WebState) -> Result<LoginForm, WebError> {
+        let InLogin { session, login } = open_login(app, &self.headers)?;
+        if !self.is_form {
+            return Err(WebError::NotAForm);
+        }
+        let csrf = self
+            .fields
             .iter()
             .find(|(n, _)| n == "csrf")
             .map_or("", |(_, v)| v.as_str());
@@ -132,12 +179,13 @@ impl FromRequest<WebState> for LoginForm {
             csrf.as_bytes(),
             session.data.csrf.as_bytes(),
         )) {
-            return Err(WebError::Csrf.into_response());
+            return Err(WebError::Csrf);
         }
         Ok(LoginForm {
             session,
             login,
-            fields,
+            fields: self.fields,
+            headers: self.headers,
         })
     }
 }

@@ -21,7 +21,7 @@ use crate::oidc::{
     ErrorRedirect, SignedIn,
 };
 use crate::web::error::WebError;
-use crate::web::extract::{FormPairs, InLogin, LoginForm};
+use crate::web::extract::{FormPairs, LoginForm, LoginRequest, PostedLogin};
 use crate::web::security::{ClientIp, LimitAddress, DEFAULT_CSP};
 use crate::web::session::{self, Session};
 use crate::web::{blocking, request_id, see_other, single_values, WebState};
@@ -264,8 +264,9 @@ fn render_step(state: &WebState, session: &Session, page: &StepPage) -> Result<R
     Ok(response)
 }
 
-pub async fn show_step(State(state): State<WebState>, in_login: InLogin) -> Response {
+pub async fn show_step(State(state): State<WebState>, request: LoginRequest) -> Response {
     blocking(&state, move |app| {
+        let in_login = request.open(app)?;
         let page = app.engine.current(&in_login.login)?;
         render_step(app, &in_login.session, &page)
     })
@@ -276,18 +277,16 @@ pub async fn submit_step(
     State(state): State<WebState>,
     Extension(client): Extension<ClientIp>,
     Extension(limit): Extension<LimitAddress>,
-    headers: HeaderMap,
-    form: LoginForm,
+    posted: PostedLogin,
 ) -> Response {
     blocking(&state, move |app| {
-        submit(app, &headers, client, limit, form)
+        submit(app, client, limit, posted.open(app)?)
     })
     .await
 }
 
 fn submit(
     state: &WebState,
-    headers: &HeaderMap,
     client: ClientIp,
     limit: LimitAddress,
     form: LoginForm,
@@ -305,8 +304,9 @@ fn submit(
         mut session,
         login,
         fields,
-        ..
+        headers,
     } = form;
+    let headers = &headers;
     let language = headers
         .get(ACCEPT_LANGUAGE)
         .and_then(|v| v.to_str().ok())
@@ -380,9 +380,10 @@ pub async fn resend_code(
     State(state): State<WebState>,
     Extension(client): Extension<ClientIp>,
     Extension(limit): Extension<LimitAddress>,
-    form: LoginForm,
+    posted: PostedLogin,
 ) -> Response {
     blocking(&state, move |app| {
+        let form = posted.open(app)?;
         let params = RequestParams::new()
             .with_client_ip(client.0)
             .with_limit_address(limit.0);
@@ -395,8 +396,9 @@ pub async fn resend_code(
 }
 
 /// `POST /login/switch`: the user picks one of the other methods the page offered.
-pub async fn switch_method(State(state): State<WebState>, form: LoginForm) -> Response {
+pub async fn switch_method(State(state): State<WebState>, posted: PostedLogin) -> Response {
     blocking(&state, move |app| {
+        let form = posted.open(app)?;
         let acr = form.field("acr").unwrap_or("").to_owned();
         let mut session = form.session;
         match app.engine.switch(&form.login, &acr) {
