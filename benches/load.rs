@@ -48,6 +48,7 @@ impl SmsSender for Sink {
         self.0.lock().unwrap().insert(message.to.clone(), code);
         Ok(SmsReceipt {
             provider_message_id: None,
+            sent_by: None,
         })
     }
 }

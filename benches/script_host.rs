@@ -30,6 +30,7 @@ impl SmsSender for LastSms {
         *self.0.lock().unwrap() = message.text.expose().to_owned();
         Ok(SmsReceipt {
             provider_message_id: None,
+            sent_by: None,
         })
     }
 }

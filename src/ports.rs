@@ -148,19 +148,44 @@ pub struct SmsMessage {
     pub text: Secret,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SmsReceipt {
     pub provider_message_id: Option<String>,
+    /// The provider that took the message, when a list of them was tried.
+    pub sent_by: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SmsError {
     #[error("{provider}: message refused: {message}")]
     Refused { provider: String, message: String },
+    /// The provider may or may not have taken the message (a timeout, a broken answer): it is
+    /// never sent again within the same send, so that nobody gets two codes.
     #[error("{provider}: not delivered: {message}")]
     Failed { provider: String, message: String },
+    /// The provider surely did not take the message (no connection, HTTP 5xx or 429 without a
+    /// message id, its credentials refused): the next provider of a list may send it.
+    #[error("{provider}: not sent: {message}")]
+    NotSent { provider: String, message: String },
     #[error("sending SMS is not allowed here ({0})")]
     NotAllowed(String),
+}
+
+/// What `/health` and the metrics show of an SMS provider's circuit breaker.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProviderCircuit {
+    pub provider: String,
+    /// "closed" (sends go to it), "open" (skipped), "half_open" (the next send probes it).
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_in_seconds: Option<u64>,
+}
+
+impl SmsError {
+    /// Whether another provider may send the same message without risking a second one.
+    pub fn surely_not_sent(&self) -> bool {
+        matches!(self, SmsError::NotSent { .. })
+    }
 }
 
 pub trait SmsSender: Send + Sync {

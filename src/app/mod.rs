@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::admin::Admin;
+use crate::base::metrics::Metrics;
 use crate::base::password::PasswordChecker;
 use crate::base::{Secret, SharedClock, SystemClock};
 use crate::config::{restart_only_changes, Config, ConfigError, LiveConfig, CONSOLE_PROVIDER};
@@ -224,10 +225,16 @@ impl Builder {
             ))),
             Mode::Serve | Mode::Test => self.sms,
         };
+        let metrics = Arc::new(Metrics::new());
         let mut providers = ProviderSet::new(&config.sms, bridge, default_sms)?;
         if self.mode == Mode::Test {
             providers = providers.everything_to_default();
         }
+        let providers = providers.with_instruments(
+            clock.clone(),
+            metrics.clone(),
+            config.oidc.issuer_base(),
+        )?;
         if self.mode == Mode::Serve && providers.default_sender().provider() == CONSOLE_PROVIDER {
             log.scope(|| {
                 tracing::warn!(
@@ -242,6 +249,7 @@ impl Builder {
             users.clone(),
             passwords,
             clock.clone(),
+            metrics,
         )?);
         let host = Arc::new(ScriptHost::new(&config, services.clone(), providers));
         let provider = match self.mode {
@@ -307,6 +315,7 @@ fn host_services(
     users: Arc<dyn UserDirectory>,
     passwords: Arc<PasswordChecker>,
     clock: SharedClock,
+    metrics: Arc<Metrics>,
 ) -> Result<HostServices, StartError> {
     let otp = OtpService::new(
         store.clone(),
@@ -318,7 +327,8 @@ fn host_services(
         users.clone(),
         AccountPolicy::from_config(&config.otp),
         clock.clone(),
-    ));
+    )
+    .with_metrics(metrics.clone()));
     let delays = |free: i64| DelayPolicy {
         free_failures: free as u32,
         max_delay_seconds: config.login.password_max_delay_seconds as u64,
@@ -364,6 +374,7 @@ fn host_services(
             max_count: config.sandbox.max_working_parameters,
             max_bytes: config.sandbox.max_working_bytes,
         },
+        metrics,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod address;
 pub mod clock;
 pub mod digest;
 pub mod memory;
+pub mod metrics;
 pub mod password;
 pub mod phone;
 pub mod random;

@@ -110,7 +110,10 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             daily_budget,
             daily_budget_per_region,
             webotp_line,
-            visible_digits
+            visible_digits,
+            breaker_failures,
+            breaker_window_seconds,
+            breaker_cool_off_seconds
         ]
     );
     let names = old.sms.providers.keys().chain(new.sms.providers.keys());
@@ -124,7 +127,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
                     prefix,
                     a,
                     b,
-                    [account_sid, auth_token, from, api_base]
+                    [account_sid, auth_token, from, api_base, status_callback]
                 );
             }
             (Some(ProviderConfig::Http(a)), Some(ProviderConfig::Http(b))) => {

@@ -556,6 +556,12 @@ pub struct SmsConfig {
     pub webotp_line: bool,
     /// Trailing digits of a number that pages and logs show (0 to 4); the country code always shows.
     pub visible_digits: i64,
+    /// A provider's circuit breaker opens after this many failures (no connection, 5xx, 429,
+    /// timeouts) within `breaker_window_seconds`...
+    pub breaker_failures: u32,
+    pub breaker_window_seconds: u64,
+    /// ...and lets one send probe the provider again after this long.
+    pub breaker_cool_off_seconds: u64,
 }
 
 impl Default for SmsConfig {
@@ -577,6 +583,9 @@ impl Default for SmsConfig {
             daily_budget_per_region: BTreeMap::new(),
             webotp_line: true,
             visible_digits: 4,
+            breaker_failures: 3,
+            breaker_window_seconds: 60,
+            breaker_cool_off_seconds: 30,
         }
     }
 }
@@ -603,6 +612,11 @@ pub struct TwilioConfig {
     pub from: EnvValue,
     #[serde(default = "twilio_api_base")]
     pub api_base: String,
+    /// Ask Twilio for delivery receipts: each message names `{issuer}/sms/twilio/NAME/status`
+    /// as its StatusCallback, and the receipts Twilio posts there (checked with
+    /// X-Twilio-Signature) are logged and counted.
+    #[serde(default)]
+    pub status_callback: bool,
 }
 
 fn twilio_api_base() -> String {
@@ -769,11 +783,13 @@ pub struct ScriptEntry {
     pub level: i64,
     #[serde(default = "interactive")]
     pub usage: Usage,
-    /// SMS provider for this script: "console" or a `[sms.providers.NAME]`. Without it, a script
-    /// whose properties hold `twilio_sid`, `twilio_token` and `from_number` sends through Twilio,
-    /// any other through `[sms] provider`.
-    #[serde(default)]
-    pub sms_provider: Option<String>,
+    /// SMS provider for this script: "console" or a `[sms.providers.NAME]`, or an ordered list
+    /// of them (`["twilio", "vonage"]`: the first healthy one sends; the next takes over when
+    /// one surely did not take the message). Without it, a script whose properties hold
+    /// `twilio_sid`, `twilio_token` and `from_number` sends through Twilio, any other through
+    /// `[sms] provider`.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub sms_provider: Vec<String>,
     /// Authentication method references put in ID tokens (RFC 8176), e.g. ["pwd", "sms", "mfa"].
     /// Default: what the host verified in the login ("pwd", "sms", "otp", plus "mfa" for two or
     /// more); ["pwd", "mfa"] when a script checked its second step itself (e.g. Stytch).
@@ -826,6 +842,20 @@ impl std::fmt::Debug for ScriptEntry {
 fn yes() -> bool {
     true
 }
+
+/// `"twilio"` or `["twilio", "vonage"]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(name) => vec![name],
+        OneOrMany::Many(names) => names,
+    })
+}
 fn interactive() -> Usage {
     Usage::Interactive
 }
@@ -843,6 +873,11 @@ const SECRET_NAME_PARTS: [&str; 4] = ["token", "secret", "password", "key"];
 const KNOWN_PUBLIC: [&str; 1] = ["TokenExpiryTime"];
 
 impl ScriptEntry {
+    /// The providers named by `sms_provider`, in order; empty: the default choice.
+    pub fn sms_providers(&self) -> &[String] {
+        &self.sms_provider
+    }
+
     pub fn is_secret_property(&self, name: &str) -> bool {
         let lower = name.to_ascii_lowercase();
         if KNOWN_PUBLIC.contains(&name)

@@ -53,15 +53,21 @@ impl Config {
             ));
         }
         for (i, script) in self.scripts.iter().enumerate() {
-            if let Some(name) = script
-                .sms_provider
-                .as_deref()
-                .filter(|n| !provider_known(n))
-            {
-                return Err(invalid(
-                    format!("scripts[{i}].sms_provider"),
-                    format!("{name:?} is neither \"console\" nor a [sms.providers.NAME] section"),
-                ));
+            let mut named = HashSet::new();
+            for (j, name) in script.sms_provider.iter().enumerate() {
+                let key = match script.sms_provider.len() {
+                    1 => format!("scripts[{i}].sms_provider"),
+                    _ => format!("scripts[{i}].sms_provider[{j}]"),
+                };
+                if !provider_known(name) {
+                    return Err(invalid(
+                        key,
+                        format!("{name:?} is neither \"console\" nor a [sms.providers.NAME] section"),
+                    ));
+                }
+                if !named.insert(name.as_str()) {
+                    return Err(invalid(key, format!("{name:?} is listed twice")));
+                }
             }
         }
         let mut client_ids = HashSet::new();
@@ -378,6 +384,27 @@ impl Config {
 }
 
 fn validate_sms(sms: &SmsConfig) -> Result<(), (String, String)> {
+    in_range(
+        "sms.breaker_failures",
+        i64::from(sms.breaker_failures),
+        1,
+        1000,
+        "",
+    )?;
+    in_range(
+        "sms.breaker_window_seconds",
+        sms.breaker_window_seconds as i64,
+        1,
+        86_400,
+        " seconds",
+    )?;
+    in_range(
+        "sms.breaker_cool_off_seconds",
+        sms.breaker_cool_off_seconds as i64,
+        1,
+        86_400,
+        " seconds",
+    )?;
     in_range(
         "sms.max_sends_per_login",
         sms.max_sends_per_login,

@@ -492,7 +492,7 @@ impl LoginEngine {
         step: u32,
         params: &RequestParams,
     ) -> Result<StepOutcome, FlowError> {
-        let mut txn = self.load(login)?;
+        let txn = self.load(login)?;
         if step != txn.step {
             tracing::warn!(target: "server", acr = txn.acr.as_str(), login = txn.correlation_id.as_str(), "step {step} submitted out of order (expected {})", txn.step);
             return Err(FlowError::StepOutOfOrder {
@@ -500,6 +500,29 @@ impl LoginEngine {
                 submitted: step,
             });
         }
+        let acr = txn.acr.clone();
+        let result = self.submit_loaded(login, step, params, txn);
+        let outcome = match &result {
+            Ok(StepOutcome::Authenticated(_)) => Some("success"),
+            Ok(StepOutcome::Retry(_)) => Some("failure"),
+            Ok(StepOutcome::Next(_)) => None,
+            Err(FlowError::ServiceUnavailable(_) | FlowError::Store(_)) => Some("unavailable"),
+            Err(_) => Some("error"),
+        };
+        if let Some(outcome) = outcome {
+            self.services.metrics.login(&acr, outcome);
+        }
+        result
+    }
+
+    /// `submit` on a loaded sign-in whose step matches.
+    fn submit_loaded(
+        &self,
+        login: &LoginHandle,
+        step: u32,
+        params: &RequestParams,
+        mut txn: LoginTransaction,
+    ) -> Result<StepOutcome, FlowError> {
         let loaded_version = txn.version;
         let (acr, correlation) = (txn.acr.clone(), txn.correlation_id.clone());
         let context = self.context(login, &txn, Some(params));

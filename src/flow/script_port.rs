@@ -355,6 +355,10 @@ pub trait ScriptRuntime: Send + Sync {
     fn status(&self, acr: &str) -> AcrStatus;
     /// Every configured script, in configuration order.
     fn statuses(&self) -> Vec<ScriptStatus>;
+    /// The circuit breakers of the SMS providers scripts send through.
+    fn sms_circuits(&self) -> Vec<crate::ports::ProviderCircuit> {
+        Vec::new()
+    }
     /// The serving revision's SMS provider and code policy, for a resend; `None` when the acr
     /// does not serve or its `ResendEnable` property is "false".
     fn resend_target(&self, acr: &str) -> Option<(Arc<dyn SmsSender>, CodePolicy)>;

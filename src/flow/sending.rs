@@ -82,6 +82,25 @@ pub enum Refusal {
     },
 }
 
+impl Refusal {
+    /// A fixed word for the metrics (`gatehouse_sms_refused_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::BadNumber(_) => "bad_number",
+            Refusal::Country => "country",
+            Refusal::Line(_) => "line_type",
+            Refusal::Throttled { what, .. } => match *what {
+                PAUSED => "budget",
+                PAUSED_FOR_REGION => "region_budget",
+                w if w.contains("this number") => "per_number",
+                w if w.contains("this address") => "per_address",
+                w if w.contains("short wait") => "cooldown",
+                _ => "per_login",
+            },
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error(transparent)]

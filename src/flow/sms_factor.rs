@@ -124,6 +124,7 @@ pub struct SmsFactor {
     users: Arc<dyn UserDirectory>,
     policy: AccountPolicy,
     clock: SharedClock,
+    metrics: Arc<crate::base::metrics::Metrics>,
 }
 
 fn read(bytes: Option<&[u8]>) -> Option<AccountRecord> {
@@ -142,7 +143,14 @@ impl SmsFactor {
             users,
             policy,
             clock,
+            metrics: Default::default(),
         }
+    }
+
+    /// Counts locks (and disables) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::base::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn state_of(&self, record: &AccountRecord) -> FactorState {
@@ -310,6 +318,12 @@ impl SmsFactor {
         answer: Answer,
         decision: Decision,
     ) -> Result<Settled, FactorError> {
+        let newly_shut = answer == Answer::Wrong
+            && decision.kept.is_some()
+            && matches!(decision.settled, Settled::Locked { .. } | Settled::Disabled);
+        if newly_shut {
+            self.metrics.sms_factor_locked();
+        }
         if decision.settled == Settled::Disabled && answer == Answer::Wrong {
             self.mark_disabled_in_directory(account)?;
         }

@@ -456,6 +456,7 @@ impl ScriptHost {
                     revision.digest
                 );
                 summary.loaded.push((acr.to_owned(), number));
+                self.services.metrics.script_reload(acr, true);
                 self.forget_failures(acr);
                 retired.extend(slot.current.replace(revision));
                 slot.last_error = None;
@@ -466,6 +467,7 @@ impl ScriptHost {
 
     fn refuse(&self, slot: &mut Slot, message: String, summary: &mut ReloadSummary) {
         let acr = slot.entry.acr.as_str();
+        self.services.metrics.script_reload(acr, false);
         match &slot.current {
             Some(current) => {
                 tracing::error!(target: "server", acr, "{message}; revision {} keeps serving", current.number)
@@ -671,7 +673,17 @@ impl ScriptRuntime for ScriptHost {
                 message: format!("no serving revision of {acr}"),
             });
         };
+        let hook = call.name();
+        let started = Instant::now();
         let result = self.run(&revision, call, context);
+        self.services.metrics.hook(
+            acr,
+            hook,
+            started.elapsed().as_secs_f64(),
+            result
+                .as_ref()
+                .is_err_and(|e| e.kind != HookFailureKind::Unavailable),
+        );
         if let Err(error) = &result {
             let masked = context.mask(&error.message);
             tracing::error!(
@@ -709,6 +721,10 @@ impl ScriptRuntime for ScriptHost {
 
     fn statuses(&self) -> Vec<ScriptStatus> {
         ScriptHost::statuses(self)
+    }
+
+    fn sms_circuits(&self) -> Vec<crate::ports::ProviderCircuit> {
+        self.providers.circuits()
     }
 
     fn configured_amr(&self, acr: &str) -> Option<Vec<String>> {

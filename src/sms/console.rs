@@ -56,6 +56,7 @@ impl SmsSender for ConsoleSms {
             })?;
         Ok(SmsReceipt {
             provider_message_id: Some(id),
+            sent_by: None,
         })
     }
 }

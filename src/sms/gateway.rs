@@ -151,10 +151,10 @@ impl SmsSender for GatewaySms {
             };
         }
         let provider = self.name.clone();
-        let response = self.bridge.send(&request).map_err(|e| SmsError::Failed {
-            provider: provider.clone(),
-            message: e.to_string(),
-        })?;
+        let response = self
+            .bridge
+            .send(&request)
+            .map_err(|e| super::transport_error(&provider, &e))?;
         // The answer may echo the message: never let it reach an error text.
         let excerpt: String = response
             .body
@@ -162,19 +162,7 @@ impl SmsSender for GatewaySms {
             .chars()
             .take(160)
             .collect();
-        let refused = |why: String| {
-            if (500..600).contains(&response.status) {
-                SmsError::Failed {
-                    provider: provider.clone(),
-                    message: why,
-                }
-            } else {
-                SmsError::Refused {
-                    provider: provider.clone(),
-                    message: why,
-                }
-            }
-        };
+        let refused = |why: String| super::status_error(&provider, response.status, why);
         if !self.accepted_status.contains(&response.status) {
             return Err(refused(format!(
                 "HTTP {} (accepted: {:?}): {excerpt}",
@@ -211,6 +199,7 @@ impl SmsSender for GatewaySms {
         });
         Ok(SmsReceipt {
             provider_message_id: id,
+            sent_by: None,
         })
     }
 }

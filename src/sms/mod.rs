@@ -1,23 +1,28 @@
 //! SMS provider adapters: `console` (development sink), `twilio` (Messages API) and `http`
 //! (any gateway with an HTTP API), and [`ProviderSet`], which picks a script's provider.
 
+mod breaker;
 mod console;
+mod failover;
 mod gateway;
 mod twilio;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub use breaker::{Breaker, BreakerPolicy};
 pub use console::ConsoleSms;
+pub use failover::FailoverSms;
 pub use gateway::GatewaySms;
 pub use twilio::TwilioSms;
 
-use crate::base::Secret;
+use crate::base::metrics::Metrics;
+use crate::base::{Secret, SharedClock};
 use crate::config::{
     PropertyValue, ProviderConfig, ScriptEntry, SmsConfig, CONSOLE_PROVIDER, TWILIO_API_BASE,
 };
-use crate::outbound::HttpBridge;
-use crate::ports::{SmsError, SmsMessage, SmsReceipt, SmsSender};
+use crate::outbound::{HttpBridge, HttpError};
+use crate::ports::{ProviderCircuit, SmsError, SmsMessage, SmsReceipt, SmsSender};
 
 /// Keeps every message instead of sending it (`gatehouse test`).
 #[derive(Default)]
@@ -45,6 +50,7 @@ impl SmsSender for CapturingSms {
         messages.push((message.to.clone(), message.text.expose().to_owned()));
         Ok(SmsReceipt {
             provider_message_id: Some(format!("test-{}", messages.len())),
+            sent_by: None,
         })
     }
 }
@@ -80,6 +86,15 @@ pub struct ProviderSet {
     default: Arc<dyn SmsSender>,
     /// Every script sends through `default` (`gatehouse test` captures every message).
     everything_to_default: bool,
+    /// One circuit breaker per provider name, shared by every script that sends through it and
+    /// kept across script reloads.
+    breakers: std::sync::Mutex<BTreeMap<String, Arc<Breaker>>>,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    /// `[oidc] issuer`: where Twilio posts delivery receipts.
+    issuer: String,
+    /// The default sender was given (tests, `check`), not built from `[sms] provider`.
+    default_given: bool,
 }
 
 impl ProviderSet {
@@ -94,12 +109,69 @@ impl ProviderSet {
             bridge,
             default: Arc::new(RefusingSms("not set up".into())),
             everything_to_default: false,
+            breakers: Default::default(),
+            clock: crate::base::SystemClock::shared(),
+            metrics: Arc::new(Metrics::new()),
+            issuer: String::new(),
+            default_given: default_override.is_some(),
         };
         set.default = match default_override {
             Some(sender) => sender,
             None => set.named(&config.provider)?,
         };
         Ok(set)
+    }
+
+    /// The clock of the circuit breakers and the metrics sends are counted in; `issuer` is the
+    /// public URL Twilio's delivery receipts come back to.
+    pub fn with_instruments(
+        mut self,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        issuer: &str,
+    ) -> Result<Self, SmsSetupError> {
+        self.clock = clock;
+        self.metrics = metrics;
+        self.issuer = issuer.trim_end_matches('/').to_owned();
+        lock(&self.breakers).clear();
+        if !self.default_given {
+            let name = self.config.provider.clone();
+            self.default = self.named(&name)?;
+        }
+        Ok(self)
+    }
+
+    /// Each provider's circuit breaker state, by name (for `/health` and the metrics).
+    pub fn circuits(&self) -> Vec<ProviderCircuit> {
+        lock(&self.breakers)
+            .iter()
+            .map(|(name, breaker)| ProviderCircuit {
+                provider: name.clone(),
+                state: breaker.state().as_str(),
+                retry_in_seconds: breaker.retry_in_seconds(),
+            })
+            .collect()
+    }
+
+    fn breaker(&self, name: &str) -> Arc<Breaker> {
+        let policy = BreakerPolicy {
+            failures: self.config.breaker_failures,
+            window_ms: self.config.breaker_window_seconds * 1000,
+            cool_off_ms: self.config.breaker_cool_off_seconds * 1000,
+        };
+        lock(&self.breakers)
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Breaker::new(policy, self.clock.clone())))
+            .clone()
+    }
+
+    /// Providers tried in order (`sms_provider = ["twilio", "vonage"]`).
+    fn failover(&self, names: &[String]) -> Result<Arc<dyn SmsSender>, SmsSetupError> {
+        let providers = names
+            .iter()
+            .map(|name| Ok((self.plain(name)?, self.breaker(name))))
+            .collect::<Result<Vec<_>, SmsSetupError>>()?;
+        Ok(Arc::new(FailoverSms::new(providers, self.metrics.clone())))
     }
 
     /// Sends every script's messages through the default sender, whatever its entry names.
@@ -116,8 +188,14 @@ impl ProviderSet {
         &self.bridge
     }
 
-    /// A provider by name: "console" or a `[sms.providers.NAME]` section.
+    /// A provider by name: "console" or a `[sms.providers.NAME]` section, its sends counted
+    /// and its failures watched by its circuit breaker.
     pub fn named(&self, name: &str) -> Result<Arc<dyn SmsSender>, SmsSetupError> {
+        self.failover(std::slice::from_ref(&name.to_owned()))
+    }
+
+    /// The provider `name` alone, without breaker or counting.
+    fn plain(&self, name: &str) -> Result<Arc<dyn SmsSender>, SmsSetupError> {
         let key = format!("sms.providers.{name}");
         let setup = |message: String| SmsSetupError {
             key: key.clone(),
@@ -143,16 +221,18 @@ impl ProviderSet {
                 let sid = value("account_sid", &twilio.account_sid)?;
                 let token = value("auth_token", &twilio.auth_token)?;
                 let from = value("from", &twilio.from)?;
-                Arc::new(
-                    TwilioSms::new(
-                        self.bridge.clone(),
-                        sid.expose(),
-                        token,
-                        from.expose(),
-                        &twilio.api_base,
-                    )
-                    .map_err(setup)?,
+                let mut sender = TwilioSms::new(
+                    self.bridge.clone(),
+                    sid.expose(),
+                    token,
+                    from.expose(),
+                    &twilio.api_base,
                 )
+                .map_err(setup)?;
+                if twilio.status_callback {
+                    sender = sender.with_status_callback(twilio_status_url(&self.issuer, name));
+                }
+                Arc::new(sender)
             }
             ProviderConfig::Http(gateway) => Arc::new(
                 GatewaySms::new(name, self.bridge.clone(), gateway)
@@ -171,8 +251,10 @@ impl ProviderSet {
         if self.everything_to_default {
             return Ok(self.default.clone());
         }
-        if let Some(name) = &entry.sms_provider {
-            return self.named(name);
+        match entry.sms_providers() {
+            [] => {}
+            [name] => return self.named(name),
+            names => return self.failover(names),
         }
         let present: Vec<&str> = TWILIO_PROPERTIES
             .iter()
@@ -212,7 +294,47 @@ impl ProviderSet {
             &api_base,
         )
         .map_err(|message| SmsSetupError { key, message })?;
-        Ok(Arc::new(sender))
+        let breaker = self.breaker(sender.provider());
+        Ok(Arc::new(FailoverSms::new(
+            vec![(Arc::new(sender), breaker)],
+            self.metrics.clone(),
+        )))
+    }
+}
+
+/// Where Twilio posts the delivery receipts of provider `name`.
+pub fn twilio_status_url(issuer: &str, name: &str) -> String {
+    format!("{issuer}/sms/twilio/{name}/status")
+}
+
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts one provider's answer and tells its breaker: a success or a refusal of the message
+/// (the provider is up), or a failure (it did not take it, or may not have).
+fn record_outcome(
+    metrics: &Metrics,
+    provider: &str,
+    breaker: &Breaker,
+    result: &Result<SmsReceipt, SmsError>,
+    seconds: f64,
+) {
+    let outcome = match result {
+        Ok(_) => "accepted",
+        Err(SmsError::Refused { .. } | SmsError::NotAllowed(_)) => "refused",
+        Err(SmsError::NotSent { .. }) => "not_sent",
+        Err(SmsError::Failed { .. }) => "failed",
+    };
+    metrics.sms_send(provider, outcome, seconds);
+    match outcome {
+        "accepted" | "refused" => breaker.succeeded(),
+        _ => {
+            if breaker.failed() {
+                tracing::error!(target: "server", "sms provider {provider} failed repeatedly: its circuit is open, sends skip it until a probe succeeds");
+            }
+        }
     }
 }
 
@@ -220,5 +342,35 @@ fn text_of(value: &PropertyValue) -> String {
     match value {
         PropertyValue::Plain(v) => v.clone(),
         PropertyValue::Secret(v) => v.expose().to_owned(),
+    }
+}
+
+/// A request that did not get through: `NotSent` when it surely never reached the provider
+/// (another provider may send), `Failed` when it may have (a timeout: never sent again).
+fn transport_error(provider: &str, error: &HttpError) -> SmsError {
+    let message = error.to_string();
+    let provider = provider.to_owned();
+    match error {
+        HttpError::Connect { .. }
+        | HttpError::RefusedDestination { .. }
+        | HttpError::BadUrl(_)
+        | HttpError::InsecureScheme(_)
+        | HttpError::BadHeader { .. } => SmsError::NotSent { provider, message },
+        HttpError::Timeout { .. }
+        | HttpError::Deadline { .. }
+        | HttpError::Transport { .. }
+        | HttpError::TooLarge { .. } => SmsError::Failed { provider, message },
+    }
+}
+
+/// A provider's answer that is not a success: 5xx, 429 (busy) and 401/403 (its credentials or
+/// account refused) mean the provider did not take the message; another 4xx refuses the
+/// message itself (a bad number), which another provider would refuse too.
+fn status_error(provider: &str, status: u16, message: String) -> SmsError {
+    let provider = provider.to_owned();
+    match status {
+        429 | 401 | 403 | 500..=599 => SmsError::NotSent { provider, message },
+        400..=499 => SmsError::Refused { provider, message },
+        _ => SmsError::Failed { provider, message },
     }
 }

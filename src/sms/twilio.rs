@@ -15,6 +15,8 @@ pub struct TwilioSms {
     auth_token: Secret,
     from: String,
     api_base: String,
+    /// Where Twilio should post this message's delivery receipts.
+    status_callback: Option<String>,
 }
 
 impl TwilioSms {
@@ -38,7 +40,14 @@ impl TwilioSms {
             auth_token,
             from: from.trim().to_owned(),
             api_base: api_base.trim_end_matches('/').to_owned(),
+            status_callback: None,
         })
+    }
+
+    /// Asks Twilio to post delivery receipts to `url` (the `StatusCallback` parameter).
+    pub fn with_status_callback(mut self, url: String) -> Self {
+        self.status_callback = Some(url);
+        self
     }
 
     pub fn account_sid(&self) -> &str {
@@ -72,6 +81,9 @@ impl SmsSender for TwilioSms {
             ("From".into(), MaybeSecret::Plain(self.from.clone())),
             ("Body".into(), MaybeSecret::Secret(message.text.clone())),
         ]);
+        if let (Some(url), Body::Form(fields)) = (&self.status_callback, &mut request.body) {
+            fields.push(("StatusCallback".into(), MaybeSecret::Plain(url.clone())));
+        }
         let failed = |message: String| SmsError::Failed {
             provider: PROVIDER.into(),
             message,
@@ -79,7 +91,7 @@ impl SmsSender for TwilioSms {
         let response = self
             .bridge
             .send(&request)
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| super::transport_error(PROVIDER, &e))?;
         let json = response.json();
         if response.status == 201 {
             let sid = json
@@ -89,6 +101,7 @@ impl SmsSender for TwilioSms {
             return match sid {
                 Some(sid) => Ok(SmsReceipt {
                     provider_message_id: Some(sid.to_owned()),
+                    sent_by: None,
                 }),
                 None => Err(failed(
                     "Twilio answered 201 without a message sid; the message may have been sent"
@@ -112,13 +125,6 @@ impl SmsSender for TwilioSms {
             (Some(code), None) => format!("Twilio error {code} (HTTP {})", response.status),
             _ => format!("HTTP {} with no Twilio error document", response.status),
         };
-        if (400..500).contains(&response.status) {
-            Err(SmsError::Refused {
-                provider: PROVIDER.into(),
-                message: detail,
-            })
-        } else {
-            Err(failed(detail))
-        }
+        Err(super::status_error(PROVIDER, response.status, detail))
     }
 }

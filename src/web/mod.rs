@@ -169,6 +169,9 @@ struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     directory_error: Option<String>,
     scripts: Vec<ScriptStatus>,
+    /// Each SMS provider's circuit breaker; an open one makes the status "degraded".
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sms_providers: Vec<crate::ports::ProviderCircuit>,
 }
 
 /// Asks a remote service whether it answers, on the blocking pool; `None` when it does.
@@ -183,9 +186,11 @@ async fn remote_error<E: std::fmt::Display>(
 
 async fn health(State(state): State<WebState>) -> Response {
     let scripts = state.runtime.statuses();
+    let sms_providers = state.runtime.sms_circuits();
     let degraded = scripts
         .iter()
-        .any(|s| s.enabled && (s.state != ScriptState::Active || s.last_error.is_some()));
+        .any(|s| s.enabled && (s.state != ScriptState::Active || s.last_error.is_some()))
+        || sms_providers.iter().any(|c| c.state != "closed");
     // Only remote services can be down; the in-process ones cost /health nothing.
     let store_error = match state.store.is_remote() {
         true => {
@@ -211,6 +216,7 @@ async fn health(State(state): State<WebState>) -> Response {
         store_error,
         directory_error,
         scripts,
+        sms_providers,
     };
     (code, Json(health)).into_response()
 }

@@ -170,6 +170,18 @@ impl HookContext {
                 }
             }
         };
+        self.services.metrics.code_check(
+            &self.acr,
+            match &check {
+                OtpCheck::Accepted => "right",
+                OtpCheck::Rejected { .. } => "wrong",
+                OtpCheck::Burned => "burned",
+                OtpCheck::Expired => "expired",
+                OtpCheck::NoCode => "no_code",
+                OtpCheck::Locked { .. } => "locked",
+                OtpCheck::Disabled => "disabled",
+            },
+        );
         let outcome = match &check {
             OtpCheck::Accepted => {
                 let sent_by_sms = self.state().last_sms.is_some();

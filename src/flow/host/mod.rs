@@ -46,6 +46,8 @@ pub struct HostServices {
     pub clock: SharedClock,
     /// What one sign-in may keep in working parameters (`[sandbox] max_working_*`).
     pub working_limits: WorkingLimits,
+    /// What the server counts (rendered by the admin listener's `/metrics`).
+    pub metrics: Arc<crate::base::metrics::Metrics>,
 }
 
 /// Caps on a sign-in's working parameters, which live as long as the sign-in.

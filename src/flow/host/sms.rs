@@ -48,17 +48,22 @@ impl HookContext {
         let number = match guard.normalize(to) {
             Ok(number) => number,
             Err(refusal) => {
+                self.services.metrics.sms_refused(refusal.reason());
                 tracing::warn!(target: "server", acr, login, "sms refused: to={}: {refusal}", guard.mask(to));
                 return Err(SendError::Refused(refusal).into());
             }
         };
         let masked_to = guard.mask(number.as_str());
         if let Err(refusal) = guard.check_destination(&number) {
+            self.services.metrics.sms_refused(refusal.reason());
             tracing::warn!(target: "server", acr, login, "sms refused: to={masked_to}: {refusal}");
             self.set_policy_message(messages::COUNTRY_REFUSED);
             return Err(SendError::Refused(refusal).into());
         }
         if let Err(error) = guard.admit(login_key, &number, self.limit_address) {
+            if let SendError::Refused(refusal) = &error {
+                self.services.metrics.sms_refused(refusal.reason());
+            }
             if let SendError::Refused(Refusal::Throttled {
                 what,
                 retry_after_seconds,
@@ -94,7 +99,8 @@ impl HookContext {
         }) {
             Ok(receipt) => {
                 let id = receipt.provider_message_id.as_deref().unwrap_or("-");
-                tracing::info!(target: "server", acr, login, "sms sent: provider={} to={masked_to} status=accepted id={id}", sms.provider());
+                let provider = receipt.sent_by.as_deref().unwrap_or(sms.provider());
+                tracing::info!(target: "server", acr, login, "sms sent: provider={provider} to={masked_to} status=accepted id={id}");
                 let issued = super::lock(&self.issued).clone();
                 if let Some(code) = issued.filter(|c| text.contains(c.as_str())) {
                     self.state().last_sms =

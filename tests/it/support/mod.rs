@@ -85,6 +85,7 @@ impl SmsSender for CapturedSms {
         messages.push((message.to.clone(), message.text.expose().to_owned()));
         Ok(SmsReceipt {
             provider_message_id: Some(format!("test-{}", messages.len())),
+            sent_by: None,
         })
     }
 }

@@ -1,6 +1,10 @@
-//! Operator actions on users, one implementation for the CLI (`gatehouse users ...`) and, later,
-//! the admin API: reset a disabled or locked SMS factor (directory users and `tel:` subjects
-//! alike), issue backup codes, read a factor's state.
+//! Operator actions, one implementation for the CLI and the admin API: on users (reset a
+//! disabled or locked SMS factor, for directory users and `tel:` subjects alike; issue backup
+//! codes; read a factor's state), and on scripts and acrs ([`scripts`], editing the config file
+//! through [`config_file`]).
+
+pub mod config_file;
+pub mod scripts;
 
 use std::sync::Arc;
 
