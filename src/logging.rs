@@ -62,6 +62,8 @@ struct LineFields {
     acr: Option<String>,
     login: Option<String>,
     rest: String,
+    /// The other fields, by name (JSON lines).
+    extra: Vec<(String, String)>,
 }
 
 impl Visit for LineFields {
@@ -72,6 +74,7 @@ impl Visit for LineFields {
             "login" => self.login = Some(value.to_owned()),
             name => {
                 let _ = write!(self.rest, " {name}={value}");
+                self.extra.push((name.to_owned(), value.to_owned()));
             }
         }
     }
@@ -85,13 +88,54 @@ impl Visit for LineFields {
             "login" => self.login = Some(format!("{value:?}")),
             name => {
                 let _ = write!(self.rest, " {name}={value:?}");
+                self.extra.push((name.to_owned(), format!("{value:?}")));
             }
         }
     }
 }
 
-/// `2026-11-22T08:47:53.123456Z  INFO script acr=sms_otp login=3f9a1c2b7d4e OTP. Initialization`
-pub struct LineFormat;
+/// `2026-11-22T08:47:53.123456Z  INFO script acr=sms_otp login=3f9a1c2b7d4e OTP. Initialization`,
+/// or with `json`, the same fields as one JSON object per line:
+/// `{"time":"2026-11-22T08:47:53.123456Z","level":"INFO","source":"script","acr":"sms_otp",
+/// "login":"3f9a1c2b7d4e","message":"OTP. Initialization"}` (other fields under "fields").
+#[derive(Clone, Copy, Default)]
+pub struct LineFormat {
+    pub json: bool,
+}
+
+/// The event's fields as one JSON line.
+fn json_line(time: &str, level: &str, source: &str, fields: LineFields) -> String {
+    // serde_json escapes the ASCII controls; characters a viewer may take for a line break, or
+    // that reorder text, are escaped as in text lines.
+    let clean = |text: &str| {
+        let mut out = String::with_capacity(text.len());
+        for c in text.chars() {
+            match breaks_or_reorders(c) {
+                true => {
+                    let _ = write!(out, "\\u{{{:x}}}", c as u32);
+                }
+                false => out.push(c),
+            }
+        }
+        out
+    };
+    let mut object = serde_json::Map::new();
+    object.insert("time".into(), time.into());
+    object.insert("level".into(), level.into());
+    object.insert("source".into(), source.into());
+    object.insert("acr".into(), fields.acr.as_deref().map(clean).into());
+    object.insert("login".into(), fields.login.as_deref().map(clean).into());
+    object.insert("message".into(), clean(&fields.message).into());
+    if !fields.extra.is_empty() {
+        let extra: serde_json::Map<String, serde_json::Value> = fields
+            .extra
+            .iter()
+            .map(|(name, value)| (name.clone(), clean(value).into()))
+            .collect();
+        object.insert("fields".into(), extra.into());
+    }
+    serde_json::Value::Object(object).to_string()
+}
 
 impl<S, N> FormatEvent<S, N> for LineFormat
 where
@@ -106,12 +150,18 @@ where
     ) -> fmt::Result {
         let mut fields = LineFields::default();
         event.record(&mut fields);
-        Rfc3339.format_time(&mut writer)?;
         let source = match event.metadata().target() {
             "script" => "script",
             "server" => "server",
             other => other.split("::").next().unwrap_or(other),
         };
+        if self.json {
+            let mut time = String::new();
+            Rfc3339.format_time(&mut Writer::new(&mut time))?;
+            let level = event.metadata().level().as_str();
+            return writeln!(writer, "{}", json_line(&time, level, source, fields));
+        }
+        Rfc3339.format_time(&mut writer)?;
         let mut line = String::with_capacity(fields.message.len() + 64);
         escape_controls(&fields.message, &mut line);
         escape_controls(&fields.rest, &mut line);
@@ -191,8 +241,14 @@ fn level_filter(level: &str) -> LevelFilter {
 }
 
 impl ScriptLog {
-    /// Logs to `dir/script.log` (and to stderr when `console`).
-    pub fn open(dir: &Path, level: &str, console: bool) -> Result<ScriptLog, LogError> {
+    /// Logs to `dir/script.log` (and to stderr when `console`), as text lines or, with `json`,
+    /// JSON lines.
+    pub fn open(
+        dir: &Path,
+        level: &str,
+        console: bool,
+        json: bool,
+    ) -> Result<ScriptLog, LogError> {
         let error = |source| LogError {
             path: dir.to_owned(),
             source,
@@ -214,14 +270,15 @@ impl ScriptLog {
             .lossy(false)
             .finish(daily);
         let filter = level_filter(level);
+        let format = LineFormat { json };
         let file_layer = tracing_subscriber::fmt::layer()
-            .event_format(LineFormat)
+            .event_format(format)
             .with_writer(writer)
             .with_ansi(false)
             .with_filter(filter);
         let console_layer = console.then(|| {
             tracing_subscriber::fmt::layer()
-                .event_format(LineFormat)
+                .event_format(format)
                 .with_writer(io::stderr)
                 .with_ansi(false)
                 .with_filter(filter)
@@ -237,9 +294,9 @@ impl ScriptLog {
     }
 
     /// Logs to stderr only (`gatehouse check`: nothing is written under logs/).
-    pub fn console_only(level: &str) -> ScriptLog {
+    pub fn console_only(level: &str, json: bool) -> ScriptLog {
         let layer = tracing_subscriber::fmt::layer()
-            .event_format(LineFormat)
+            .event_format(LineFormat { json })
             .with_writer(io::stderr)
             .with_ansi(false)
             .with_filter(level_filter(level));
@@ -262,7 +319,27 @@ impl ScriptLog {
 
 #[cfg(test)]
 mod tests {
-    use super::escape_controls;
+    use super::*;
+
+    #[test]
+    fn json_lines_carry_the_same_fields_and_stay_one_line() {
+        let fields = LineFields {
+            message: "OTP. Code sent\nto +44******0123\u{2028}x".into(),
+            acr: Some("sms_otp".into()),
+            login: Some("3f9a1c2b".into()),
+            rest: String::new(),
+            extra: vec![("provider".into(), "twilio".into())],
+        };
+        let line = json_line("2026-12-01T10:00:00Z", "INFO", "script", fields);
+        assert!(!line.contains('\n') && !line.contains('\u{2028}'), "{line}");
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["acr"], "sms_otp");
+        assert_eq!(value["login"], "3f9a1c2b");
+        assert_eq!(value["source"], "script");
+        assert_eq!(value["level"], "INFO");
+        assert_eq!(value["fields"]["provider"], "twilio");
+        assert_eq!(value["message"], "OTP. Code sent\nto +44******0123\\u{2028}x");
+    }
 
     #[test]
     fn control_characters_never_break_a_line() {

@@ -50,6 +50,55 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// The person-authentication scripts (jans-cli's get-config-scripts-by-type, -by-inum and
+    /// put-config-scripts): list, show, enable, disable, set and unset properties. Edits keep
+    /// the file's comments, are checked before they are written, and a running server applies
+    /// them by its usual reload.
+    Scripts {
+        #[command(subcommand)]
+        command: ScriptsCommand,
+    },
+    /// The acrs (jans-cli's put-acrs).
+    Acrs {
+        #[command(subcommand)]
+        command: AcrsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScriptsCommand {
+    /// Every configured script: acr, state, level, file, revision.
+    List {
+        /// One JSON array, for tools.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One script with its properties (secret values are never shown).
+    Show {
+        acr: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn a script on.
+    Enable { acr: String },
+    /// Turn a script off (not the default acr: make another the default first).
+    Disable { acr: String },
+    /// Set a property of a script (its `config.PROPERTY`). VALUE "-" reads it from standard
+    /// input, so that a secret stays out of the shell history; prefer "${env:NAME}" for
+    /// secrets. A secret value is never echoed.
+    Set {
+        acr: String,
+        property: String,
+        value: String,
+    },
+    /// Remove a property of a script.
+    Unset { acr: String, property: String },
+}
+
+#[derive(Subcommand)]
+enum AcrsCommand {
+    /// Print the default acr ([login] default_acr), or make ACR the default.
+    Default { acr: Option<String> },
 }
 
 #[derive(Subcommand)]
@@ -83,6 +132,10 @@ fn main() -> ExitCode {
         Command::Users {
             command: UsersCommand::BackupCodes { name },
         } => backup_codes(&name, config),
+        Command::Scripts { command } => scripts_command(command, config),
+        Command::Acrs {
+            command: AcrsCommand::Default { acr },
+        } => default_acr(acr, config),
     };
     match result {
         Ok(code) => code,
@@ -107,6 +160,8 @@ fn serve(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<Exi
     let state = app
         .web_state()
         .context("the web layer needs a serving instance")?;
+    let admin = app.admin_state();
+    let admin_listen = app.config.current().admin.listen;
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -114,9 +169,42 @@ fn serve(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<Exi
         let local = listener.local_addr()?;
         app.log
             .scope(|| tracing::info!(target: "server", "listening on http://{local}"));
-        web::serve(listener, state, shutdown_signal())
+        // One signal stops both listeners.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let admin_server = match (admin, admin_listen) {
+            (Some(admin), Some(address)) => {
+                let admin_listener = tokio::net::TcpListener::bind(address.0)
+                    .await
+                    .with_context(|| format!("cannot listen on {} ([admin] listen)", address.0))?;
+                let local = admin_listener.local_addr()?;
+                app.log.scope(|| {
+                    tracing::info!(target: "server", "admin API and /metrics on http://{local}")
+                });
+                Some(tokio::spawn(web::serve_admin(
+                    admin_listener,
+                    admin,
+                    until_stopped(stopped.clone()),
+                )))
+            }
+            _ => None,
+        };
+        let public = web::serve(listener, state, until_stopped(stopped))
             .await
-            .context("serving HTTP")
+            .context("serving HTTP");
+        if let Some(admin_server) = admin_server {
+            admin_server
+                .await
+                .context("the admin listener stopped")?
+                .context("serving the admin API")?;
+        }
+        public
     });
     app.shutdown();
     served.map(|_| ExitCode::SUCCESS)
@@ -276,6 +364,157 @@ fn backup_codes(name: &str, config_path: PathBuf) -> anyhow::Result<ExitCode> {
     println!("Backup codes for {name} (each works once; earlier codes no longer work). They are shown only now:");
     for code in shown {
         println!("  {code}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn scripts_command(command: ScriptsCommand, config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    let app = Builder::new(&config_path).mode(Mode::Check).build()?;
+    let scripts = app.script_admin();
+    let print_view = |view: &gatehouse::admin::scripts::ScriptView| {
+        let state = serde_json::to_value(view.state).unwrap_or_default();
+        println!("acr:        {}{}", view.acr, if view.is_default { " (default)" } else { "" });
+        println!("file:       {}", view.file);
+        println!("enabled:    {}", view.enabled);
+        println!("state:      {}", state.as_str().unwrap_or("-"));
+        println!("level:      {}", view.level);
+        println!("usage:      {}", serde_json::to_value(view.usage).unwrap_or_default().as_str().unwrap_or("-"));
+        println!("revision:   {}", view.digest.as_deref().unwrap_or("-"));
+        if !view.sms_provider.is_empty() {
+            println!("sms:        {}", view.sms_provider.join(", "));
+        }
+        if let Some(error) = &view.last_error {
+            println!("error:      {error}");
+        }
+        println!("properties:");
+        for (name, value) in &view.properties {
+            println!("  {name} = {value}");
+        }
+    };
+    match command {
+        ScriptsCommand::List { json } => {
+            // The states come from compiling every script (and running init of the enabled
+            // ones), as `gatehouse check` does.
+            app.load_scripts();
+            let views = scripts.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&views)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<16} {:<8} {:<9} {:>5} {:<24} {:<14}",
+                "ACR", "ENABLED", "STATE", "LEVEL", "FILE", "REVISION"
+            );
+            for view in &views {
+                let state = serde_json::to_value(view.state).unwrap_or_default();
+                println!(
+                    "{:<16} {:<8} {:<9} {:>5} {:<24} {:<14}{}",
+                    view.acr,
+                    if view.enabled { "yes" } else { "no" },
+                    state.as_str().unwrap_or("-"),
+                    view.level,
+                    view.file,
+                    view.digest.as_deref().unwrap_or("-"),
+                    if view.is_default { "  (default)" } else { "" }
+                );
+            }
+        }
+        ScriptsCommand::Show { acr, json } => {
+            app.load_scripts();
+            let view = scripts.show(&acr)?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&view)?),
+                false => print_view(&view),
+            }
+        }
+        ScriptsCommand::Enable { acr } => toggle(&scripts, &acr, true)?,
+        ScriptsCommand::Disable { acr } => toggle(&scripts, &acr, false)?,
+        ScriptsCommand::Set {
+            acr,
+            property,
+            value,
+        } => {
+            let secret = scripts.is_secret(&acr, &property)?;
+            let value = match value.as_str() {
+                "-" => read_value_from_stdin()?,
+                _ => value,
+            };
+            let edit = gatehouse::admin::config_file::ScriptEdit {
+                enabled: None,
+                properties: vec![(property.clone(), Some(value.clone()))],
+            };
+            let (_, changed) = scripts.edit(&acr, &edit)?;
+            let shown = match secret {
+                true => "(secret: value not shown)".to_owned(),
+                false => format!("= {value:?}"),
+            };
+            match changed {
+                true => println!("{acr}: {property} {shown}; a running server applies it on its reload"),
+                false => println!("{acr}: {property} already had that value; nothing changed"),
+            }
+        }
+        ScriptsCommand::Unset { acr, property } => {
+            let edit = gatehouse::admin::config_file::ScriptEdit {
+                enabled: None,
+                properties: vec![(property.clone(), None)],
+            };
+            match scripts.edit(&acr, &edit)?.1 {
+                true => println!("{acr}: {property} removed; a running server applies it on its reload"),
+                false => println!("{acr} has no property {property}; nothing changed"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn toggle(
+    scripts: &gatehouse::admin::scripts::ScriptAdmin,
+    acr: &str,
+    enabled: bool,
+) -> anyhow::Result<()> {
+    let edit = gatehouse::admin::config_file::ScriptEdit {
+        enabled: Some(enabled),
+        properties: Vec::new(),
+    };
+    let (_, changed) = scripts.edit(acr, &edit)?;
+    let word = if enabled { "enabled" } else { "disabled" };
+    match changed {
+        true => println!("{acr} {word} in {}; a running server applies it on its reload (`gatehouse check` compiles it now)", scripts.config_path().display()),
+        false => println!("{acr} was already {word}; nothing changed"),
+    }
+    Ok(())
+}
+
+/// One line from standard input (a property value kept out of the command line).
+fn read_value_from_stdin() -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("value (end with Enter):");
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("reading the value from standard input")?;
+    Ok(line
+        .strip_suffix('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or(&line)
+        .to_owned())
+}
+
+fn default_acr(acr: Option<String>, config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    let app = Builder::new(&config_path).mode(Mode::Check).build()?;
+    let scripts = app.script_admin();
+    match acr {
+        None => match scripts.default_acr()? {
+            Some(acr) => println!("{acr}"),
+            None => println!("(none: applications must name an acr in acr_values)"),
+        },
+        Some(acr) => match scripts.set_default_acr(&acr)? {
+            true => println!("default acr is now {}; a running server applies it on its reload", acr.trim()),
+            false => println!("{} already is the default acr; nothing changed", acr.trim()),
+        },
     }
     Ok(ExitCode::SUCCESS)
 }

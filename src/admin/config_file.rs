@@ -255,12 +255,20 @@ impl ConfigFile {
     }
 }
 
-/// Sets `key` keeping the decoration (comments, spacing) of the value it replaces.
+/// Sets `key` keeping the comments above the key and the spacing around the value it
+/// replaces (the item is replaced in place: inserting anew would drop the key's comments).
 fn set_value(table: &mut dyn TableLike, key: &str, mut value: Value) {
-    if let Some(old) = table.get(key).and_then(Item::as_value) {
-        *value.decor_mut() = old.decor().clone();
+    match table.get_mut(key) {
+        Some(item) => {
+            if let Some(old) = item.as_value() {
+                *value.decor_mut() = old.decor().clone();
+            }
+            *item = Item::Value(value);
+        }
+        None => {
+            table.insert(key, Item::Value(value));
+        }
     }
-    table.insert(key, Item::Value(value));
 }
 
 /// The `[[scripts]]` entry of `acr`, written as a table or as an inline table.

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admin::config_file::ConfigFile;
+use crate::admin::scripts::ScriptAdmin;
 use crate::admin::Admin;
 use crate::base::metrics::Metrics;
 use crate::base::password::PasswordChecker;
@@ -30,6 +32,7 @@ use crate::sms::{ProviderSet, RefusingSms, SmsSetupError};
 use crate::store::MemoryStore;
 use crate::users::{FileDirectory, LdapDirectory, LdapSettings};
 use crate::web::pages::Pages;
+use crate::web::admin::AdminState;
 use crate::web::WebState;
 use reload::{ReloadWatcher, WatchError};
 
@@ -179,8 +182,12 @@ impl Builder {
                 &config.paths.log_dir,
                 &config.log.level,
                 self.console_log.unwrap_or(config.log.console),
+                config.log.format == crate::config::LogFormat::Json,
             )?,
-            Mode::Check => ScriptLog::console_only(&config.log.level),
+            Mode::Check => ScriptLog::console_only(
+                &config.log.level,
+                config.log.format == crate::config::LogFormat::Json,
+            ),
         };
         // One argon2id gate for the whole server: passwords and backup codes together never run
         // more checks at once than there are cores.
@@ -428,6 +435,7 @@ impl Gatehouse {
             log: self.log.dispatch.clone(),
             clock: self.clock.clone(),
             device_key: self.device_key.clone(),
+            metrics: self.metrics(),
         })
     }
 
@@ -439,6 +447,53 @@ impl Gatehouse {
 
     pub fn admin(&self) -> Admin {
         Admin::new(self.users.clone(), self.services.sms_factor.clone())
+    }
+
+    /// The script and acr operations on this instance's config file. A server applies an edit
+    /// at once (its reload, as the watcher would); an operator command leaves it to the running
+    /// server's watcher.
+    pub fn script_admin(&self) -> ScriptAdmin {
+        let runtime: Arc<dyn ScriptRuntime> = self.host.clone();
+        let (live, host, path) = (
+            self.config.clone(),
+            self.host.clone(),
+            self.config_path.clone(),
+        );
+        let apply: Arc<dyn Fn() + Send + Sync> = match self.watcher.is_some() {
+            true => Arc::new(move || {
+                reload_now(&live, &host, &path, true);
+            }),
+            false => Arc::new(|| {}),
+        };
+        ScriptAdmin::new(ConfigFile::new(&self.config_path), runtime, apply)
+    }
+
+    /// What the server counts.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.services.metrics.clone()
+    }
+
+    /// The admin listener's state, when `[admin] listen` is set (and this instance serves).
+    pub fn admin_state(&self) -> Option<AdminState> {
+        let config = self.config.current();
+        config.admin.listen?;
+        let token = config.admin.token.as_ref()?.resolved().ok()?;
+        Some(AdminState {
+            web: self.web_state()?,
+            scripts: Arc::new(self.script_admin()),
+            users: Arc::new(self.admin()),
+            metrics: self.metrics(),
+            token_digest: crate::base::digest::sha256(token.expose().as_bytes()),
+            failures: Arc::new(Throttle::new(
+                self.store.clone(),
+                DelayPolicy {
+                    free_failures: 5,
+                    max_delay_seconds: 300,
+                    memory: Duration::from_secs(3600),
+                },
+                self.clock.clone(),
+            )),
+        })
     }
 
     pub fn log_path(&self) -> PathBuf {

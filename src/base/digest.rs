@@ -20,6 +20,14 @@ pub fn hmac_sha256_hex(key: &[u8], data: &[u8]) -> String {
     hex(&mac.finalize().into_bytes())
 }
 
+/// HMAC-SHA1 of `data` under `key` (what Twilio signs its webhooks with).
+pub fn hmac_sha1(key: &[u8], data: &[u8]) -> [u8; 20] {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).expect("HMAC accepts any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);

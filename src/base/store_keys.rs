@@ -36,6 +36,11 @@ pub fn sent_from_address(ip: &std::net::IpAddr) -> String {
     format!("{NAMESPACE}sent:address:{ip}")
 }
 
+/// Wrong or missing admin API tokens from one client address.
+pub fn admin_auth_failures_from_address(ip: &std::net::IpAddr) -> String {
+    format!("{NAMESPACE}adminauth:{ip}")
+}
+
 /// Sends of one UTC day (the budget).
 pub fn sent_on_day(day: u64) -> String {
     format!("{NAMESPACE}sent:day:{day}")

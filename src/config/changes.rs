@@ -200,8 +200,9 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         "log",
         old.log,
         new.log,
-        [level, console, reload_debounce_ms]
+        [level, console, reload_debounce_ms, format]
     );
+    compare!(changed, "admin", old.admin, new.admin, [listen, token]);
     changed
 }
 
@@ -227,6 +228,7 @@ impl Config {
         self.log = running.log.clone();
         self.store = running.store.clone();
         self.directory = running.directory.clone();
+        self.admin = running.admin.clone();
         self
     }
 }

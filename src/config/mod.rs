@@ -68,8 +68,24 @@ pub struct Config {
     #[serde(default)]
     pub directory: DirectoryConfig,
     #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
     pub scripts: Vec<ScriptEntry>,
 }
+
+/// The admin listener: the admin API under `/admin/` (bearer token) and `/metrics`. Off unless
+/// `listen` is set; bind it to a private address.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: Option<ListenAddress>,
+    /// The bearer token of `/admin/*`: 32 characters at least, best from the environment
+    /// (`${env:GATEHOUSE_ADMIN_TOKEN}`).
+    pub token: Option<EnvValue>,
+}
+
+/// The shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN: usize = 32;
 
 /// Where sign-ins, sessions, codes, locks and counters are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -619,6 +635,12 @@ pub struct TwilioConfig {
     pub status_callback: bool,
 }
 
+/// Where Twilio posts the delivery receipts of `[sms.providers.NAME]` (`issuer` without a
+/// trailing slash).
+pub fn twilio_status_url(issuer: &str, name: &str) -> String {
+    format!("{issuer}/sms/twilio/{name}/status")
+}
+
 fn twilio_api_base() -> String {
     TWILIO_API_BASE.into()
 }
@@ -736,6 +758,17 @@ pub struct LogConfig {
     pub console: bool,
     /// Reload debounce: events closer together than this are one change.
     pub reload_debounce_ms: u64,
+    /// `text` (one readable line per event) or `json` (one JSON object per line, for log
+    /// shippers), in `logs/script.log` and on the console alike.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for LogConfig {
@@ -744,6 +777,7 @@ impl Default for LogConfig {
             level: "info".into(),
             console: true,
             reload_debounce_ms: 50,
+            format: LogFormat::Text,
         }
     }
 }

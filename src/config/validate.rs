@@ -178,6 +178,8 @@ impl Config {
             .map_err(|(key, message)| invalid(key, message))?;
         self.validate_directory()
             .map_err(|(key, message)| invalid(key, message))?;
+        self.validate_admin()
+            .map_err(|(key, message)| invalid(key, message))?;
         in_range(
             "login.password_free_failures",
             self.login.password_free_failures,
@@ -247,6 +249,34 @@ fn in_range(
 }
 
 impl Config {
+    fn validate_admin(&self) -> Result<(), (String, String)> {
+        let admin = &self.admin;
+        if admin.listen.is_none() {
+            return Ok(());
+        }
+        let Some(token) = &admin.token else {
+            return Err((
+                "admin.token".into(),
+                format!("[admin] listen is set, so the admin API needs a token of {MIN_ADMIN_TOKEN}+ characters, e.g. token = \"${{env:GATEHOUSE_ADMIN_TOKEN}}\" with export GATEHOUSE_ADMIN_TOKEN=$(openssl rand -base64 32)")
+            ));
+        };
+        let token = token.require("admin.token")?;
+        let length = token.expose().chars().count();
+        if length < MIN_ADMIN_TOKEN {
+            return Err((
+                "admin.token".into(),
+                format!("the token has {length} characters; use {MIN_ADMIN_TOKEN} or more (openssl rand -base64 32)"),
+            ));
+        }
+        if admin.listen.map(|l| l.0) == Some(self.server.listen.0) {
+            return Err((
+                "admin.listen".into(),
+                "is [server] listen: give the admin listener its own (private) address".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_store(&self) -> Result<(), (String, String)> {
         let store = &self.store;
         in_range(

@@ -477,6 +477,12 @@ impl LoginEngine {
     }
 
     /// Submits the parameters of `step`. A step can only be submitted when it is the current one.
+    /// Sign-ins started and not finished (the pending window's count; see `[login]
+    /// max_pending_total`).
+    pub fn sign_ins_in_flight(&self) -> Result<u64, StoreError> {
+        self.pending.in_flight()
+    }
+
     pub fn submit(
         &self,
         login: &LoginHandle,

@@ -90,6 +90,19 @@ impl PendingGuard {
         StoreUpdate::Put(serde_json::to_vec(&window).expect("windows serialise"))
     }
 
+    /// Sign-ins started and not finished in the current window (every node's, with a shared
+    /// store).
+    pub fn in_flight(&self) -> Result<u64, StoreError> {
+        let now = self.clock.now_ms();
+        let window_ms = self.limits.window.as_millis() as u64;
+        Ok(self
+            .store
+            .get(&store_keys::pending_total())?
+            .and_then(|b| serde_json::from_slice::<Window>(&b).ok())
+            .filter(|w| now < w.started_ms + window_ms)
+            .map_or(0, |w| u64::from(w.count)))
+    }
+
     /// Gives back a start whose sign-in finished (the window it falls in, if a new one began):
     /// the address's count and the total together, in one store update.
     pub fn release(&self, start: CountedStart) -> Result<(), StoreError> {

@@ -150,7 +150,7 @@ mod tests {
         // Failures spread wider than the window never open it.
         for _ in 0..5 {
             assert!(!breaker.failed());
-            clock.advance(Duration::from_secs(31));
+            clock.advance(Duration::from_secs(61));
         }
         assert!(!breaker.failed());
         assert!(!breaker.failed());

@@ -230,7 +230,7 @@ impl ProviderSet {
                 )
                 .map_err(setup)?;
                 if twilio.status_callback {
-                    sender = sender.with_status_callback(twilio_status_url(&self.issuer, name));
+                    sender = sender.with_status_callback(crate::config::twilio_status_url(&self.issuer, name));
                 }
                 Arc::new(sender)
             }
@@ -302,10 +302,6 @@ impl ProviderSet {
     }
 }
 
-/// Where Twilio posts the delivery receipts of provider `name`.
-pub fn twilio_status_url(issuer: &str, name: &str) -> String {
-    format!("{issuer}/sms/twilio/{name}/status")
-}
 
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1,12 +1,14 @@
 //! HTTP surface (axum). Handlers stay thin: parse, call the flow or the OIDC provider on the
 //! blocking pool (ports may block), map the result. The only module that knows axum.
 
+pub mod admin;
 mod device;
 mod error;
 mod extract;
 pub mod listener;
 mod login;
 mod oidc;
+mod receipts;
 pub mod pages;
 mod security;
 mod session;
@@ -50,6 +52,8 @@ pub struct WebState {
     pub clock: SharedClock,
     /// Signs device cookies (a browser that signed in to an account before).
     pub device_key: std::sync::Arc<[u8; 32]>,
+    /// What the server counts (delivery receipts are counted here).
+    pub metrics: Arc<crate::base::metrics::Metrics>,
 }
 
 impl WebState {
@@ -260,6 +264,20 @@ pub async fn serve(
     listener::serve(listener, router(state), limits, shutdown).await
 }
 
+/// Serves the admin API and `/metrics` on their own listener until `shutdown` completes.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    state: admin::AdminState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let server = state.web.config.current().server.clone();
+    let limits = listener::ConnectionLimits {
+        header_read_timeout: std::time::Duration::from_millis(server.header_read_timeout_ms),
+        max_per_address: server.max_connections_per_address as usize,
+    };
+    listener::serve(listener, admin::router(state), limits, shutdown).await
+}
+
 pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/", get(home))
@@ -275,6 +293,10 @@ pub fn router(state: WebState) -> Router {
         .route("/login/resend", axum::routing::post(login::resend_code))
         .route("/login/switch", axum::routing::post(login::switch_method))
         .route("/token", axum::routing::post(oidc::token))
+        .route(
+            "/sms/twilio/{name}/status",
+            axum::routing::post(receipts::twilio_status),
+        )
         .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo))
         .route(
             "/end_session",
