@@ -243,12 +243,7 @@ fn level_filter(level: &str) -> LevelFilter {
 impl ScriptLog {
     /// Logs to `dir/script.log` (and to stderr when `console`), as text lines or, with `json`,
     /// JSON lines.
-    pub fn open(
-        dir: &Path,
-        level: &str,
-        console: bool,
-        json: bool,
-    ) -> Result<ScriptLog, LogError> {
+    pub fn open(dir: &Path, level: &str, console: bool, json: bool) -> Result<ScriptLog, LogError> {
         let error = |source| LogError {
             path: dir.to_owned(),
             source,
@@ -338,7 +333,10 @@ mod tests {
         assert_eq!(value["source"], "script");
         assert_eq!(value["level"], "INFO");
         assert_eq!(value["fields"]["provider"], "twilio");
-        assert_eq!(value["message"], "OTP. Code sent\nto +44******0123\\u{2028}x");
+        assert_eq!(
+            value["message"],
+            "OTP. Code sent\nto +44******0123\\u{2028}x"
+        );
     }
 
     #[test]

@@ -184,9 +184,9 @@ fn serve(config_path: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<Exi
                     .await
                     .with_context(|| format!("cannot listen on {} ([admin] listen)", address.0))?;
                 let local = admin_listener.local_addr()?;
-                app.log.scope(|| {
-                    tracing::info!(target: "server", "admin API and /metrics on http://{local}")
-                });
+                app.log.scope(
+                    || tracing::info!(target: "server", "admin API and /metrics on http://{local}"),
+                );
                 Some(tokio::spawn(web::serve_admin(
                     admin_listener,
                     admin,
@@ -373,12 +373,22 @@ fn scripts_command(command: ScriptsCommand, config_path: PathBuf) -> anyhow::Res
     let scripts = app.script_admin();
     let print_view = |view: &gatehouse::admin::scripts::ScriptView| {
         let state = serde_json::to_value(view.state).unwrap_or_default();
-        println!("acr:        {}{}", view.acr, if view.is_default { " (default)" } else { "" });
+        println!(
+            "acr:        {}{}",
+            view.acr,
+            if view.is_default { " (default)" } else { "" }
+        );
         println!("file:       {}", view.file);
         println!("enabled:    {}", view.enabled);
         println!("state:      {}", state.as_str().unwrap_or("-"));
         println!("level:      {}", view.level);
-        println!("usage:      {}", serde_json::to_value(view.usage).unwrap_or_default().as_str().unwrap_or("-"));
+        println!(
+            "usage:      {}",
+            serde_json::to_value(view.usage)
+                .unwrap_or_default()
+                .as_str()
+                .unwrap_or("-")
+        );
         println!("revision:   {}", view.digest.as_deref().unwrap_or("-"));
         if !view.sms_provider.is_empty() {
             println!("sms:        {}", view.sms_provider.join(", "));
@@ -449,7 +459,9 @@ fn scripts_command(command: ScriptsCommand, config_path: PathBuf) -> anyhow::Res
                 false => format!("= {value:?}"),
             };
             match changed {
-                true => println!("{acr}: {property} {shown}; a running server applies it on its reload"),
+                true => {
+                    println!("{acr}: {property} {shown}; a running server applies it on its reload")
+                }
                 false => println!("{acr}: {property} already had that value; nothing changed"),
             }
         }
@@ -459,7 +471,9 @@ fn scripts_command(command: ScriptsCommand, config_path: PathBuf) -> anyhow::Res
                 properties: vec![(property.clone(), None)],
             };
             match scripts.edit(&acr, &edit)?.1 {
-                true => println!("{acr}: {property} removed; a running server applies it on its reload"),
+                true => {
+                    println!("{acr}: {property} removed; a running server applies it on its reload")
+                }
                 false => println!("{acr} has no property {property}; nothing changed"),
             }
         }
@@ -512,7 +526,10 @@ fn default_acr(acr: Option<String>, config_path: PathBuf) -> anyhow::Result<Exit
             None => println!("(none: applications must name an acr in acr_values)"),
         },
         Some(acr) => match scripts.set_default_acr(&acr)? {
-            true => println!("default acr is now {}; a running server applies it on its reload", acr.trim()),
+            true => println!(
+                "default acr is now {}; a running server applies it on its reload",
+                acr.trim()
+            ),
             false => println!("{} already is the default acr; nothing changed", acr.trim()),
         },
     }

@@ -178,12 +178,12 @@ impl ConfigFile {
         let _lock = self.lock()?;
         let text = std::fs::read_to_string(&self.path).map_err(|e| self.io(e))?;
         let current = Config::parse(&self.path, &text).map_err(EditError::Invalid)?;
-        let mut document: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
-            EditError::Syntax {
-                path: self.path.display().to_string(),
-                message: e.message().to_owned(),
-            }
-        })?;
+        let mut document: DocumentMut =
+            text.parse()
+                .map_err(|e: toml_edit::TomlError| EditError::Syntax {
+                    path: self.path.display().to_string(),
+                    message: e.message().to_owned(),
+                })?;
         if !edit(&mut document, &current)? {
             return Ok(false);
         }
@@ -360,7 +360,9 @@ mod tests {
         assert_eq!(properties["phone_attribute"], "mobile");
         assert_eq!(properties["message.es"], "Su código es {code}");
         assert!(!properties.contains_key("message.fr"));
-        assert!(text(&file).contains("# User attribute that holds the phone number.\nphone_attribute = \"mobile\""));
+        assert!(text(&file).contains(
+            "# User attribute that holds the phone number.\nphone_attribute = \"mobile\""
+        ));
     }
 
     #[test]

@@ -105,7 +105,11 @@ impl ScriptAdmin {
 
     /// Applies an edit to `acr`'s entry (all of it or nothing) and returns the entry as it
     /// stands after the server applied it; `changed` is false when the file already said so.
-    pub fn edit(&self, acr: &str, edit: &ScriptEdit) -> Result<(ScriptView, bool), ScriptAdminError> {
+    pub fn edit(
+        &self,
+        acr: &str,
+        edit: &ScriptEdit,
+    ) -> Result<(ScriptView, bool), ScriptAdminError> {
         let changed = self.file.edit_script(acr, edit)?;
         if changed {
             (self.apply)();

@@ -31,8 +31,8 @@ use crate::script::{ReloadSummary, ScriptHost};
 use crate::sms::{ProviderSet, RefusingSms, SmsSetupError};
 use crate::store::MemoryStore;
 use crate::users::{FileDirectory, LdapDirectory, LdapSettings};
-use crate::web::pages::Pages;
 use crate::web::admin::AdminState;
+use crate::web::pages::Pages;
 use crate::web::WebState;
 use reload::{ReloadWatcher, WatchError};
 
@@ -329,13 +329,15 @@ fn host_services(
         config.otp.shared_code_key().as_ref(),
         clock.clone(),
     )?;
-    let sms_factor = Arc::new(SmsFactor::new(
-        store.clone(),
-        users.clone(),
-        AccountPolicy::from_config(&config.otp),
-        clock.clone(),
-    )
-    .with_metrics(metrics.clone()));
+    let sms_factor = Arc::new(
+        SmsFactor::new(
+            store.clone(),
+            users.clone(),
+            AccountPolicy::from_config(&config.otp),
+            clock.clone(),
+        )
+        .with_metrics(metrics.clone()),
+    );
     let delays = |free: i64| DelayPolicy {
         free_failures: free as u32,
         max_delay_seconds: config.login.password_max_delay_seconds as u64,

@@ -90,7 +90,6 @@ pub struct Metrics {
     circuits: Family<ProviderState, Gauge>,
 }
 
-
 /// Values read when `/metrics` is asked for (the gauges).
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -290,7 +289,9 @@ impl Metrics {
     pub fn render(&self, snapshot: &Snapshot) -> String {
         self.sign_ins_in_flight.set(snapshot.sign_ins_in_flight);
         for (state, count) in &snapshot.scripts {
-            self.scripts.get_or_create(&StateLabel { state }).set(*count);
+            self.scripts
+                .get_or_create(&StateLabel { state })
+                .set(*count);
         }
         for (provider, current) in &snapshot.circuits {
             for state in CIRCUIT_STATES {
@@ -347,7 +348,10 @@ mod tests {
             "gatehouse_sms_provider_circuit{provider=\"twilio\",state=\"closed\"} 0",
             "# EOF",
         ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
         }
     }
 }

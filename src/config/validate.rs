@@ -62,7 +62,9 @@ impl Config {
                 if !provider_known(name) {
                     return Err(invalid(
                         key,
-                        format!("{name:?} is neither \"console\" nor a [sms.providers.NAME] section"),
+                        format!(
+                            "{name:?} is neither \"console\" nor a [sms.providers.NAME] section"
+                        ),
                     ));
                 }
                 if !named.insert(name.as_str()) {

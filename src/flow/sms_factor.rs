@@ -288,7 +288,7 @@ impl SmsFactor {
                 if policy.disable_after > 0 && failures >= policy.disable_after {
                     record.disabled = true;
                     settled = Settled::Disabled;
-                } else if policy.lock_after > 0 && failures % policy.lock_after == 0 {
+                } else if policy.lock_after > 0 && failures.is_multiple_of(policy.lock_after) {
                     record.locks += 1;
                     let minutes = policy
                         .lock_minutes

@@ -49,7 +49,13 @@ impl SmsSender for FailoverSms {
             let started = std::time::Instant::now();
             let result = provider.send(message);
             let seconds = started.elapsed().as_secs_f64();
-            super::record_outcome(&self.metrics, provider.provider(), breaker, &result, seconds);
+            super::record_outcome(
+                &self.metrics,
+                provider.provider(),
+                breaker,
+                &result,
+                seconds,
+            );
             match result {
                 Ok(mut receipt) => {
                     receipt.sent_by = Some(provider.provider().to_owned());

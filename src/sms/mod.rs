@@ -230,7 +230,8 @@ impl ProviderSet {
                 )
                 .map_err(setup)?;
                 if twilio.status_callback {
-                    sender = sender.with_status_callback(crate::config::twilio_status_url(&self.issuer, name));
+                    sender = sender
+                        .with_status_callback(crate::config::twilio_status_url(&self.issuer, name));
                 }
                 Arc::new(sender)
             }
@@ -301,8 +302,6 @@ impl ProviderSet {
         )))
     }
 }
-
-
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())

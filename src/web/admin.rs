@@ -41,10 +41,7 @@ pub struct AdminState {
 pub fn router(state: AdminState) -> Router {
     let admin = Router::new()
         .route("/admin/scripts", get(list_scripts))
-        .route(
-            "/admin/scripts/{acr}",
-            get(show_script).patch(patch_script),
-        )
+        .route("/admin/scripts/{acr}", get(show_script).patch(patch_script))
         .route("/admin/acrs", get(get_acrs).put(put_acrs))
         .route("/admin/users/{name}/sms", get(sms_status))
         .route("/admin/users/{name}/sms/reset", post(reset_sms))
@@ -94,11 +91,7 @@ async fn off_thread<R: Send + 'static>(
         .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))
 }
 
-async fn require_token(
-    State(state): State<AdminState>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -283,12 +276,22 @@ async fn put_acrs(State(state): State<AdminState>, body: axum::body::Bytes) -> R
 
 fn user_problem(error: AdminError) -> Response {
     match error {
-        AdminError::NoSuchUser(_) => problem(StatusCode::NOT_FOUND, "unknown_user", error.to_string()),
-        AdminError::PhoneSubject(_) => problem(StatusCode::BAD_REQUEST, "phone_subject", error.to_string()),
-        AdminError::Directory(crate::ports::DirectoryError::Unavailable(_)) => {
-            problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", error.to_string())
+        AdminError::NoSuchUser(_) => {
+            problem(StatusCode::NOT_FOUND, "unknown_user", error.to_string())
         }
-        other => problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
+        AdminError::PhoneSubject(_) => {
+            problem(StatusCode::BAD_REQUEST, "phone_subject", error.to_string())
+        }
+        AdminError::Directory(crate::ports::DirectoryError::Unavailable(_)) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            error.to_string(),
+        ),
+        other => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            other.to_string(),
+        ),
     }
 }
 

@@ -8,8 +8,8 @@ mod extract;
 pub mod listener;
 mod login;
 mod oidc;
-mod receipts;
 pub mod pages;
+mod receipts;
 mod security;
 mod session;
 

@@ -42,10 +42,8 @@ pub fn signed_text(url: &str, fields: &[(String, String)]) -> String {
 
 /// The signature Twilio sends for `fields` posted to `url` under `auth_token`.
 pub fn twilio_signature(auth_token: &str, url: &str, fields: &[(String, String)]) -> String {
-    let mac = crate::base::digest::hmac_sha1(
-        auth_token.as_bytes(),
-        signed_text(url, fields).as_bytes(),
-    );
+    let mac =
+        crate::base::digest::hmac_sha1(auth_token.as_bytes(), signed_text(url, fields).as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac)
 }
 

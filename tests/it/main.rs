@@ -2,6 +2,7 @@
 
 mod bridge;
 mod browser;
+mod failover;
 mod ldap_directory;
 mod limits_http;
 mod login;
