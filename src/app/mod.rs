@@ -339,6 +339,7 @@ fn host_services(
         .with_metrics(metrics.clone()),
     );
     let delays = |free: i64| DelayPolicy {
+        first_delay_seconds: 1,
         free_failures: free as u32,
         max_delay_seconds: config.login.password_max_delay_seconds as u64,
         memory: Duration::from_secs(3600),
@@ -352,6 +353,7 @@ fn host_services(
         accounts: Throttle::new(
             store.clone(),
             DelayPolicy {
+                first_delay_seconds: 1,
                 free_failures: config.login.password_account_free_failures as u32,
                 max_delay_seconds: config.login.password_account_max_delay_seconds as u64,
                 memory: Duration::from_secs(3600),
@@ -488,9 +490,12 @@ impl Gatehouse {
             token_digest: crate::base::digest::sha256(token.expose().as_bytes()),
             failures: Arc::new(Throttle::new(
                 self.store.clone(),
+                // Five wrong tokens, then a minute's wait, doubling up to 15 minutes: a
+                // 32-character token is not guessed, but a script gone wrong should not spin.
                 DelayPolicy {
-                    free_failures: 5,
-                    max_delay_seconds: 300,
+                    free_failures: 4,
+                    first_delay_seconds: 60,
+                    max_delay_seconds: 900,
                     memory: Duration::from_secs(3600),
                 },
                 self.clock.clone(),

@@ -14,6 +14,8 @@ use crate::ports::{StateStore, StoreError, StoreUpdate};
 pub struct DelayPolicy {
     /// Failures allowed before any delay.
     pub free_failures: u32,
+    /// The first delay; delays double from it up to `max_delay_seconds`.
+    pub first_delay_seconds: u64,
     /// The longest delay; delays double from one second up to it.
     pub max_delay_seconds: u64,
     /// How long a failure is remembered.
@@ -27,12 +29,17 @@ struct Record {
 }
 
 impl Record {
-    /// Counts a failure; past the free ones, each doubles the wait (1 s, 2 s, 4 s, ... up to the cap).
+    /// Counts a failure; past the free ones, each doubles the wait (from the first delay: 1 s,
+    /// 2 s, 4 s, ... up to the cap).
     fn count_failure(&mut self, policy: &DelayPolicy, now_ms: u64) {
         self.failures += 1;
         if self.failures > policy.free_failures {
             let exponent = (self.failures - policy.free_failures - 1).min(20);
-            let delay = (1u64 << exponent).min(policy.max_delay_seconds);
+            let delay = policy
+                .first_delay_seconds
+                .max(1)
+                .saturating_mul(1u64 << exponent)
+                .min(policy.max_delay_seconds);
             self.not_before_ms = now_ms + delay * 1000;
         }
     }
@@ -124,6 +131,7 @@ mod tests {
         let throttle = Throttle::new(
             Arc::new(MemoryStore::with_clock(clock.clone())),
             DelayPolicy {
+                first_delay_seconds: 1,
                 free_failures: 2,
                 max_delay_seconds: 4,
                 memory: Duration::from_secs(60),

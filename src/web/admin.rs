@@ -262,16 +262,21 @@ async fn put_acrs(State(state): State<AdminState>, body: axum::body::Bytes) -> R
             )
         }
     };
-    flatten(
-        off_thread(&state, move |s| {
-            s.scripts.set_default_acr(&acr)?;
-            tracing::info!(target: "server", acr = acr.as_str(), "admin API: default acr set");
-            Ok(Acrs {
-                default_acr: s.scripts.default_acr()?,
-            })
+    let result = off_thread(&state, move |s| {
+        s.scripts.set_default_acr(&acr)?;
+        tracing::info!(target: "server", acr = acr.as_str(), "admin API: default acr set");
+        Ok(Acrs {
+            default_acr: s.scripts.default_acr()?,
         })
-        .await,
-    )
+    })
+    .await;
+    match result {
+        // Janssen answers a bad acr in the body with 400, not 404.
+        Ok(Err(ScriptAdminError::Edit(error @ EditError::UnknownAcr(_)))) => {
+            problem(StatusCode::BAD_REQUEST, "unknown_acr", error.to_string())
+        }
+        other => flatten(other),
+    }
 }
 
 fn user_problem(error: AdminError) -> Response {

@@ -8,6 +8,7 @@ mod limits_http;
 mod login;
 mod logs;
 mod oidc_e2e;
+mod operate;
 mod otp_policy;
 mod providers;
 mod redis_store;

@@ -2,12 +2,10 @@
 //! `config/` and `scripts/`, the demo client and user, the console SMS sink. The code reaches
 //! the terminal (standard output) and never `logs/`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::process::{copy_shipped, serve_in, Served};
 use crate::support::web::{query_param, WebLogin};
 use crate::support::*;
 
@@ -16,58 +14,9 @@ const DEMO_REDIRECT: &str = "http://localhost:9090/callback";
 const README_VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r7wW1gFWFOEjXk";
 const README_CHALLENGE: &str = "bwWFMyPfdG9qreDhH2lmftFx_dFeLDalzcT1gb_j68g";
 
-struct Server {
-    child: Child,
-    stdout: Arc<Mutex<String>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-fn serve_shipped(root: &Path, port: u16) -> Server {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    copy_dir(&repo.join("config"), &root.join("config"));
-    copy_dir(&repo.join("scripts"), &root.join("scripts"));
-    // Only what a clone has: a first start generates the signing key, as for a newcomer.
-    let _ = std::fs::remove_file(root.join("config/oidc-signing-key.pem"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .current_dir(root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = Arc::new(Mutex::new(String::new()));
-    let pipe = child.stdout.take().unwrap();
-    let collected = stdout.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            let mut text = collected.lock().unwrap();
-            text.push_str(&line);
-            text.push('\n');
-        }
-    });
-    let up = wait_until(Duration::from_secs(60), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "gatehouse serve did not listen on {port}");
-    Server { child, stdout }
+fn serve_shipped(root: &Path, port: u16) -> Served {
+    copy_shipped(root);
+    serve_in(root, port, &[], &[])
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 pub mod ldap;
 pub mod mock_http;
+pub mod process;
 pub mod web;
 
 use std::path::{Path, PathBuf};
@@ -177,12 +178,20 @@ pub struct EnvOptions {
     pub server: String,
     /// Keys for the [sms] section; empty: +44 and +1 allowed, limits out of the way.
     pub sms: String,
+    /// More keys for the [log] section.
+    pub log: String,
 }
 
 impl EnvOptions {
     /// Keys for the [sms] section.
     pub fn with_sms(mut self, keys: &str) -> Self {
         self.sms = keys.into();
+        self
+    }
+
+    /// `[log] format` ("text" or "json").
+    pub fn with_log_format(mut self, format: &str) -> Self {
+        self.log = format!("format = {format:?}");
         self
     }
 
@@ -319,7 +328,8 @@ impl TestEnv {
                 ),
             )
             .replacen("[paths]\n", &format!("[paths]\n{pages_line}"), 1)
-            .replacen("[login]\n", &format!("[login]\n{}\n", options.login), 1),
+            .replacen("[login]\n", &format!("[login]\n{}\n", options.login), 1)
+            .replacen("[log]\n", &format!("[log]\n{}\n", options.log), 1),
         )
         .unwrap();
         let sms = Arc::new(CapturedSms::default());
