@@ -134,6 +134,18 @@ fn benches(c: &mut Criterion) {
             })
         },
     );
+    // What the metrics add to one passcode POST: three hook timings (authenticate,
+    // getNextStep, getCountAuthenticationSteps), one code check, one login outcome.
+    c.bench_function("metrics: what one passcode POST records", |b| {
+        let metrics = gatehouse::base::metrics::Metrics::new();
+        b.iter(|| {
+            for hook in ["authenticate", "getNextStep", "getCountAuthenticationSteps"] {
+                metrics.hook("sms_otp", hook, 0.000_02, false);
+            }
+            metrics.code_check("sms_otp", "right");
+            metrics.login("sms_otp", "success");
+        })
+    });
     let shipped =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sms_otp.rhai"))
             .unwrap();

@@ -86,6 +86,8 @@ pub struct Metrics {
     sms_factor_locks: Counter,
     admin_auth_failures: Counter,
     sign_ins_in_flight: Gauge<i64, AtomicI64>,
+    sms_sent_today: Gauge<i64, AtomicI64>,
+    sms_daily_budget: Gauge<i64, AtomicI64>,
     scripts: Family<StateLabel, Gauge>,
     circuits: Family<ProviderState, Gauge>,
 }
@@ -94,6 +96,9 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub sign_ins_in_flight: i64,
+    /// Messages counted against today's (UTC) budget, and `[sms] daily_budget`.
+    pub sms_sent_today: i64,
+    pub sms_daily_budget: i64,
     /// Scripts by state ("active", "degraded", "failed", "disabled").
     pub scripts: Vec<(&'static str, i64)>,
     /// Each provider's circuit breaker state ("closed", "open", "half_open").
@@ -183,6 +188,18 @@ impl Metrics {
             "Sign-ins started and not finished (the admission window's count)",
             sign_ins_in_flight.clone(),
         );
+        let sms_sent_today = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "sms_sent_today",
+            "Messages counted against today's (UTC) SMS budget, every node's with a shared store",
+            sms_sent_today.clone(),
+        );
+        let sms_daily_budget = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "sms_daily_budget",
+            "[sms] daily_budget: messages per UTC day for the whole server",
+            sms_daily_budget.clone(),
+        );
         let scripts = Family::default();
         registry.register(
             "scripts",
@@ -209,6 +226,8 @@ impl Metrics {
             sms_factor_locks,
             admin_auth_failures,
             sign_ins_in_flight,
+            sms_sent_today,
+            sms_daily_budget,
             scripts,
             circuits,
         }
@@ -288,6 +307,8 @@ impl Metrics {
     /// The text exposition (OpenMetrics), with the gauges set from `snapshot`.
     pub fn render(&self, snapshot: &Snapshot) -> String {
         self.sign_ins_in_flight.set(snapshot.sign_ins_in_flight);
+        self.sms_sent_today.set(snapshot.sms_sent_today);
+        self.sms_daily_budget.set(snapshot.sms_daily_budget);
         for (state, count) in &snapshot.scripts {
             self.scripts
                 .get_or_create(&StateLabel { state })
@@ -331,6 +352,8 @@ mod tests {
             sign_ins_in_flight: 7,
             scripts: vec![("active", 2), ("disabled", 1)],
             circuits: vec![("twilio".into(), "open")],
+            sms_sent_today: 12,
+            sms_daily_budget: 100,
         });
         for line in [
             "gatehouse_logins_total{acr=\"sms_otp\",outcome=\"success\"} 1",
@@ -343,6 +366,8 @@ mod tests {
             "gatehouse_hook_failures_total{acr=\"sms_otp\",hook=\"authenticate\"} 1",
             "gatehouse_sms_factor_locks_total 1",
             "gatehouse_sign_ins_in_flight 7",
+            "gatehouse_sms_sent_today 12",
+            "gatehouse_sms_daily_budget 100",
             "gatehouse_scripts{state=\"active\"} 2",
             "gatehouse_sms_provider_circuit{provider=\"twilio\",state=\"open\"} 1",
             "gatehouse_sms_provider_circuit{provider=\"twilio\",state=\"closed\"} 0",

@@ -483,6 +483,11 @@ impl LoginEngine {
         self.pending.in_flight()
     }
 
+    /// Messages counted against today's SMS budget, and the budget.
+    pub fn sms_budget_today(&self) -> Result<(u32, u32), StoreError> {
+        self.services.sending.budget_today()
+    }
+
     pub fn submit(
         &self,
         login: &LoginHandle,

@@ -322,6 +322,17 @@ impl SendGuard {
         Ok(())
     }
 
+    /// Messages counted against today's (UTC) budget so far, and the budget.
+    pub fn budget_today(&self) -> Result<(u32, u32), StoreError> {
+        let day = self.clock.now_ms() / DAY_MS;
+        let spent = self
+            .store
+            .get(&store_keys::sent_on_day(day))?
+            .and_then(|b| serde_json::from_slice::<u32>(&b).ok())
+            .unwrap_or(0);
+        Ok((spent, self.limits.daily_budget))
+    }
+
     /// Counts one message against the day counter at `key` unless `budget` is spent (then false).
     fn take_daily(&self, key: &str, budget: u32) -> Result<bool, StoreError> {
         let mut spent_all = false;

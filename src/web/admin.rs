@@ -360,8 +360,11 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         let statuses = s.web.runtime.statuses();
         let count = |state| statuses.iter().filter(|st| st.state == state).count() as i64;
         use crate::flow::script_port::ScriptState;
+        let (sent_today, budget) = s.web.engine.sms_budget_today().unwrap_or((0, 0));
         Snapshot {
             sign_ins_in_flight: s.web.engine.sign_ins_in_flight().unwrap_or(0) as i64,
+            sms_sent_today: i64::from(sent_today),
+            sms_daily_budget: i64::from(budget),
             scripts: vec![
                 ("active", count(ScriptState::Active)),
                 ("degraded", count(ScriptState::Degraded)),

@@ -401,6 +401,7 @@ fn the_admin_api_needs_its_token_throttles_failures_and_edits_like_the_cli() {
         "gatehouse_script_reloads_total{acr=\"sms_phone\",outcome=\"loaded\"} 1",
         "gatehouse_scripts{state=\"active\"} 2",
         "gatehouse_admin_auth_failures_total 8",
+        "gatehouse_sms_daily_budget 10000",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
@@ -534,4 +535,48 @@ fn json_log_lines_carry_the_same_fields_and_the_same_masking() {
     }
     assert_eq!(logins.len(), 1, "one login id per sign-in");
     assert_log_clean(&env, &[&code, ALICE_PASSWORD, ALICE_PHONE]);
+}
+
+/// The dashboard and the alert rules name only metrics the server exports (a renamed metric
+/// would leave a panel empty and an alert silent).
+#[test]
+fn monitoring_files_name_only_exported_metrics() {
+    // One of everything, so that every family has a series to show.
+    let metrics = gatehouse::base::metrics::Metrics::new();
+    metrics.login("a", "success");
+    metrics.code_check("a", "right");
+    metrics.sms_send("p", "accepted", 0.1);
+    metrics.sms_refused("budget");
+    metrics.sms_delivery("p", "delivered");
+    metrics.script_reload("a", true);
+    metrics.hook("a", "authenticate", 0.001, true);
+    let exported = metrics.render(&Snapshot {
+        scripts: vec![("active", 1)],
+        circuits: vec![("p".into(), "closed")],
+        ..Snapshot::default()
+    });
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/monitoring");
+    let dashboard = std::fs::read_to_string(repo.join("grafana-dashboard.json")).unwrap();
+    let parsed: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    assert!(!parsed["panels"].as_array().unwrap().is_empty());
+    let alerts = std::fs::read_to_string(repo.join("alerts.yml")).unwrap();
+    let named = regex::Regex::new(r"gatehouse_[a-z_]+").unwrap();
+    let mut checked = 0;
+    for text in [&dashboard, &alerts] {
+        for found in named.find_iter(text) {
+            let name = found.as_str();
+            let family = ["_bucket", "_count", "_sum", "_total"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            let declared = format!("# TYPE {family} ");
+            assert!(
+                exported.lines().any(|l| l.starts_with(&declared)),
+                "{name} is not exported:\n{exported}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "{checked}");
+    assert_eq!(alerts.matches("- alert: ").count(), 9);
 }
