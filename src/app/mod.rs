@@ -527,6 +527,7 @@ fn reload_now(
     config_path: &Path,
     config_touched: bool,
 ) -> ReloadSummary {
+    let _turn = live.reload_turn();
     if !config_touched {
         return host.reconcile(&live.current());
     }

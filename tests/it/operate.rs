@@ -170,12 +170,19 @@ fn cli_edits_keep_comments_refuse_bad_edits_and_reach_a_running_server() {
     }
 }
 
-/// The shipped config with the admin listener on `admin_port`, its token from the environment.
+/// The shipped config with the admin listener on `admin_port`, its token from the environment:
+/// the two commented lines of the shipped `[admin]` uncommented, as an operator would.
 fn with_admin(root: &Path, admin_port: u16) {
-    let mut text = config_text(root);
-    text.push_str(&format!(
-        "\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"${{env:GATEHOUSE_ADMIN_TOKEN}}\"\n"
-    ));
+    let text = config_text(root);
+    let listen = "# listen = \"127.0.0.1:8081\"";
+    let token = "# token = \"${env:GATEHOUSE_ADMIN_TOKEN}\"";
+    assert!(
+        text.contains(listen) && text.contains(token),
+        "the shipped [admin] changed"
+    );
+    let text = text
+        .replace(listen, &format!("listen = \"127.0.0.1:{admin_port}\""))
+        .replace(token, "token = \"${env:GATEHOUSE_ADMIN_TOKEN}\"");
     std::fs::write(root.join("config/gatehouse.toml"), text).unwrap();
 }
 
@@ -320,6 +327,27 @@ fn the_admin_api_needs_its_token_throttles_failures_and_edits_like_the_cli() {
         before,
         "refused edits left the file as it was"
     );
+    // Edits sent at once are all kept: none overwrites another.
+    std::thread::scope(|scope| {
+        for i in 0..6 {
+            let patch = &patch;
+            scope.spawn(move || {
+                let (status, view) = patch(
+                    "stytch",
+                    json!({"properties": {format!("extra_{i}"): format!("value-{i}")}}),
+                );
+                assert_eq!(status, 200, "{view}");
+            });
+        }
+    });
+    let (_, view) = patch("stytch", json!({}));
+    for i in 0..6 {
+        assert_eq!(
+            view["properties"][format!("extra_{i}")],
+            format!("value-{i}"),
+            "{view}"
+        );
+    }
 
     // acrs: Janssen's body.
     let acrs = |method: reqwest::Method, body: Option<Value>| {

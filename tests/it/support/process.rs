@@ -68,9 +68,15 @@ pub fn serve_in(root: &Path, port: u16, env: &[(&str, &str)], ports: &[u16]) -> 
         }
     });
     for port in std::iter::once(&port).chain(ports) {
+        let mut exited = None;
         let up = wait_until(Duration::from_secs(60), || {
-            std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok()
+            exited = child.try_wait().ok().flatten();
+            exited.is_some() || std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok()
         });
+        assert!(
+            exited.is_none(),
+            "gatehouse serve exited ({exited:?}): run `gatehouse check` in {root:?}"
+        );
         assert!(up, "gatehouse serve did not listen on {port}");
     }
     Served { child, stdout }
