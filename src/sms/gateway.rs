@@ -162,7 +162,16 @@ impl SmsSender for GatewaySms {
             .chars()
             .take(160)
             .collect();
-        let refused = |why: String| super::status_error(&provider, response.status, why);
+        let id = self.message_id_pointer.as_deref().and_then(|pointer| {
+            let value = response.json()?.pointer(pointer)?.clone();
+            Some(
+                value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned),
+            )
+        });
+        let refused =
+            |why: String| super::status_error(&provider, response.status, id.is_some(), why);
         if !self.accepted_status.contains(&response.status) {
             return Err(refused(format!(
                 "HTTP {} (accepted: {:?}): {excerpt}",
@@ -189,14 +198,6 @@ impl SmsSender for GatewaySms {
                 response.status
             )));
         }
-        let id = self.message_id_pointer.as_deref().and_then(|pointer| {
-            let value = response.json()?.pointer(pointer)?.clone();
-            Some(
-                value
-                    .as_str()
-                    .map_or_else(|| value.to_string(), str::to_owned),
-            )
-        });
         Ok(SmsReceipt {
             provider_message_id: id,
             sent_by: None,

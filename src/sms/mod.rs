@@ -359,11 +359,13 @@ fn transport_error(provider: &str, error: &HttpError) -> SmsError {
 }
 
 /// A provider's answer that is not a success: 5xx, 429 (busy) and 401/403 (its credentials or
-/// account refused) mean the provider did not take the message; another 4xx refuses the
-/// message itself (a bad number), which another provider would refuse too.
-fn status_error(provider: &str, status: u16, message: String) -> SmsError {
+/// account refused) mean the provider did not take the message, unless the answer carries a
+/// message id (then it may have: ambiguous); another 4xx refuses the message itself (a bad
+/// number), which another provider would refuse too.
+fn status_error(provider: &str, status: u16, has_message_id: bool, message: String) -> SmsError {
     let provider = provider.to_owned();
     match status {
+        429 | 401 | 403 | 500..=599 if has_message_id => SmsError::Failed { provider, message },
         429 | 401 | 403 | 500..=599 => SmsError::NotSent { provider, message },
         400..=499 => SmsError::Refused { provider, message },
         _ => SmsError::Failed { provider, message },

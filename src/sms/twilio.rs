@@ -125,6 +125,12 @@ impl SmsSender for TwilioSms {
             (Some(code), None) => format!("Twilio error {code} (HTTP {})", response.status),
             _ => format!("HTTP {} with no Twilio error document", response.status),
         };
-        Err(super::status_error(PROVIDER, response.status, detail))
+        let has_sid = json.as_ref().and_then(|j| j.get("sid")).is_some();
+        Err(super::status_error(
+            PROVIDER,
+            response.status,
+            has_sid,
+            detail,
+        ))
     }
 }

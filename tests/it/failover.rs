@@ -114,6 +114,13 @@ fn a_timeout_or_a_refused_message_is_never_sent_twice() {
     let env = two_provider_env(&primary.url(), &backup, "");
     expect_retry(password_step(&env));
     assert_eq!(backup.requests().len(), 0);
+
+    // A 503 that still names a message id may have been sent: not handed on either.
+    let primary = MockServer::start(|_| MockResponse::json(503, r#"{"id":"p-9"}"#));
+    let backup = MockServer::start(|_| accepted("b-1"));
+    let env = two_provider_env(&primary.url(), &backup, "");
+    expect_retry(password_step(&env));
+    assert_eq!(backup.requests().len(), 0);
 }
 
 #[test]
