@@ -176,6 +176,17 @@ impl Builder {
             Some(config) => config,
             None => Config::load(&self.config_path)?,
         };
+        if self.mode == Mode::Serve {
+            // A server with an admin listener starts only with its token at hand.
+            config
+                .admin
+                .serving_token()
+                .map_err(|(key, message)| ConfigError::Invalid {
+                    path: self.config_path.clone(),
+                    key,
+                    message,
+                })?;
+        }
         let clock = self.clock.unwrap_or_else(SystemClock::shared);
         let log = match self.mode {
             Mode::Serve | Mode::Test => ScriptLog::open(

@@ -87,6 +87,21 @@ pub struct AdminConfig {
 /// The shortest admin token accepted.
 pub const MIN_ADMIN_TOKEN: usize = 32;
 
+impl AdminConfig {
+    /// The token a serving admin listener needs: `None` when the listener is off; an error
+    /// (key, message) when it is on and the token's variable is unset. (Its length is checked
+    /// with the rest of the file.)
+    pub fn serving_token(&self) -> Result<Option<&Secret>, (String, String)> {
+        if self.listen.is_none() {
+            return Ok(None);
+        }
+        match &self.token {
+            Some(token) => token.require("admin.token").map(Some),
+            None => Err(("admin.token".into(), "[admin] listen needs a token".into())),
+        }
+    }
+}
+
 /// Where sign-ins, sessions, codes, locks and counters are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
