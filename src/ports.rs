@@ -96,6 +96,14 @@ pub enum StoreUpdate {
     Delete,
 }
 
+/// A counter written by [`StateStore::add`] (missing or unreadable: 0).
+pub fn counter_value(bytes: Option<&[u8]>) -> i64 {
+    bytes
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Key/value state with expiry: login transactions, issued codes, sessions and every counter.
 /// Key names come from [`crate::base::store_keys`].
 ///
@@ -127,6 +135,19 @@ pub trait StateStore: Send + Sync {
         ttls: [Option<Duration>; 2],
         decide: &mut PairDecision<'_>,
     ) -> Result<(), StoreError>;
+    /// Adds `delta` to the counter at `key` (a missing key counts 0) and returns the new value,
+    /// atomically, and makes the key live `ttl` from now. For counters every node updates at
+    /// once (the pending sign-ins of a window): a shared store does it in one step that never
+    /// loses to another writer (Redis: INCRBY), where an optimistic `update` would retry.
+    /// The value is the counter in decimal.
+    fn add(&self, key: &str, delta: i64, ttl: Duration) -> Result<i64, StoreError> {
+        let mut value = 0;
+        self.update(key, Some(ttl), &mut |current| {
+            value = counter_value(current) + delta;
+            StoreUpdate::Put(value.to_string().into_bytes())
+        })?;
+        Ok(value)
+    }
     /// Whether the store answers now (a shared store is a server that can be down). Only a
     /// [`StateStore::is_remote`] store can fail it.
     fn check(&self) -> Result<(), StoreError> {

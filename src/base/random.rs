@@ -55,6 +55,16 @@ fn fill(buf: &mut [u8]) -> Result<(), RandomError> {
     })
 }
 
+/// A random number below `bound` (jitter; a small modulo bias does not matter there). Zero when
+/// the bound is zero or the system has no randomness to give.
+pub fn below(bound: u64) -> u64 {
+    let mut bytes = [0u8; 8];
+    match (bound, fill(&mut bytes)) {
+        (0, _) | (_, Err(_)) => 0,
+        (bound, Ok(())) => u64::from_le_bytes(bytes) % bound,
+    }
+}
+
 /// `count` uniformly random decimal digits (rejection sampling: no modulo bias).
 pub fn digits(count: usize) -> Result<String, RandomError> {
     from_alphabet(count, b"0123456789")

@@ -84,14 +84,15 @@ pub fn client_auth_failures_from_address(ip: &std::net::IpAddr) -> String {
     format!("{NAMESPACE}clientfail:ip:{ip}")
 }
 
-/// Sign-ins started from one client address (its limit bucket) in the current window.
-pub fn pending_from_address(ip: &std::net::IpAddr) -> String {
-    format!("{NAMESPACE}pending:ip:{ip}")
+/// Sign-ins started from one client address (its limit bucket) in window number `window`, and
+/// not finished (a counter).
+pub fn pending_from_address(ip: &std::net::IpAddr, window: u64) -> String {
+    format!("{NAMESPACE}pending:ip:{ip}:{window}")
 }
 
-/// Sign-ins started in all in the current window.
-pub fn pending_total() -> String {
-    format!("{NAMESPACE}pending:total")
+/// Sign-ins started in all in window number `window`, and not finished (a counter).
+pub fn pending_total(window: u64) -> String {
+    format!("{NAMESPACE}pending:total:{window}")
 }
 
 /// A browser session, by the hash of its id.

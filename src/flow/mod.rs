@@ -337,9 +337,9 @@ impl LoginEngine {
         address: Option<std::net::IpAddr>,
     ) -> Result<ChosenSignIn, FlowError> {
         self.logged(|| {
-            match self.pending.admit(address)? {
-                None => {}
-                Some(pending::PendingRefusal::Address {
+            let counted = match self.pending.admit(address)? {
+                Ok(counted) => counted,
+                Err(pending::PendingRefusal::Address {
                     retry_after_seconds,
                 }) => {
                     return Err(FlowError::TooManyPending {
@@ -347,7 +347,7 @@ impl LoginEngine {
                         retry_after_seconds,
                     })
                 }
-                Some(pending::PendingRefusal::Total {
+                Err(pending::PendingRefusal::Total {
                     retry_after_seconds,
                 }) => {
                     tracing::error!(target: "server", "the cap on sign-ins started ([login] max_pending_total) is reached: new sign-ins are refused for {retry_after_seconds} s");
@@ -356,9 +356,16 @@ impl LoginEngine {
                         retry_after_seconds,
                     });
                 }
-            }
-            let mut chosen = self.choose(acr, origin)?;
-            chosen.counted = Some(pending::CountedStart { from: address });
+            };
+            let mut chosen = match self.choose(acr, origin) {
+                Ok(chosen) => chosen,
+                Err(error) => {
+                    // Not started after all: the count is given back.
+                    self.pending.release(counted)?;
+                    return Err(error);
+                }
+            };
+            chosen.counted = Some(counted);
             Ok(chosen)
         })
     }

@@ -1,6 +1,9 @@
 //! Caps on sign-ins started and not yet finished: per client address (its limit bucket) and in
 //! total, over the sign-in lifetime, so a flood of `/authorize` calls that never go on cannot
-//! fill the state store. Each start is admitted and counted in one atomic update per counter.
+//! fill the state store. Starts are counted in fixed windows as long as the sign-in lifetime,
+//! with the store's atomic counter (`StateStore::add`): the total is one key that every node
+//! updates at once, and a counter never loses to another writer where an optimistic update
+//! would retry (and, under a burst from many nodes, give up).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -9,14 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::base::{store_keys, SharedClock};
-use crate::ports::{StateStore, StoreError, StoreUpdate};
-
-/// Starts within one window: counted from the window's start.
-#[derive(Serialize, Deserialize, Default)]
-struct Window {
-    started_ms: u64,
-    count: u32,
-}
+use crate::ports::{counter_value, StateStore, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PendingLimits {
@@ -33,6 +29,10 @@ pub struct CountedStart {
     /// The address's limit bucket it was counted under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<IpAddr>,
+    /// The window it was counted in (a finish in a later window gives nothing back: that
+    /// window's counts are gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u64>,
 }
 
 /// Why a start was refused.
@@ -59,102 +59,82 @@ impl PendingGuard {
         }
     }
 
-    /// One more start in the window `current`, unless it is full (then: the wait, untouched).
-    fn counted(&self, current: Option<&[u8]>, limit: u32, now: u64) -> (Option<u64>, StoreUpdate) {
-        let window_ms = self.limits.window.as_millis() as u64;
-        let mut window: Window = current
-            .and_then(|b| serde_json::from_slice(b).ok())
-            .unwrap_or_default();
-        if now >= window.started_ms + window_ms {
-            window = Window {
-                started_ms: now,
-                count: 0,
-            };
-        }
-        if window.count >= limit {
-            let wait = (window.started_ms + window_ms - now).div_ceil(1000).max(1);
-            return (Some(wait), StoreUpdate::Keep);
-        }
-        window.count += 1;
-        let bytes = serde_json::to_vec(&window).expect("windows serialise");
-        (None, StoreUpdate::Put(bytes))
-    }
-
-    /// One start fewer in the window `current`.
-    fn given_back(current: Option<&[u8]>) -> StoreUpdate {
-        let Some(mut window) = current.and_then(|b| serde_json::from_slice::<Window>(b).ok())
-        else {
-            return StoreUpdate::Keep;
-        };
-        window.count = window.count.saturating_sub(1);
-        StoreUpdate::Put(serde_json::to_vec(&window).expect("windows serialise"))
+    /// The current window: its number, how long its counters must live, and the seconds until
+    /// it ends (what a refused start waits).
+    fn window(&self) -> (u64, Duration, u64) {
+        let now = self.clock.now_ms();
+        let length = (self.limits.window.as_millis() as u64).max(1000);
+        let number = now / length;
+        let ends = (number + 1) * length;
+        // A second more than the window, so a finish at its very end still finds the counts.
+        let ttl = Duration::from_millis(ends - now + 1000);
+        (number, ttl, (ends - now).div_ceil(1000).max(1))
     }
 
     /// Sign-ins started and not finished in the current window (every node's, with a shared
     /// store).
     pub fn in_flight(&self) -> Result<u64, StoreError> {
-        let now = self.clock.now_ms();
-        let window_ms = self.limits.window.as_millis() as u64;
-        Ok(self
-            .store
-            .get(&store_keys::pending_total())?
-            .and_then(|b| serde_json::from_slice::<Window>(&b).ok())
-            .filter(|w| now < w.started_ms + window_ms)
-            .map_or(0, |w| u64::from(w.count)))
+        let (number, _, _) = self.window();
+        let count = counter_value(
+            self.store
+                .get(&store_keys::pending_total(number))?
+                .as_deref(),
+        );
+        Ok(count.max(0) as u64)
     }
 
-    /// Gives back a start whose sign-in finished (the window it falls in, if a new one began):
-    /// the address's count and the total together, in one store update.
+    /// Admits one sign-in start from `address` (its limit bucket), or says why not. The
+    /// address's count is taken first, then the total's; a count over its cap is given back
+    /// at once (with the address's, for the total), so a refused start holds nothing.
+    pub fn admit(
+        &self,
+        address: Option<IpAddr>,
+    ) -> Result<Result<CountedStart, PendingRefusal>, StoreError> {
+        let (number, ttl, wait) = self.window();
+        let total = store_keys::pending_total(number);
+        let address_key = address.map(|ip| store_keys::pending_from_address(&ip, number));
+        if let Some(key) = &address_key {
+            if self.store.add(key, 1, ttl)? > i64::from(self.limits.per_address) {
+                self.store.add(key, -1, ttl)?;
+                return Ok(Err(PendingRefusal::Address {
+                    retry_after_seconds: wait,
+                }));
+            }
+        }
+        if self.store.add(&total, 1, ttl)? > i64::from(self.limits.total) {
+            self.store.add(&total, -1, ttl)?;
+            if let Some(key) = &address_key {
+                self.store.add(key, -1, ttl)?;
+            }
+            return Ok(Err(PendingRefusal::Total {
+                retry_after_seconds: wait,
+            }));
+        }
+        Ok(Ok(CountedStart {
+            from: address,
+            window: Some(number),
+        }))
+    }
+
+    /// Gives back a start whose sign-in finished, if its window is still the current one.
     pub fn release(&self, start: CountedStart) -> Result<(), StoreError> {
-        let total = store_keys::pending_total();
-        match start.from {
-            Some(ip) => self.store.update_pair(
-                [&store_keys::pending_from_address(&ip), &total],
-                [None, None],
-                &mut |[address, all]| [Self::given_back(address), Self::given_back(all)],
-            ),
-            None => self.store.update(&total, None, &mut Self::given_back),
+        let (number, ttl, _) = self.window();
+        if start.window != Some(number) {
+            return Ok(());
         }
-    }
-
-    /// Admits one sign-in start from `address` (its limit bucket), or says why not: the
-    /// address's count and the total are taken together or not at all, in one store update.
-    pub fn admit(&self, address: Option<IpAddr>) -> Result<Option<PendingRefusal>, StoreError> {
-        let now = self.clock.now_ms();
-        let window = Some(self.limits.window);
-        let total = store_keys::pending_total();
-        let mut refusal = None;
-        match address {
-            Some(ip) => self.store.update_pair(
-                [&store_keys::pending_from_address(&ip), &total],
-                [window, window],
-                &mut |[address, all]| {
-                    let (wait, address_update) =
-                        self.counted(address, self.limits.per_address, now);
-                    if let Some(retry_after_seconds) = wait {
-                        refusal = Some(PendingRefusal::Address {
-                            retry_after_seconds,
-                        });
-                        return [StoreUpdate::Keep, StoreUpdate::Keep];
-                    }
-                    let (wait, total_update) = self.counted(all, self.limits.total, now);
-                    refusal = wait.map(|retry_after_seconds| PendingRefusal::Total {
-                        retry_after_seconds,
-                    });
-                    if refusal.is_some() {
-                        return [StoreUpdate::Keep, StoreUpdate::Keep];
-                    }
-                    [address_update, total_update]
-                },
-            )?,
-            None => self.store.update(&total, window, &mut |all| {
-                let (wait, update) = self.counted(all, self.limits.total, now);
-                refusal = wait.map(|retry_after_seconds| PendingRefusal::Total {
-                    retry_after_seconds,
-                });
-                update
-            })?,
+        let mut keys = vec![store_keys::pending_total(number)];
+        keys.extend(
+            start
+                .from
+                .map(|ip| store_keys::pending_from_address(&ip, number)),
+        );
+        for key in keys {
+            // A counter the store lost (a flushed Redis) must not go below zero.
+            let left = self.store.add(&key, -1, ttl)?;
+            if left < 0 {
+                self.store.add(&key, -left, ttl)?;
+            }
         }
-        Ok(refusal)
+        Ok(())
     }
 }

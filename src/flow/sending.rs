@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::base::phone::{LineKind, Phone, Region};
 use crate::base::{store_keys, SharedClock};
 use crate::config::SmsConfig;
-use crate::ports::{StateStore, StoreError, StoreUpdate};
+use crate::ports::{counter_value, StateStore, StoreError, StoreUpdate};
 
 const HOUR_MS: u64 = 3_600_000;
 const DAY_MS: u64 = 24 * HOUR_MS;
@@ -325,45 +325,30 @@ impl SendGuard {
     /// Messages counted against today's (UTC) budget so far, and the budget.
     pub fn budget_today(&self) -> Result<(u32, u32), StoreError> {
         let day = self.clock.now_ms() / DAY_MS;
-        let spent = self
-            .store
-            .get(&store_keys::sent_on_day(day))?
-            .and_then(|b| serde_json::from_slice::<u32>(&b).ok())
-            .unwrap_or(0);
-        Ok((spent, self.limits.daily_budget))
+        let spent = counter_value(self.store.get(&store_keys::sent_on_day(day))?.as_deref());
+        Ok((
+            spent.clamp(0, i64::from(u32::MAX)) as u32,
+            self.limits.daily_budget,
+        ))
     }
 
     /// Counts one message against the day counter at `key` unless `budget` is spent (then false).
+    /// A store counter: every node's sends hit the same key at once, and a counter never loses
+    /// to another writer (an optimistic update would retry, and under a burst give up).
     fn take_daily(&self, key: &str, budget: u32) -> Result<bool, StoreError> {
-        let mut spent_all = false;
-        self.store.update(
-            key,
-            Some(Duration::from_millis(DAY_MS + HOUR_MS)),
-            &mut |current| {
-                let spent: u32 = current
-                    .and_then(|b| serde_json::from_slice(b).ok())
-                    .unwrap_or(0);
-                spent_all = spent >= budget;
-                if spent_all {
-                    StoreUpdate::Keep
-                } else {
-                    StoreUpdate::Put(serde_json::to_vec(&(spent + 1)).expect("a number serialises"))
-                }
-            },
-        )?;
-        Ok(!spent_all)
+        let keep = Duration::from_millis(DAY_MS + HOUR_MS);
+        if self.store.add(key, 1, keep)? > i64::from(budget) {
+            self.store.add(key, -1, keep)?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// Takes back one message counted by [`SendGuard::take_daily`] (a later budget refused it).
     fn give_back_daily(&self, key: &str) -> Result<(), StoreError> {
-        self.store.update(key, None, &mut |current| {
-            let Some(spent) = current.and_then(|b| serde_json::from_slice::<u32>(b).ok()) else {
-                return StoreUpdate::Keep;
-            };
-            StoreUpdate::Put(
-                serde_json::to_vec(&spent.saturating_sub(1)).expect("a number serialises"),
-            )
-        })
+        self.store
+            .add(key, -1, Duration::from_millis(DAY_MS + HOUR_MS))
+            .map(|_| ())
     }
 
     /// One atomic update of the send record at `key`: `refuse` looks at the recent sends; when it

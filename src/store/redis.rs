@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use crate::ports::{PairDecision, StateStore, StoreError, StoreUpdate};
 
-/// Optimistic retries of one `update` before it gives up (heavy contention on one key).
-const MAX_UPDATE_ATTEMPTS: usize = 64;
+/// Backoff between optimistic attempts that lost to another client: a random wait below this,
+/// doubled on each loss (up to `MAX_BACKOFF`), so that many clients on one hot key (the count
+/// of pending sign-ins, which every node updates) spread out instead of colliding again.
+const FIRST_BACKOFF: Duration = Duration::from_micros(100);
+const MAX_BACKOFF: Duration = Duration::from_millis(25);
 /// Idle connections kept for reuse.
 const MAX_IDLE: usize = 32;
 /// A `Put` without TTL on a key that did not exist lives this long (as in the memory store).
@@ -150,14 +153,19 @@ fn attempt(
 }
 
 impl RedisStore {
-    /// Optimistic update of `keys` together, retried while other clients get in first.
+    /// Optimistic update of `keys` together, retried while other clients get in first: after
+    /// each lost attempt a random wait that doubles, until the store's timeout has passed.
     fn update_keys(
         &self,
         keys: &[String],
         ttls: &[Option<Duration>],
         decide: &mut KeysDecision<'_>,
     ) -> Result<(), StoreError> {
-        for _ in 0..MAX_UPDATE_ATTEMPTS {
+        let deadline = std::time::Instant::now() + self.timeout;
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
             let done = self.with_connection(|con| {
                 let result = attempt(con, keys, ttls, decide);
                 if result.is_err() {
@@ -169,9 +177,21 @@ impl RedisStore {
             if done.is_some() {
                 return Ok(());
             }
+            // The first loss retries at once; later ones wait a random part of the backoff.
+            if attempts > 1 {
+                let wait = Duration::from_micros(crate::base::random::below(
+                    backoff.as_micros() as u64 + 1,
+                ));
+                if std::time::Instant::now() + wait >= deadline {
+                    break;
+                }
+                std::thread::sleep(wait);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
         }
         Err(StoreError::Unavailable(format!(
-            "redis: the key changed under {MAX_UPDATE_ATTEMPTS} attempts in a row"
+            "redis: the key kept changing under {attempts} attempts within {} ms",
+            self.timeout.as_millis()
         )))
     }
 }
@@ -215,6 +235,24 @@ impl StateStore for RedisStore {
     ) -> Result<(), StoreError> {
         self.update_keys(&[self.key(key)], &[ttl], &mut |current| {
             vec![decide(current[0].as_deref())]
+        })
+    }
+
+    fn add(&self, key: &str, delta: i64, ttl: Duration) -> Result<i64, StoreError> {
+        let key = self.key(key);
+        self.with_connection(|con| {
+            // One round trip, applied as one: no WATCH, so no writer ever loses to another.
+            let (value,): (i64,) = redis::pipe()
+                .atomic()
+                .cmd("INCRBY")
+                .arg(&key)
+                .arg(delta)
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(millis(ttl))
+                .ignore()
+                .query(con)?;
+            Ok(value)
         })
     }
 

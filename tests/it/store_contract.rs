@@ -243,3 +243,34 @@ fn the_operator_reset_reaches_phone_subjects_and_directory_users_alike() {
     }
     assert!(admin.reset_sms("nobody").is_err());
 }
+
+/// `add` (the counters of pending sign-ins and SMS budgets): exact under concurrent writers,
+/// works through `update` for stores that do not override it (its closure may run twice), and
+/// the key lives as long as the last add says.
+#[test]
+fn counters_add_exactly_and_expire() {
+    let clock = Arc::new(ManualClock::new());
+    let memory = Arc::new(MemoryStore::with_clock(clock.clone()));
+    let retrying = Arc::new(RetryingStore::new());
+    for store in [
+        memory.clone() as Arc<dyn StateStore>,
+        retrying.clone() as Arc<dyn StateStore>,
+    ] {
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                let store = store.clone();
+                s.spawn(move || {
+                    for i in 0..100 {
+                        let delta = if i % 4 == 3 { -1 } else { 1 };
+                        store.add("n", delta, Duration::from_secs(60)).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(store.add("n", 0, Duration::from_secs(60)).unwrap(), 400);
+        assert_eq!(gatehouse::ports::counter_value(store.get("n").unwrap().as_deref()), 400);
+    }
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(memory.get("n").unwrap(), None);
+    assert_eq!(memory.add("n", 1, Duration::from_secs(60)).unwrap(), 1);
+}
