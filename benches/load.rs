@@ -7,6 +7,7 @@
 //!
 //! Run: `cargo bench --bench load`. GATEHOUSE_LOAD_SECONDS sets the timed phases' length
 //! (default 3), GATEHOUSE_PASSCODE_LOGINS the sign-ins posted (default 10,000);
+//! GATEHOUSE_LOAD_ONLY=ratio runs /health and the passcode POSTs alone (their ratio);
 //! GATEHOUSE_LOAD_ONLY=passcode or =memory runs that phase alone (passcode: pauses 2 s before
 //! posting, for `perf record -p PID`).
 
@@ -237,6 +238,17 @@ fn main() {
         );
         return;
     }
+    // GATEHOUSE_LOAD_ONLY=ratio: /health, then the passcode POSTs, and their ratio.
+    if std::env::var("GATEHOUSE_LOAD_ONLY").as_deref() == Ok("ratio") {
+        let health = generator.get_rate(&format!("{base}/health"), seconds, 200);
+        let waiting = prepare_waiting(&base, &sink, in_flight, 4, true, usize::MAX);
+        let passcode = generator.passcode_rate(&base, waiting);
+        println!(
+            "GET /health {health:.0} req/s; passcode POST {passcode:.0} req/s; ratio {:.3}",
+            passcode / health
+        );
+        return;
+    }
     // First, on the fresh server: later phases leave freed memory that would hide the growth.
     let waiting_bytes = waiting_sign_in_bytes(root, WAITING_SIGN_INS);
     prepare_waiting(&base, &sink, WAITING_SIGN_INS, 4, false, 250);
@@ -442,11 +454,15 @@ fn start_server(
     let state = app.web_state().unwrap();
     listener.set_nonblocking(true).unwrap();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .thread_name("server")
-            .enable_all()
-            .build()
-            .unwrap();
+        // As `gatehouse serve` builds it; GATEHOUSE_WORKERS sets the worker count, to compare.
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = std::env::var("GATEHOUSE_WORKERS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+        {
+            builder.worker_threads(n);
+        }
+        let runtime = builder.thread_name("server").enable_all().build().unwrap();
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             gatehouse::web::serve(listener, state, std::future::pending())

@@ -285,15 +285,19 @@ fn runaway_hooks_over_http_do_not_stall_the_server() {
                 assert_eq!(page.status(), 503);
             });
         }
-        // Give the three a moment to reach their loop, then ask the server something else.
+        // Give the three a moment to reach their loop, then ask the server something else,
+        // again and again on new connections (each may land on any worker).
         std::thread::sleep(Duration::from_millis(300));
-        let started = Instant::now();
-        let health = crate::support::web::WebLogin::new(&base).get(&format!("{base}/health"));
-        let waited = started.elapsed();
-        assert_eq!(health.status(), 200);
+        let mut slowest = Duration::ZERO;
+        for _ in 0..10 {
+            let started = Instant::now();
+            let health = crate::support::web::WebLogin::new(&base).get(&format!("{base}/health"));
+            slowest = slowest.max(started.elapsed());
+            assert_eq!(health.status(), 200);
+        }
         assert!(
-            waited < Duration::from_millis(800),
-            "/health waited {waited:?}"
+            slowest < Duration::from_millis(800),
+            "/health waited {slowest:?}"
         );
         // A good sign-in completes meanwhile too.
         let login = env.web_login(Some("good"));

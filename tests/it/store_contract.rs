@@ -268,7 +268,10 @@ fn counters_add_exactly_and_expire() {
             }
         });
         assert_eq!(store.add("n", 0, Duration::from_secs(60)).unwrap(), 400);
-        assert_eq!(gatehouse::ports::counter_value(store.get("n").unwrap().as_deref()), 400);
+        assert_eq!(
+            gatehouse::ports::counter_value(store.get("n").unwrap().as_deref()),
+            400
+        );
     }
     clock.advance(Duration::from_secs(61));
     assert_eq!(memory.get("n").unwrap(), None);
