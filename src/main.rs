@@ -255,6 +255,10 @@ fn check(config_path: PathBuf) -> anyhow::Result<ExitCode> {
         println!("{finding}");
     }
     failed |= !findings.is_empty();
+    if let Err((key, message)) = config.admin.serving_token() {
+        println!("{key}: {message}: gatehouse serve will refuse to start");
+        failed = true;
+    }
     if let Some(default_acr) = &config.login.default_acr {
         if rows
             .iter()

@@ -487,6 +487,16 @@ fn a_short_or_missing_admin_token_refuses_to_start() {
         assert!(ran.stderr.contains(why), "{}", ran.stderr);
         assert!(!ran.stderr.contains("short-token"), "{}", ran.stderr);
     }
+    // `gatehouse check` names what `serve` will miss.
+    let checked = run_in(root, &["check"], &[], "");
+    assert!(!checked.ok);
+    assert!(
+        checked
+            .stdout
+            .contains("admin.token: environment variable GATEHOUSE_ADMIN_TOKEN is not set"),
+        "{}",
+        checked.stdout
+    );
     // The operator commands read the same file from shells without the token: they work.
     let listed = gatehouse(root, &["scripts", "list"]);
     assert!(listed.ok, "{}", listed.stderr);
