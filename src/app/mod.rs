@@ -244,15 +244,17 @@ impl Builder {
             Mode::Serve | Mode::Test => self.sms,
         };
         let metrics = Arc::new(Metrics::new());
-        let mut providers = ProviderSet::new(&config.sms, bridge, default_sms)?;
-        if self.mode == Mode::Test {
-            providers = providers.everything_to_default();
-        }
-        let providers = providers.with_instruments(
+        let mut providers = ProviderSet::new(
+            &config.sms,
+            bridge,
+            default_sms,
             clock.clone(),
             metrics.clone(),
             config.oidc.issuer_base(),
         )?;
+        if self.mode == Mode::Test {
+            providers = providers.everything_to_default();
+        }
         if self.mode == Mode::Serve && providers.default_sender().provider() == CONSOLE_PROVIDER {
             log.scope(|| {
                 tracing::warn!(

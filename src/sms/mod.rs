@@ -93,16 +93,19 @@ pub struct ProviderSet {
     metrics: Arc<Metrics>,
     /// `[oidc] issuer`: where Twilio posts delivery receipts.
     issuer: String,
-    /// The default sender was given (tests, `check`), not built from `[sms] provider`.
-    default_given: bool,
 }
 
 impl ProviderSet {
-    /// `default_override` replaces `[sms] provider` (tests, `check`).
+    /// `default_override` replaces `[sms] provider` (tests, `check`). `clock` drives the circuit
+    /// breakers, sends are counted in `metrics`, and `issuer` is the public URL Twilio's
+    /// delivery receipts come back to.
     pub fn new(
         config: &SmsConfig,
         bridge: Arc<HttpBridge>,
         default_override: Option<Arc<dyn SmsSender>>,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        issuer: &str,
     ) -> Result<Self, SmsSetupError> {
         let mut set = ProviderSet {
             config: config.clone(),
@@ -110,35 +113,15 @@ impl ProviderSet {
             default: Arc::new(RefusingSms("not set up".into())),
             everything_to_default: false,
             breakers: Default::default(),
-            clock: crate::base::SystemClock::shared(),
-            metrics: Arc::new(Metrics::new()),
-            issuer: String::new(),
-            default_given: default_override.is_some(),
+            clock,
+            metrics,
+            issuer: issuer.trim_end_matches('/').to_owned(),
         };
         set.default = match default_override {
             Some(sender) => sender,
             None => set.named(&config.provider)?,
         };
         Ok(set)
-    }
-
-    /// The clock of the circuit breakers and the metrics sends are counted in; `issuer` is the
-    /// public URL Twilio's delivery receipts come back to.
-    pub fn with_instruments(
-        mut self,
-        clock: SharedClock,
-        metrics: Arc<Metrics>,
-        issuer: &str,
-    ) -> Result<Self, SmsSetupError> {
-        self.clock = clock;
-        self.metrics = metrics;
-        self.issuer = issuer.trim_end_matches('/').to_owned();
-        lock(&self.breakers).clear();
-        if !self.default_given {
-            let name = self.config.provider.clone();
-            self.default = self.named(&name)?;
-        }
-        Ok(self)
     }
 
     /// Each provider's circuit breaker state, by name (for `/health` and the metrics).
