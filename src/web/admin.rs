@@ -91,39 +91,48 @@ async fn off_thread<R: Send + 'static>(
         .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))
 }
 
+/// What the token check found.
+enum TokenCheck {
+    Right,
+    Wrong,
+    /// This address failed too often: seconds to wait.
+    Wait(u64),
+}
+
 async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
+    // RFC 6750: `Bearer TOKEN`, the scheme in any case.
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("")
-        .to_owned();
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned())
+        .unwrap_or_default();
     let checked = off_thread(&state, move |state| {
         let key = peer.map(|ip| store_keys::admin_auth_failures_from_address(&ip));
         if let Some(key) = &key {
             if let Some(wait) = state.failures.reserve(key)? {
-                return Ok(Err(wait));
+                return Ok(TokenCheck::Wait(wait));
             }
         }
         let right = bool::from(subtle::ConstantTimeEq::ct_eq(
             &digest::sha256(given.as_bytes())[..],
             &state.token_digest[..],
         ));
-        if right {
-            if let Some(key) = &key {
-                state.failures.release(key)?;
-            }
-        } else {
+        if !right {
             state.metrics.admin_auth_failed();
             tracing::warn!(target: "server", "admin API: missing or wrong token from {}", peer.map_or("-".into(), |p| p.to_string()));
+            return Ok(TokenCheck::Wrong);
         }
-        Ok::<_, crate::ports::StoreError>(Ok(right))
+        if let Some(key) = &key {
+            state.failures.release(key)?;
+        }
+        Ok::<_, crate::ports::StoreError>(TokenCheck::Right)
     })
     .await;
     match checked {
@@ -133,7 +142,7 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
             "unavailable",
             format!("the state store does not answer: {error}"),
         ),
-        Ok(Ok(Err(wait))) => {
+        Ok(Ok(TokenCheck::Wait(wait))) => {
             let mut response = problem(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_failures",
@@ -144,7 +153,7 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
             }
             response
         }
-        Ok(Ok(Ok(false))) => {
+        Ok(Ok(TokenCheck::Wrong)) => {
             let mut response = problem(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -156,7 +165,7 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
             );
             response
         }
-        Ok(Ok(Ok(true))) => next.run(request).await,
+        Ok(Ok(TokenCheck::Right)) => next.run(request).await,
     }
 }
 

@@ -261,6 +261,13 @@ fn the_admin_api_needs_its_token_throttles_failures_and_edits_like_the_cli() {
         .json()
         .unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 4);
+    // The scheme is case-insensitive (RFC 6750).
+    let lower = client
+        .get(format!("{admin}/admin/acrs"))
+        .header("Authorization", format!("bearer {TOKEN}"))
+        .send()
+        .unwrap();
+    assert_eq!(lower.status(), 200);
     assert_eq!(listed[0]["acr"], "sms_otp");
     assert_eq!(listed[0]["state"], "active");
     assert_eq!(
