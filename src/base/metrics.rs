@@ -119,7 +119,7 @@ impl Metrics {
         let logins = Family::default();
         registry.register(
             "logins",
-            "Sign-ins that ended, by acr and outcome (success, failure, unavailable, error)",
+            "Login step submissions by acr and outcome: success (the sign-in completed), failure (a step refused the answer), unavailable (store or directory down), error",
             Family::clone(&logins),
         );
         let code_checks = Family::default();
