@@ -109,6 +109,8 @@ enum UsersCommand {
     /// Re-enable SMS sign-in for a user whose SMS factor was disabled or locked after too many
     /// wrong codes: a directory user's name, or a phone-number subject like tel:+447700900123.
     ResetSms { name: String },
+    /// Print whether a user's SMS factor is open, locked (and for how long) or disabled.
+    SmsStatus { name: String },
 }
 
 fn main() -> ExitCode {
@@ -132,6 +134,9 @@ fn main() -> ExitCode {
         Command::Users {
             command: UsersCommand::BackupCodes { name },
         } => backup_codes(&name, config),
+        Command::Users {
+            command: UsersCommand::SmsStatus { name },
+        } => sms_status(&name, config),
         Command::Scripts { command } => scripts_command(command, config),
         Command::Acrs {
             command: AcrsCommand::Default { acr },
@@ -358,6 +363,25 @@ fn reset_sms(name: &str, config_path: PathBuf) -> anyhow::Result<ExitCode> {
     } = admin.sms_status(name)?
     {
         println!("(still locked for {retry_after_seconds} s in this store)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sms_status(name: &str, config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    let app = Builder::new(&config_path)
+        .mode(Mode::Check)
+        .configured_store()
+        .build()?;
+    let state = app.admin().sms_status(name)?;
+    match state {
+        FactorState::Open => println!("{name}: SMS sign-in open"),
+        FactorState::Locked {
+            retry_after_seconds,
+        } => println!("{name}: SMS sign-in locked for {retry_after_seconds} s more (gatehouse users reset-sms {name} lifts it)"),
+        FactorState::Disabled => println!("{name}: SMS sign-in disabled until `gatehouse users reset-sms {name}`"),
+    }
+    if !app.shares_state() {
+        println!("(locks live in the state store; the embedded in-memory store is the running server's own, so a lock there is not seen here: use the admin API, GET /admin/users/{name}/sms)");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -140,6 +140,16 @@ fn cli_edits_keep_comments_refuse_bad_edits_and_reach_a_running_server() {
         "every comment kept"
     );
 
+    // The user operations the admin API also has.
+    let status = gatehouse(root, &["users", "sms-status", "alice"]);
+    assert!(
+        status.stdout.contains("alice: SMS sign-in open"),
+        "{}",
+        status.stdout
+    );
+    let unknown = gatehouse(root, &["users", "sms-status", "nobody"]);
+    assert!(!unknown.ok && unknown.stderr.contains("no user \"nobody\""));
+
     // A running server picks the edits up by its reload.
     let port = free_port();
     let _server = serve_in(root, port, &[], &[]);
