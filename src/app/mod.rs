@@ -493,8 +493,8 @@ impl Gatehouse {
     /// The admin listener's state, when `[admin] listen` is set (and this instance serves).
     pub fn admin_state(&self) -> Option<AdminState> {
         let config = self.config.current();
-        config.admin.listen?;
-        let token = config.admin.token.as_ref()?.resolved().ok()?;
+        // Checked when a server is built: off or missing here means no listener.
+        let token = config.admin.serving_token().ok().flatten()?;
         Some(AdminState {
             web: self.web_state()?,
             scripts: Arc::new(self.script_admin()),

@@ -77,6 +77,8 @@ pub enum Refusal {
     Line(&'static str),
     #[error("{what}: try again in {retry_after_seconds} s")]
     Throttled {
+        /// Which limit, as a fixed word (`gatehouse_sms_refused_total{reason}`).
+        reason: &'static str,
         what: &'static str,
         retry_after_seconds: u64,
     },
@@ -89,14 +91,7 @@ impl Refusal {
             Refusal::BadNumber(_) => "bad_number",
             Refusal::Country => "country",
             Refusal::Line(_) => "line_type",
-            Refusal::Throttled { what, .. } => match *what {
-                PAUSED => "budget",
-                PAUSED_FOR_REGION => "region_budget",
-                w if w.contains("this number") => "per_number",
-                w if w.contains("this address") => "per_address",
-                w if w.contains("short wait") => "cooldown",
-                _ => "per_login",
-            },
+            Refusal::Throttled { reason, .. } => reason,
         }
     }
 }
@@ -236,8 +231,9 @@ impl SendGuard {
         counted: &mut Vec<(String, Duration)>,
     ) -> Result<(), SendError> {
         let limits = &self.limits;
-        let throttled = |what, retry_after_seconds| {
+        let throttled = |reason, what, retry_after_seconds| {
             SendError::Refused(Refusal::Throttled {
+                reason,
                 what,
                 retry_after_seconds,
             })
@@ -252,6 +248,7 @@ impl SendGuard {
             if login.len() as u32 >= per_login {
                 // No wait helps here: only a new login (whose sends count elsewhere).
                 return Some(throttled(
+                    "per_login",
                     "the most codes one login may send were sent; start again",
                     0,
                 ));
@@ -260,6 +257,7 @@ impl SendGuard {
             let cooldown = cooldown_seconds.saturating_mul(1 << (login.len() - 1).min(16)) * 1000;
             (now < last + cooldown).then(|| {
                 throttled(
+                    "cooldown",
                     "a new code can be sent after a short wait",
                     (last + cooldown - now).div_ceil(1000),
                 )
@@ -273,12 +271,18 @@ impl SendGuard {
         let refused = self.count_if(&key, keep, cap, now, |sent| {
             if let Some(wait) = window_wait(sent, now, HOUR_MS, limits.per_number_per_hour) {
                 return Some(throttled(
+                    "per_number",
                     "too many codes were sent to this number in the last hour",
                     wait,
                 ));
             }
-            window_wait(sent, now, DAY_MS, limits.per_number_per_day)
-                .map(|wait| throttled("too many codes were sent to this number today", wait))
+            window_wait(sent, now, DAY_MS, limits.per_number_per_day).map(|wait| {
+                throttled(
+                    "per_number",
+                    "too many codes were sent to this number today",
+                    wait,
+                )
+            })
         })?;
         refused.map_or(Ok(()), Err)?;
         counted.push((key, keep));
@@ -289,6 +293,7 @@ impl SendGuard {
             let refused = self.count_if(&key, keep, limits.per_address_per_hour, now, |sent| {
                 window_wait(sent, now, HOUR_MS, limits.per_address_per_hour).map(|wait| {
                     throttled(
+                        "per_address",
                         "too many codes were requested from this address in the last hour",
                         wait,
                     )
@@ -308,16 +313,20 @@ impl SendGuard {
                 if self.first_to_alert(&store_keys::budget_alert_for_region(day, region))? {
                     tracing::error!(target: "server", "ALERT: the daily SMS budget for {region} ([sms] daily_budget_per_region, {budget} messages) is spent: sending there is paused until 00:00 UTC");
                 }
-                return Err(throttled(PAUSED_FOR_REGION, until_tomorrow));
+                return Err(throttled(
+                    "region_budget",
+                    PAUSED_FOR_REGION,
+                    until_tomorrow,
+                ));
             }
             if !self.take_daily(&store_keys::sent_on_day(day), limits.daily_budget)? {
                 self.give_back_daily(&key)?;
-                return Err(throttled(PAUSED, until_tomorrow));
+                return Err(throttled("budget", PAUSED, until_tomorrow));
             }
             return Ok(());
         }
         if !self.take_daily(&store_keys::sent_on_day(day), limits.daily_budget)? {
-            return Err(throttled(PAUSED, until_tomorrow));
+            return Err(throttled("budget", PAUSED, until_tomorrow));
         }
         Ok(())
     }

@@ -78,14 +78,7 @@ fn the_readme_demo_login_on_the_shipped_defaults_keeps_codes_out_of_logs() {
     assert!(tokens["id_token"].is_string(), "{tokens}");
 
     let logs = dir.path().join("logs");
-    let log = {
-        let mut text = String::new();
-        wait_until(Duration::from_secs(10), || {
-            text = read_logs(&logs);
-            text.contains("authenticated user alice")
-        });
-        text
-    };
+    let log = wait_for_log_in(&logs, "authenticated user alice");
     assert!(log.contains("OTP. Initialized successfully"), "{log}");
     assert!(log.contains("Code sent to +44******0123"), "{log}");
     // Nothing under logs/ holds a secret: every file, not only script.log.

@@ -67,6 +67,7 @@ impl HookContext {
             if let SendError::Refused(Refusal::Throttled {
                 what,
                 retry_after_seconds,
+                ..
             }) = &error
             {
                 tracing::warn!(target: "server", acr, login, "sms refused: to={masked_to}: {what} (retry after {retry_after_seconds} s)");

@@ -460,14 +460,19 @@ impl TestEnv {
 
     /// Waits until the log contains `needle`.
     pub fn wait_for_log(&self, needle: &str) -> String {
-        let mut text = String::new();
-        let found = wait_until(Duration::from_secs(10), || {
-            text = self.log_text();
-            text.contains(needle)
-        });
-        assert!(found, "log never showed {needle:?}; log:\n{text}");
-        text
+        wait_for_log_in(&self.root().join("logs"), needle)
     }
+}
+
+/// Waits (10 s at most) until the logs in `dir` contain `needle`; their text.
+pub fn wait_for_log_in(dir: &Path, needle: &str) -> String {
+    let mut text = String::new();
+    let found = wait_until(Duration::from_secs(10), || {
+        text = read_logs(dir);
+        text.contains(needle)
+    });
+    assert!(found, "log never showed {needle:?}; log:\n{text}");
+    text
 }
 
 pub fn read_logs(dir: &Path) -> String {
