@@ -241,11 +241,16 @@ fn main() {
     // GATEHOUSE_LOAD_ONLY=ratio: /health, then the passcode POSTs, and their ratio.
     if std::env::var("GATEHOUSE_LOAD_ONLY").as_deref() == Ok("ratio") {
         let health = generator.get_rate(&format!("{base}/health"), seconds, 200);
-        let waiting = prepare_waiting(&base, &sink, in_flight, 4, true, usize::MAX);
+        let mut waiting = prepare_waiting(&base, &sink, in_flight, 4, true, usize::MAX);
+        let (floor, hop) = http_floor(&generator, &base, &mut waiting);
         let passcode = generator.passcode_rate(&base, waiting);
         println!(
-            "GET /health {health:.0} req/s; passcode POST {passcode:.0} req/s; ratio {:.3}",
-            passcode / health
+            "GET /health {health:.0} req/s; passcode POST {passcode:.0} req/s; ratio {:.3}; \
+             the same POSTs answered by a do-nothing handler {floor:.0} req/s ({:.3}x), with the \
+             hop to the blocking pool {hop:.0} req/s ({:.3}x)",
+            passcode / health,
+            floor / health,
+            hop / health
         );
         return;
     }
@@ -266,9 +271,12 @@ fn main() {
     println!(
         "GET /health                         {health:>10.0} req/s   ({CONNECTIONS} connections)"
     );
-    let waiting = prepare_waiting(&base, &sink, in_flight, 4, true, usize::MAX);
+    let mut waiting = prepare_waiting(&base, &sink, in_flight, 4, true, usize::MAX);
+    let (floor, hop) = http_floor(&generator, &base, &mut waiting);
     let passcode = generator.passcode_rate(&base, waiting);
     println!("POST /login passcode (in flight)    {passcode:>10.0} req/s   ({in_flight} logins)");
+    println!("the same POSTs, do-nothing handler  {floor:>10.0} req/s   ({:.3}x /health: the most the passcode POST can reach here)", floor / health);
+    println!("  ... with the blocking-pool hop    {hop:>10.0} req/s   ({:.3}x /health)", hop / health);
 
     // Complete logins: authorize, password, passcode, token.
     let logins = rate(CLIENTS.min(USERS), seconds, |i| {
@@ -462,6 +470,12 @@ fn start_server(
         {
             builder.worker_threads(n);
         }
+        if let Some(n) = std::env::var("GATEHOUSE_BLOCKING_THREADS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+        {
+            builder.max_blocking_threads(n);
+        }
         let runtime = builder.thread_name("server").enable_all().build().unwrap();
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
@@ -524,6 +538,7 @@ fn authorize_growth_mib(base: &str, extra: &str, count: u32, net: u32, status: u
 }
 
 /// A sign-in waiting at its passcode step: what a client needs to finish it.
+#[derive(Clone)]
 struct Waiting {
     cookie: String,
     csrf: String,
@@ -637,6 +652,98 @@ fn prepare_waiting(
             .flat_map(|h| h.join().unwrap())
             .collect()
     })
+}
+
+/// The HTTP floor of the passcode POSTs: the same requests (those of `waiting`, which stay
+/// unposted) sent to replay servers that answer each with the answer Gatehouse gave the first
+/// of them (posted, and taken off `waiting`); requests/s without and with the blocking-pool hop.
+fn http_floor(generator: &Generator, base: &str, waiting: &mut Vec<Waiting>) -> (f64, f64) {
+    let answer = sample_answer(base, &waiting.pop().unwrap());
+    let floor = generator.passcode_rate(&start_replay_server(answer.clone(), false), waiting.clone());
+    let hop = generator.passcode_rate(&start_replay_server(answer, true), waiting.clone());
+    (floor, hop)
+}
+
+/// The answer the server gave one passcode POST (status 303), without the headers hyper adds.
+fn sample_answer(base: &str, waiting: &Waiting) -> Vec<(String, String)> {
+    let client = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let answer = client
+        .post(format!("{base}/login"))
+        .header("cookie", &waiting.cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "csrf={}&step=2&passcode={}",
+            waiting.csrf, waiting.code
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    answer
+        .headers()
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "date" | "content-length"))
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// What the passcode POST could reach at most on this machine: a server with Gatehouse's
+/// runtime and accept loop that reads the same requests (cookie header, form body) and answers each with the
+/// recorded answer of a real passcode POST, doing nothing else. With `hop`, each request also
+/// crosses to the blocking pool and back with no work, as Gatehouse's handlers do.
+fn start_replay_server(answer: Vec<(String, String)>, hop: bool) -> String {
+    use axum::http::{HeaderName, HeaderValue};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let headers: axum::http::HeaderMap = answer
+        .iter()
+        .map(|(n, v)| {
+            (
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            )
+        })
+        .collect();
+    let reply = move |request: axum::http::HeaderMap, body: axum::body::Bytes| {
+        let headers = headers.clone();
+        async move {
+            let read = move || {
+                let cookies = request
+                    .get("cookie")
+                    .and_then(|c| c.to_str().ok())
+                    .map_or(0, |c| c.split(';').count());
+                let fields = url::form_urlencoded::parse(&body).count();
+                assert!(cookies > 0 && fields == 3);
+                (axum::http::StatusCode::SEE_OTHER, headers)
+            };
+            match hop {
+                true => tokio::task::spawn_blocking(read).await.unwrap(),
+                false => read(),
+            }
+        }
+    };
+    let router = axum::Router::new().route("/login", axum::routing::post(reply));
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("replay")
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let limits = gatehouse::web::listener::ConnectionLimits {
+                header_read_timeout: Duration::from_secs(10),
+                max_per_address: 1024,
+            };
+            gatehouse::web::listener::serve(listener, router, limits, std::future::pending())
+                .await
+                .unwrap();
+        });
+    });
+    base
 }
 
 /// An HTTP load generator in the style of wrk: `connections` kept-alive connections on a
