@@ -276,7 +276,10 @@ fn main() {
     let passcode = generator.passcode_rate(&base, waiting);
     println!("POST /login passcode (in flight)    {passcode:>10.0} req/s   ({in_flight} logins)");
     println!("the same POSTs, do-nothing handler  {floor:>10.0} req/s   ({:.3}x /health: the most the passcode POST can reach here)", floor / health);
-    println!("  ... with the blocking-pool hop    {hop:>10.0} req/s   ({:.3}x /health)", hop / health);
+    println!(
+        "  ... with the blocking-pool hop    {hop:>10.0} req/s   ({:.3}x /health)",
+        hop / health
+    );
 
     // Complete logins: authorize, password, passcode, token.
     let logins = rate(CLIENTS.min(USERS), seconds, |i| {
@@ -659,7 +662,8 @@ fn prepare_waiting(
 /// of them (posted, and taken off `waiting`); requests/s without and with the blocking-pool hop.
 fn http_floor(generator: &Generator, base: &str, waiting: &mut Vec<Waiting>) -> (f64, f64) {
     let answer = sample_answer(base, &waiting.pop().unwrap());
-    let floor = generator.passcode_rate(&start_replay_server(answer.clone(), false), waiting.clone());
+    let floor =
+        generator.passcode_rate(&start_replay_server(answer.clone(), false), waiting.clone());
     let hop = generator.passcode_rate(&start_replay_server(answer, true), waiting.clone());
     (floor, hop)
 }

@@ -227,11 +227,41 @@ pub struct LoginEngine {
     log: Option<tracing::Dispatch>,
 }
 
-/// The version of a stored transaction, if it reads as one.
-fn version_of(bytes: Option<&[u8]>) -> Option<u64> {
-    bytes
-        .and_then(|b| serde_json::from_slice::<LoginTransaction>(b).ok())
-        .map(|txn| txn.version)
+/// How far a sign-in had got when a request loaded it. The request's save (or finish) goes
+/// through only over that same stored sign-in, with one exception: a passed step also goes
+/// through over a failed attempt at the same step saved meanwhile. Two submissions of the right
+/// code at once (a double click): one takes the code, the other finds none and fails; which of
+/// them saves first must not decide, the check that took the code does.
+struct Loaded {
+    version: u64,
+    step: u32,
+    passed: Vec<u32>,
+}
+
+/// What a save needs of a stored sign-in (read without its state, the bulk of it).
+#[derive(serde::Deserialize)]
+struct StoredProgress {
+    version: u64,
+    step: u32,
+    passed: Vec<u32>,
+}
+
+impl Loaded {
+    fn of(txn: &LoginTransaction) -> Loaded {
+        Loaded {
+            version: txn.version,
+            step: txn.step,
+            passed: txn.passed.clone(),
+        }
+    }
+
+    /// The version of the stored sign-in `current` if a request that loaded `self` may replace
+    /// it (`passed`: the request passed its step), else `None`.
+    fn replaceable(&self, current: Option<&[u8]>, passed: bool) -> Option<u64> {
+        let stored = serde_json::from_slice::<StoredProgress>(current?).ok()?;
+        let failed_meanwhile = stored.step == self.step && stored.passed == self.passed;
+        (stored.version == self.version || (passed && failed_meanwhile)).then_some(stored.version)
+    }
 }
 
 fn step_of(value: &HookValue) -> Option<i64> {
@@ -541,7 +571,7 @@ impl LoginEngine {
         params: &RequestParams,
         mut txn: LoginTransaction,
     ) -> Result<StepOutcome, FlowError> {
-        let loaded_version = txn.version;
+        let loaded = Loaded::of(&txn);
         let (acr, correlation) = (txn.acr.clone(), txn.correlation_id.clone());
         let context = self.context(login, &txn, Some(params));
         let passed =
@@ -563,7 +593,7 @@ impl LoginEngine {
             txn.state
                 .message
                 .get_or_insert_with(|| DEFAULT_FAILURE_MESSAGE.to_owned());
-            self.save(login, &txn, loaded_version)?;
+            self.save(login, &txn, &loaded, false)?;
             let mut page = self.page(login, &txn);
             page.retry_after = retry_after;
             return Ok(StepOutcome::Retry(page));
@@ -595,15 +625,15 @@ impl LoginEngine {
                 tracing::error!(target: "server", acr = acr.as_str(), login = correlation.as_str(), "all steps passed but the script identified no user (call users::authenticate or identity::set_user)");
                 txn.passed.pop();
                 txn.state.message = Some(DEFAULT_FAILURE_MESSAGE.to_owned());
-                self.save(login, &txn, loaded_version)?;
+                self.save(login, &txn, &loaded, false)?;
                 return Ok(StepOutcome::Retry(self.page(login, &txn)));
             }
-            return self.finish(login, txn, loaded_version);
+            return self.finish(login, txn, &loaded);
         } else {
             step + 1
         };
         self.enter_step(login, &mut txn, target, params)?;
-        self.save(login, &txn, loaded_version)?;
+        self.save(login, &txn, &loaded, true)?;
         Ok(StepOutcome::Next(self.page(login, &txn)))
     }
 
@@ -623,7 +653,7 @@ impl LoginEngine {
         params: &RequestParams,
     ) -> Result<StepOutcome, FlowError> {
         let mut txn = self.load(login)?;
-        let loaded_version = txn.version;
+        let loaded = Loaded::of(&txn);
         let Some((to, template)) = txn.state.last_sms.clone() else {
             return Err(FlowError::NothingToResend);
         };
@@ -658,7 +688,7 @@ impl LoginEngine {
             }
         }
         txn.state = state;
-        self.save(login, &txn, loaded_version)?;
+        self.save(login, &txn, &loaded, false)?;
         let mut page = self.page(login, &txn);
         page.retry_after = retry_after;
         Ok(StepOutcome::Retry(page))
@@ -741,13 +771,13 @@ impl LoginEngine {
         &self,
         login: &LoginHandle,
         txn: LoginTransaction,
-        loaded_version: u64,
+        loaded: &Loaded,
     ) -> Result<StepOutcome, FlowError> {
         // Claim the login atomically: a concurrent submission cannot authenticate it twice.
         let mut claimed = false;
         self.store
             .update(&login.store_key(), None, &mut |current| {
-                claimed = version_of(current) == Some(loaded_version);
+                claimed = loaded.replaceable(current, true).is_some();
                 if claimed {
                     StoreUpdate::Delete
                 } else {
@@ -874,26 +904,41 @@ impl LoginEngine {
         Ok(saved)
     }
 
-    /// Saves if nobody else saved since `loaded_version` (compare-and-set).
+    /// Saves over the sign-in this request loaded (compare-and-set; see [`Loaded`] for when a
+    /// passed step may replace a failed attempt saved meanwhile).
     fn save(
         &self,
         login: &LoginHandle,
         txn: &LoginTransaction,
-        loaded_version: u64,
+        loaded: &Loaded,
+        passed: bool,
     ) -> Result<(), FlowError> {
-        let mut next = txn.clone();
-        next.version = loaded_version + 1;
-        let bytes = serde_json::to_vec(&next).map_err(|e| FlowError::Corrupt(e.to_string()))?;
+        let encode = |version: u64| {
+            let mut next = txn.clone();
+            next.version = version;
+            serde_json::to_vec(&next).map_err(|e| FlowError::Corrupt(e.to_string()))
+        };
+        let bytes = encode(loaded.version + 1)?;
         // The closure may run more than once (a shared store retries on contention): it only
         // reads its input and overwrites `saved`, and hands out a copy of the bytes each time.
         let mut saved = false;
         self.store
             .update(&login.store_key(), None, &mut |current| {
-                saved = version_of(current) == Some(loaded_version);
-                if saved {
-                    StoreUpdate::Put(bytes.clone())
-                } else {
-                    StoreUpdate::Keep
+                let Some(version) = loaded.replaceable(current, passed) else {
+                    saved = false;
+                    return StoreUpdate::Keep;
+                };
+                saved = true;
+                match version == loaded.version {
+                    true => StoreUpdate::Put(bytes.clone()),
+                    // Over a failed attempt saved meanwhile: the version still moves on.
+                    false => match encode(version + 1) {
+                        Ok(bytes) => StoreUpdate::Put(bytes),
+                        Err(_) => {
+                            saved = false;
+                            StoreUpdate::Keep
+                        }
+                    },
                 }
             })?;
         if saved {

@@ -1,6 +1,6 @@
 //! Full logins through the step engine, with the shipped script and small purpose-made ones.
 
-use gatehouse::flow::{FlowError, DEFAULT_FAILURE_MESSAGE};
+use gatehouse::flow::{FlowError, StepOutcome, DEFAULT_FAILURE_MESSAGE};
 
 use crate::support::*;
 
@@ -350,6 +350,29 @@ fn concurrent_wrong_guesses_are_counted_atomically() {
     let evaluated = log.matches("guesses left").count() + log.matches("code burned").count();
     assert!(evaluated <= 5, "{evaluated} guesses evaluated:\n{log}");
     expect_retry(env.submit(&login, 2, &[("passcode", &code)]).unwrap());
+}
+
+/// A double click on the passcode page: the same right code several times at once. One
+/// submission takes the code and the others find none; the sign-in must finish once, whichever
+/// of them is saved first (a failed attempt saved meanwhile used to void the right one).
+#[test]
+fn the_right_code_sent_several_times_at_once_signs_in_once() {
+    let env = TestEnv::new(vec![script("sms_otp", shipped_script())]);
+    for round in 0..20 {
+        let login = env.pass_password(None);
+        let code = env.sms.last_code();
+        let outcomes: Vec<_> = std::thread::scope(|s| {
+            let sent: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| env.submit(&login, 2, &[("passcode", &code)])))
+                .collect();
+            sent.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let signed_in = outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(StepOutcome::Authenticated(_))))
+            .count();
+        assert_eq!(signed_in, 1, "round {round}: {outcomes:?}");
+    }
 }
 
 #[test]
