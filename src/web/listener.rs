@@ -52,6 +52,11 @@ impl Drop for Permit {
     }
 }
 
+/// The most a request line and its headers may take (431 beyond). hyper's default, about
+/// 400 KB, let each open connection hold that much; browsers send a few KB, and an
+/// authorization request with a long `state` or `nonce` is refused well below this anyway.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+
 /// What one connection and one client address may take (`[server]`, read at start).
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -107,6 +112,7 @@ pub async fn serve(
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
+                .max_header_size(MAX_REQUEST_HEAD_BYTES)
                 .serve_connection(TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
             tokio::select! {

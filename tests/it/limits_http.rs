@@ -827,8 +827,8 @@ fn a_sign_in_is_stored_only_when_its_first_page_is_asked_for() {
     assert!(!late.text().unwrap().contains("name=\"password\""));
 }
 
-/// A client that never finishes its headers or its body holds nothing for long, and one address
-/// holds at most `max_connections_per_address` connections.
+/// A client that never finishes its headers or its body holds nothing for long, a request head
+/// is at most 64 KiB, and one address holds at most `max_connections_per_address` connections.
 #[test]
 fn slow_clients_are_cut_and_connections_per_address_capped() {
     use std::io::{Read, Write};
@@ -875,6 +875,28 @@ fn slow_clients_are_cut_and_connections_per_address_capped() {
     let (waited, answer) = closed_within(slow);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(waited < Duration::from_secs(3), "held {waited:?}");
+    // A request head over 64 KiB is refused (431) and the server serves on.
+    let mut big = connect();
+    let _ = big.write_all(
+        format!(
+            "GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: {}\r\n\r\n",
+            "a".repeat(100 * 1024)
+        )
+        .as_bytes(),
+    );
+    let (_, answer) = closed_within(big);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let mut fits = connect();
+    fits.write_all(
+        format!(
+            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Padding: {}\r\n\r\n",
+            "a".repeat(32 * 1024)
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let (_, answer) = closed_within(fits);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // Four kept-alive connections from one address are the most: a fifth is closed at once.
     let idle: Vec<TcpStream> = (0..4)
         .map(|_| {
