@@ -247,7 +247,7 @@ fn main() {
         println!(
             "GET /health {health:.0} req/s; passcode POST {passcode:.0} req/s; ratio {:.3}; \
              the same POSTs answered by a do-nothing handler {floor:.0} req/s ({:.3}x), with the \
-             hop to the blocking pool {hop:.0} req/s ({:.3}x)",
+             hop to the request threads {hop:.0} req/s ({:.3}x)",
             passcode / health,
             floor / health,
             hop / health
@@ -277,7 +277,7 @@ fn main() {
     println!("POST /login passcode (in flight)    {passcode:>10.0} req/s   ({in_flight} logins)");
     println!("the same POSTs, do-nothing handler  {floor:>10.0} req/s   ({:.3}x /health: the most the passcode POST can reach here)", floor / health);
     println!(
-        "  ... with the blocking-pool hop    {hop:>10.0} req/s   ({:.3}x /health)",
+        "  ... with the request-thread hop   {hop:>10.0} req/s   ({:.3}x /health)",
         hop / health
     );
 
@@ -659,7 +659,7 @@ fn prepare_waiting(
 
 /// The HTTP floor of the passcode POSTs: the same requests (those of `waiting`, which stay
 /// unposted) sent to replay servers that answer each with the answer Gatehouse gave the first
-/// of them (posted, and taken off `waiting`); requests/s without and with the blocking-pool hop.
+/// of them (posted, and taken off `waiting`); requests/s without and with the request-thread hop.
 fn http_floor(generator: &Generator, base: &str, waiting: &mut Vec<Waiting>) -> (f64, f64) {
     let answer = sample_answer(base, &waiting.pop().unwrap());
     let floor =
@@ -696,7 +696,7 @@ fn sample_answer(base: &str, waiting: &Waiting) -> Vec<(String, String)> {
 /// What the passcode POST could reach at most on this machine: a server with Gatehouse's
 /// runtime and accept loop that reads the same requests (cookie header, form body) and answers each with the
 /// recorded answer of a real passcode POST, doing nothing else. With `hop`, each request also
-/// crosses to the blocking pool and back with no work, as Gatehouse's handlers do.
+/// crosses to Gatehouse's request threads and back with no work, as its handlers do.
 fn start_replay_server(answer: Vec<(String, String)>, hop: bool) -> String {
     use axum::http::{HeaderName, HeaderValue};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -724,7 +724,7 @@ fn start_replay_server(answer: Vec<(String, String)>, hop: bool) -> String {
                 (axum::http::StatusCode::SEE_OTHER, headers)
             };
             match hop {
-                true => tokio::task::spawn_blocking(read).await.unwrap(),
+                true => gatehouse::web::run_blocking(read).await.unwrap(),
                 false => read(),
             }
         }

@@ -2,7 +2,7 @@
 //! (user directory, state store, SMS sender, script runtime).
 //!
 //! Every port is synchronous: hooks run on blocking threads (they may wait on an SMS gateway),
-//! so adapters may block; async callers go through `spawn_blocking`.
+//! so adapters may block; async callers go through `web::run_blocking` (request threads).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -72,7 +72,7 @@ pub trait UserDirectory: Send + Sync {
     fn check(&self) -> Result<(), DirectoryError> {
         Ok(())
     }
-    /// A network service: async callers move its calls to the blocking pool.
+    /// A network service: async callers move its calls off the async workers.
     fn is_remote(&self) -> bool {
         false
     }
@@ -153,8 +153,8 @@ pub trait StateStore: Send + Sync {
     fn check(&self) -> Result<(), StoreError> {
         Ok(())
     }
-    /// A network service (its calls block on I/O): callers on the async runtime move them to
-    /// the blocking pool; an in-process store is called in place.
+    /// A network service (its calls block on I/O): callers on the async runtime move them off
+    /// the async workers; an in-process store is called in place.
     fn is_remote(&self) -> bool {
         false
     }

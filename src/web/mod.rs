@@ -1,5 +1,5 @@
 //! HTTP surface (axum). Handlers stay thin: parse, call the flow or the OIDC provider on the
-//! blocking pool (ports may block), map the result. The only module that knows axum.
+//! request threads (ports may block), map the result. The only module that knows axum.
 
 pub mod admin;
 mod device;
@@ -12,6 +12,7 @@ pub mod pages;
 mod receipts;
 mod security;
 mod session;
+pub mod workers;
 
 pub use error::WebError;
 
@@ -90,23 +91,18 @@ impl WebState {
 
 /// Runs a request's work (scripts, the state store, the directory), which may block: a hook may
 /// compute until its deadline (a broken script's loop) or wait on a network store. It runs on
-/// tokio's blocking pool, never on an async worker, so that nothing waits behind it (/health
-/// answers while hooks loop). A panic is caught by the pool and reported, not propagated.
+/// the request workers ([`workers::Workers`]), never on an async worker, so that nothing waits
+/// behind it (/health answers while hooks loop). A panic is caught and reported, not propagated.
 ///
-/// Measured against `block_in_place` (the worker steps aside and hands its queue to a fresh
-/// thread on every request): the pool was faster under load (passcode POSTs 12.5k vs 10.7k
-/// req/s over five alternated runs, `GATEHOUSE_LOAD_ONLY=passcode`), as busy pool threads take
-/// queued work without a hand-over. Running on the worker itself was faster still, but a
-/// request queued behind a worker held by a looping hook then waited for the hook's deadline.
-pub(crate) async fn run_blocking<R: Send + 'static>(
+/// Measured (`cargo bench --bench load`, the do-nothing handler behind each hop): tokio's
+/// `spawn_blocking` cost half the rate, as it wakes an idle thread for every task;
+/// `block_in_place` (the worker hands its queue to a fresh thread on every request) was slower
+/// still; running on the async worker itself was fastest, but a request queued behind a worker
+/// held by a looping hook then waited for the hook's deadline.
+pub async fn run_blocking<R: Send + 'static>(
     work: impl FnOnce() -> R + Send + 'static,
 ) -> Result<R, String> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| match e.is_panic() {
-            true => "the handler panicked".to_owned(),
-            false => e.to_string(),
-        })
+    workers::Workers::global().run(work).await
 }
 
 /// Runs a handler's work with [`run_blocking`]. The work gets the state, with this instance's
@@ -174,7 +170,7 @@ struct Health {
     sms_providers: Vec<crate::ports::ProviderCircuit>,
 }
 
-/// Asks a remote service whether it answers, on the blocking pool; `None` when it does.
+/// Asks a remote service whether it answers, on the request threads; `None` when it does.
 async fn remote_error<E: std::fmt::Display>(
     check: impl FnOnce() -> Result<(), E> + Send + 'static,
 ) -> Option<String> {
