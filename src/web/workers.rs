@@ -107,6 +107,8 @@ impl Workers {
         let mut state = shared.lock();
         state.jobs.push_back((job, Instant::now()));
         if state.idle > 0 {
+            // Woken after the lock is let go, the worker does not wait for it again at once.
+            drop(state);
             shared.queued.notify_one();
         } else if state.threads < shared.sizing.core {
             Shared::add_worker(shared, &mut state, false);
@@ -119,6 +121,7 @@ impl Workers {
             state.watchdog_started = started.is_ok();
         } else if state.watchdog_asleep {
             state.watchdog_asleep = false;
+            drop(state);
             shared.waiting.notify_one();
         }
     }
