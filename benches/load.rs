@@ -377,8 +377,11 @@ impl Drop for RedisServer {
 
 /// The harness's server config (`extra` is put at the end of `[server]`).
 fn server_config(root: &std::path::Path, base: &str, extra: &str) -> String {
+    // The shipped level (every sign-in's steps in logs/script.log); GATEHOUSE_LOAD_LOG_LEVEL
+    // sets another, to see what the lines cost.
+    let level = std::env::var("GATEHOUSE_LOAD_LOG_LEVEL").unwrap_or_else(|_| "info".into());
     format!(
-        "[paths]\nscripts_dir = {:?}\nlog_dir = {:?}\nusers_file = {:?}\n[sms]\nallow_test_numbers = true\nallowed_prefixes = [\"+44\"]\nper_number_per_hour = 1000000\nper_number_per_day = 10000000\nper_address_per_hour = 10000000\nmax_sends_per_login = 10\nresend_cooldown_seconds = 0\ndaily_budget = 100000000\n[login]\ndefault_acr = \"sms_otp\"\nmax_pending_per_address = 10000000\nmax_pending_total = 10000000\n[server]\nmax_connections_per_address = 100000\ntrusted_proxies = [\"127.0.0.1\"]\n{extra}\n[log]\nconsole = false\nlevel = \"warn\"\n[oidc]\nissuer = {base:?}\nsigning_key_file = {:?}\n[[clients]]\nclient_id = \"load\"\nclient_secret = \"load-secret\"\nredirect_uris = [\"http://127.0.0.1:9/cb\"]\n[[scripts]]\nacr = \"sms_otp\"\nfile = \"sms_otp.rhai\"\n",
+        "[paths]\nscripts_dir = {:?}\nlog_dir = {:?}\nusers_file = {:?}\n[sms]\nallow_test_numbers = true\nallowed_prefixes = [\"+44\"]\nper_number_per_hour = 1000000\nper_number_per_day = 10000000\nper_address_per_hour = 10000000\nmax_sends_per_login = 10\nresend_cooldown_seconds = 0\ndaily_budget = 100000000\n[login]\ndefault_acr = \"sms_otp\"\nmax_pending_per_address = 10000000\nmax_pending_total = 10000000\n[server]\nmax_connections_per_address = 100000\ntrusted_proxies = [\"127.0.0.1\"]\n{extra}\n[log]\nconsole = false\nlevel = {level:?}\n[oidc]\nissuer = {base:?}\nsigning_key_file = {:?}\n[[clients]]\nclient_id = \"load\"\nclient_secret = \"load-secret\"\nredirect_uris = [\"http://127.0.0.1:9/cb\"]\n[[scripts]]\nacr = \"sms_otp\"\nfile = \"sms_otp.rhai\"\n",
         root.join("scripts"),
         root.join("logs"),
         root.join("config/users.toml"),
