@@ -167,7 +167,7 @@ impl Metrics {
         let hook_failures = Family::default();
         registry.register(
             "hook_failures",
-            "Hook calls that failed at run time, by acr and hook",
+            "Hook calls that failed at run time (the script's failures: not outages of the store or directory, not refusals by an account's policy), by acr and hook",
             Family::clone(&hook_failures),
         );
         let sms_factor_locks = Counter::default();

@@ -252,6 +252,9 @@ pub enum HookFailureKind {
     NotLoaded,
     /// The state store or the user directory did not answer (the script is not at fault).
     Unavailable,
+    /// The host refused what the hook asked by policy (`otp::issue` for an account whose SMS
+    /// factor is locked or disabled): the sign-in's page says why; not the script's fault.
+    Refused,
 }
 
 /// A failed hook call; `message` already says `scripts/NAME.rhai:LINE:COL: ...` where known.

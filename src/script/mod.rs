@@ -675,27 +675,55 @@ impl ScriptRuntime for ScriptHost {
         };
         let hook = call.name();
         let started = Instant::now();
-        let result = self.run(&revision, call, context);
+        let refused_before = context.refused_by_policy();
+        let mut result = self.run(&revision, call, context);
+        if let Err(error) = &mut result {
+            // The host refused what the hook asked (a locked SMS factor) and the hook stopped
+            // there: the policy at work, not a script bug.
+            if error.kind == HookFailureKind::Runtime
+                && !refused_before
+                && context.refused_by_policy()
+            {
+                error.kind = HookFailureKind::Refused;
+            }
+        }
         self.services.metrics.hook(
             acr,
             hook,
             started.elapsed().as_secs_f64(),
-            result
-                .as_ref()
-                .is_err_and(|e| e.kind != HookFailureKind::Unavailable),
+            result.as_ref().is_err_and(|e| {
+                !matches!(
+                    e.kind,
+                    HookFailureKind::Unavailable | HookFailureKind::Refused
+                )
+            }),
         );
         if let Err(error) = &result {
             let masked = context.mask(&error.message);
-            tracing::error!(
-                target: "server",
-                acr,
-                login = context.correlation_id.as_str(),
-                "{masked} (in {}, revision {})",
-                error.hook,
-                revision.number
-            );
-            // An outage of the store or directory is not the script's failure (/health says it).
-            if error.kind != HookFailureKind::Unavailable {
+            let login = context.correlation_id.as_str();
+            match error.kind {
+                HookFailureKind::Refused => tracing::info!(
+                    target: "server",
+                    acr,
+                    login,
+                    "refused by the account's policy: {masked} (in {})",
+                    error.hook
+                ),
+                _ => tracing::error!(
+                    target: "server",
+                    acr,
+                    login,
+                    "{masked} (in {}, revision {})",
+                    error.hook,
+                    revision.number
+                ),
+            }
+            // An outage of the store or directory is not the script's failure (/health says
+            // it), nor is a refusal by policy.
+            if !matches!(
+                error.kind,
+                HookFailureKind::Unavailable | HookFailureKind::Refused
+            ) {
                 self.record_failure(error, masked);
             }
         }

@@ -384,6 +384,16 @@ fn ten_wrong_codes_lock_the_sms_factor_on_every_path() {
     assert_eq!(message_of(&open.page()).as_deref(), Some(locked));
     assert_eq!(env.sms.count(), sent, "no SMS while locked");
     env.wait_for_log("locked for 900 s");
+    // Refusing a code to a locked account is the policy at work, not a failing script: no
+    // error line, and /health does not call the scripts degraded.
+    let log = env.wait_for_log("refused by the account's policy");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let health: serde_json::Value = reqwest::blocking::get(format!("{base}/health"))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
     // Other accounts are not affected.
     let bob = env.web_login(Some("mobile"));
     bob.password("bob", ALICE_PASSWORD);

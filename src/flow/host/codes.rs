@@ -40,23 +40,22 @@ impl HookContext {
         let key = self.login_key("otp::issue")?;
         if let Some(user) = self.user() {
             if self.disabled_at_bind() {
-                self.set_policy_message(messages::DISABLED);
-                return Err(OtpError::Disabled.into());
+                return Err(self.refuse(messages::DISABLED, OtpError::Disabled));
             }
             match self.services.sms_factor.state(&user)? {
                 FactorState::Open => {}
                 FactorState::Disabled => {
-                    self.set_policy_message(messages::DISABLED);
-                    return Err(OtpError::Disabled.into());
+                    return Err(self.refuse(messages::DISABLED, OtpError::Disabled));
                 }
                 FactorState::Locked {
                     retry_after_seconds,
                 } => {
-                    self.set_policy_message(&messages::locked(retry_after_seconds));
-                    return Err(OtpError::Locked {
-                        retry_after_seconds,
-                    }
-                    .into());
+                    return Err(self.refuse(
+                        &messages::locked(retry_after_seconds),
+                        OtpError::Locked {
+                            retry_after_seconds,
+                        },
+                    ));
                 }
             }
         }

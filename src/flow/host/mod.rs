@@ -188,6 +188,8 @@ pub struct HookContext {
     masked: Mutex<Vec<String>>,
     /// A message the host's policy sets (a lock): it wins over whatever the script says.
     policy_message: Mutex<Option<String>>,
+    /// Set by [`HookContext::refuse`].
+    refused: std::sync::atomic::AtomicBool,
     client_ip: Option<IpAddr>,
     /// What per-address limits count this request under.
     limit_address: Option<IpAddr>,
@@ -223,6 +225,7 @@ impl HookContext {
             state: Mutex::new(HookState::default()),
             masked: Mutex::new(Vec::new()),
             policy_message: Mutex::new(None),
+            refused: Default::default(),
             client_ip: None,
             limit_address: None,
             device_user: None,
@@ -256,6 +259,7 @@ impl HookContext {
             state: Mutex::new(state),
             masked: Mutex::new(masked),
             policy_message: Mutex::new(None),
+            refused: Default::default(),
             client_ip: params.and_then(RequestParams::client_ip),
             limit_address: params.and_then(RequestParams::limit_address),
             device_user: params.and_then(|p| p.device_user().map(str::to_owned)),
@@ -282,6 +286,21 @@ impl HookContext {
     /// Sets the message of a policy decision (lock, disable); scripts cannot replace it.
     fn set_policy_message(&self, message: &str) {
         *lock(&self.policy_message) = Some(message.to_owned());
+    }
+
+    /// Refuses what the script asked for by the account's policy (a locked or disabled SMS
+    /// factor): the page shows `message`, and the hook's failure is the policy's, not a bug.
+    fn refuse(&self, message: &str, error: impl Into<HostError>) -> HostError {
+        self.set_policy_message(message);
+        self.refused
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        error.into()
+    }
+
+    /// Whether the host refused something by policy during this context's hooks: a hook that
+    /// then fails was stopped by the policy (logged as such, not counted as a script failure).
+    pub fn refused_by_policy(&self) -> bool {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Replaces every sensitive value in `text` by `***`.
