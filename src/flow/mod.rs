@@ -56,6 +56,9 @@ pub enum FlowError {
     NothingToResend,
     #[error("step {step} of {acr} cannot be prepared")]
     StepNotPrepared { acr: String, step: u32 },
+    /// `prepareForStep` stopped at a refusal by the account's policy (a locked SMS factor).
+    #[error("step {step} of {acr} was refused by the account's policy")]
+    StepRefused { acr: String, step: u32 },
     #[error(transparent)]
     Script(HookError),
     /// The state store or the user directory did not answer during a hook.
@@ -632,7 +635,21 @@ impl LoginEngine {
         } else {
             step + 1
         };
-        self.enter_step(login, &mut txn, target, params)?;
+        let passed_step = txn.clone();
+        match self.enter_step(login, &mut txn, target, params) {
+            Ok(()) => {}
+            // The next step cannot begin for this account now (its SMS factor is locked): the
+            // user stays at the step just passed, with the host's message, as after a failure.
+            Err(FlowError::StepRefused { .. }) => {
+                let message = txn.state.message.take();
+                txn = passed_step;
+                txn.passed.pop();
+                txn.state.message = message.or_else(|| Some(DEFAULT_FAILURE_MESSAGE.to_owned()));
+                self.save(login, &txn, &loaded, false)?;
+                return Ok(StepOutcome::Retry(self.page(login, &txn)));
+            }
+            Err(error) => return Err(error),
+        }
         self.save(login, &txn, &loaded, true)?;
         Ok(StepOutcome::Next(self.page(login, &txn)))
     }
@@ -758,6 +775,9 @@ impl LoginEngine {
         match prepared {
             Ok(value) if value.is_true() => {}
             Err(error) if error.kind == HookFailureKind::Unavailable => return Err(error.into()),
+            Err(error) if error.kind == HookFailureKind::Refused => {
+                return Err(FlowError::StepRefused { acr, step })
+            }
             _ => return Err(FlowError::StepNotPrepared { acr, step }),
         }
         txn.page = match page? {

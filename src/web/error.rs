@@ -124,6 +124,13 @@ impl IntoResponse for WebError {
                 | FlowError::Conflict
                 | FlowError::NothingToResend => see_other("/login", HeaderMap::new()),
                 FlowError::LoginNotFound => WebError::NoLogin.into_response(),
+                // Only a sign-in's first step ends here (a later one stays at the step before).
+                FlowError::StepRefused { .. } => page(
+                    StatusCode::FORBIDDEN,
+                    "Sign-in is not available",
+                    "This account cannot sign in this way right now. Please try again later.",
+                    Some((Level::INFO, format!("login cannot begin: {error}"))),
+                ),
                 FlowError::UnknownAcr(_)
                 | FlowError::DisabledAcr(_)
                 | FlowError::UnavailableAcr { .. }

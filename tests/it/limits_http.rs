@@ -401,6 +401,56 @@ fn ten_wrong_codes_lock_the_sms_factor_on_every_path() {
     assert_log_clean(&env, &[&open_code, ALICE_PHONE, BOB_MOBILE]);
 }
 
+/// A script that sends its code when step 2 begins (`prepareForStep`, as some Gluu scripts do):
+/// for a locked account the user stays at the password step with the lock message, not a 503.
+#[test]
+fn a_code_step_refused_by_a_lock_keeps_the_user_at_the_step_before() {
+    let locked = "Too many wrong codes. Sign-in by text message is locked for 15 minutes.";
+    let sends_on_prepare = r#"
+fn getCountAuthenticationSteps(config) { 2 }
+fn getPageForStep(config, step) { if step == 2 { "otp_sms" } else { "" } }
+fn prepareForStep(config, params, step) {
+    if step == 2 {
+        let code = otp::issue();
+        return sms::send(users::get(identity::user(), "phoneNumberVerified"), `Your code is ${code}`);
+    }
+    true
+}
+fn authenticate(config, params, step) {
+    if step == 1 { return users::authenticate(params.username, params.password); }
+    otp::check(params.passcode) == "accepted"
+}
+"#;
+    let env = limited_env(
+        vec![
+            script("sms_otp", shipped_script()),
+            script("prepared", sends_on_prepare),
+        ],
+        "",
+        "",
+    );
+    // Open: the code goes out as step 2 begins, and the sign-in completes.
+    let login = env.web_login(Some("prepared"));
+    assert_eq!(location(&login.password("alice", ALICE_PASSWORD)), "/login");
+    login.finish(login.passcode(&env.sms.last_code()));
+    // Ten wrong codes lock the account's SMS factor.
+    wrong_codes(&env, None, 5);
+    assert_eq!(wrong_codes(&env, None, 5).as_deref(), Some(locked));
+    let sent = env.sms.count();
+    let login = env.web_login(Some("prepared"));
+    let answer = login.password("alice", ALICE_PASSWORD);
+    assert_eq!(location(&answer), "/login");
+    let page = login.page();
+    assert_eq!(message_of(&page).as_deref(), Some(locked));
+    assert!(
+        page.contains("name=\"password\""),
+        "still the password step:\n{page}"
+    );
+    assert_eq!(env.sms.count(), sent, "no SMS while locked");
+    let log = env.wait_for_log("refused by the account's policy");
+    assert!(!log.contains("cannot be prepared"), "{log}");
+}
+
 #[test]
 fn the_disable_threshold_holds_until_the_operator_resets_it() {
     let env = TestEnv::with_options(
