@@ -228,17 +228,22 @@ async fn home(State(state): State<WebState>) -> Html<String> {
 }
 
 async fn stylesheet() -> Response {
+    static_file("text/css; charset=utf-8", pages::STYLESHEET)
+}
+
+async fn script() -> Response {
+    static_file("text/javascript; charset=utf-8", pages::SCRIPT)
+}
+
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
     let headers = [
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/css; charset=utf-8"),
-        ),
+        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
         (
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=3600"),
         ),
     ];
-    (headers, pages::STYLESHEET).into_response()
+    (headers, body).into_response()
 }
 
 /// Serves `state` on `listener` until `shutdown` completes (peer addresses are recorded for the
@@ -275,6 +280,7 @@ pub fn router(state: WebState) -> Router {
         .route("/", get(home))
         .route("/health", get(health))
         .route("/static/gatehouse.css", get(stylesheet))
+        .route("/static/gatehouse.js", get(script))
         .route("/.well-known/openid-configuration", get(oidc::discovery))
         .route("/jwks", get(oidc::jwks))
         .route(

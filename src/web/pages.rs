@@ -26,6 +26,8 @@ const BUILT_IN: [(&str, &str); 8] = [
 ];
 
 pub const STYLESHEET: &str = include_str!("templates/gatehouse.css");
+/// The pages' only script: each form is sent once (a double click posts nothing twice).
+pub const SCRIPT: &str = include_str!("templates/gatehouse.js");
 
 #[derive(Debug, thiserror::Error)]
 #[error("page {name}: {message}")]

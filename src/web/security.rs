@@ -21,7 +21,7 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Pages may widen `form-action` (the redirect to the application after the last step): they set
 /// their own CSP; everything else gets this one.
 pub const DEFAULT_CSP: &str =
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The client's address: the peer, or, behind a trusted proxy, the last X-Forwarded-For entry
 /// that is not itself a trusted proxy.

@@ -81,6 +81,21 @@ async fn click(client: &fantoccini::Client, css: &str) {
         .unwrap();
 }
 
+/// Signs in as alice on the password page.
+async fn enter_alices_password(client: &fantoccini::Client) {
+    appears(client, "#username")
+        .await
+        .send_keys("alice")
+        .await
+        .unwrap();
+    appears(client, "#password")
+        .await
+        .send_keys(ALICE_PASSWORD)
+        .await
+        .unwrap();
+    click(client, "button[type=submit]").await;
+}
+
 /// The element once it is on the page (WebDriver's wait).
 async fn appears(client: &fantoccini::Client, css: &str) -> fantoccini::elements::Element {
     client.wait().for_element(Locator::Css(css)).await.unwrap()
@@ -171,17 +186,9 @@ fn headless_chromium_logs_in_to_the_demo_flow() {
     let run = BrowserRun::new(vec![script("sms_otp", shipped_script())]);
     let (env, shots, callback) = (&run.env, &run.shots, &run.callback);
     let landed = run.drive(|client| async move {
-        let username = appears(&client, "#username").await;
+        appears(&client, "#username").await;
         screenshot(&client, shots, "1-password.png").await;
-        username.send_keys("alice").await.unwrap();
-        client
-            .find(Locator::Css("#password"))
-            .await
-            .unwrap()
-            .send_keys(ALICE_PASSWORD)
-            .await
-            .unwrap();
-        click(&client, "button[type=submit]").await;
+        enter_alices_password(&client).await;
         let passcode = appears(&client, "#passcode").await;
         assert_eq!(
             passcode.attr("autocomplete").await.unwrap().as_deref(),
@@ -271,4 +278,44 @@ fn headless_chromium_signs_in_with_a_mobile_number_alone() {
             "{shot}"
         );
     }
+}
+
+/// A double click on the passcode page (two clicks a few milliseconds apart, the first answer
+/// still on its way): the form is sent once and the user lands at the application, not on the
+/// page the second, duplicate answer would have been.
+#[test]
+fn a_double_click_on_the_passcode_page_lands_at_the_application() {
+    let run = BrowserRun::new(vec![script("sms_otp", shipped_script())]);
+    let env = &run.env;
+    let landed = run.drive(|client| async move {
+        enter_alices_password(&client).await;
+        let passcode = appears(&client, "#passcode").await;
+        passcode.send_keys(&env.sms.last_code()).await.unwrap();
+        client
+            .execute(
+                "const button = document.querySelector('form[action=\"/login\"] button[type=submit]');
+                 button.click();
+                 setTimeout(() => button.click(), 5);
+                 return true;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let landed = wait_for_path(&client, "/callback").await;
+        client.close().await.unwrap();
+        landed
+    });
+    assert_eq!(landed.path(), "/callback", "{landed}");
+    assert!(
+        landed
+            .query_pairs()
+            .any(|(k, v)| k == "code" && v.len() == 64),
+        "{landed}"
+    );
+    let log = env.wait_for_log("authenticated user alice");
+    assert_eq!(
+        log.matches("step 2 ").count(),
+        1,
+        "one answer posted:\n{log}"
+    );
 }

@@ -458,10 +458,25 @@ fn cookie_flags_session_rotation_and_security_headers() {
         .to_owned();
     assert!(
         csp.contains("frame-ancestors 'none'")
-            && csp.contains("form-action 'self' http://127.0.0.1:9"),
+            && csp.contains("form-action 'self' http://127.0.0.1:9")
+            && csp.contains("script-src 'self'")
+            && !csp.contains("unsafe-inline"),
         "{csp}"
     );
     assert!(page.headers().contains_key("x-request-id"));
+    // The pages' one script (each form sent once), from the server itself.
+    let script = browser.get(&format!(
+        "{}/static/gatehouse.js",
+        env.base.as_ref().unwrap()
+    ));
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(script
+        .text()
+        .unwrap()
+        .contains("addEventListener(\"submit\""));
     let csrf = csrf_of(&page.text().unwrap());
     let passed = browser.post_raw(&[
         ("csrf", &csrf),
