@@ -40,6 +40,15 @@ pub enum AttributeChange {
     Remove { attribute: String, value: String },
 }
 
+impl AttributeChange {
+    pub fn remove(attribute: &str, value: &str) -> AttributeChange {
+        AttributeChange::Remove {
+            attribute: attribute.to_owned(),
+            value: value.to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
     #[error("user directory {path}: {message}")]
@@ -68,6 +77,15 @@ pub trait UserDirectory: Send + Sync {
     fn verify_password(&self, username: &str, password: &Secret) -> Result<bool, DirectoryError>;
     /// Applies one change and persists it before returning.
     fn update(&self, username: &str, change: AttributeChange) -> Result<(), DirectoryError>;
+    /// Removes one value of an attribute if the user has it, in one atomic step; whether it
+    /// was there. What lets a single-use value (a backup code) be used once when two requests
+    /// race for it: only one of them takes it.
+    fn take_value(
+        &self,
+        username: &str,
+        attribute: &str,
+        value: &str,
+    ) -> Result<bool, DirectoryError>;
     /// Whether the directory answers now (for `/health`). Only a remote one can fail it.
     fn check(&self) -> Result<(), DirectoryError> {
         Ok(())

@@ -461,6 +461,9 @@ mod tests {
         fn update(&self, _: &str, _: AttributeChange) -> Result<(), DirectoryError> {
             Ok(())
         }
+        fn take_value(&self, _: &str, _: &str, _: &str) -> Result<bool, DirectoryError> {
+            Ok(false)
+        }
     }
 
     fn factor(lock_after: u32, disable_after: u32) -> (SmsFactor, Arc<ManualClock>) {

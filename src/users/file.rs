@@ -258,6 +258,23 @@ impl UserDirectory for FileDirectory {
     }
 
     fn update(&self, username: &str, change: AttributeChange) -> Result<(), DirectoryError> {
+        self.apply(username, change).map(|_| ())
+    }
+
+    fn take_value(
+        &self,
+        username: &str,
+        attribute: &str,
+        value: &str,
+    ) -> Result<bool, DirectoryError> {
+        self.apply(username, AttributeChange::remove(attribute, value))
+    }
+}
+
+impl FileDirectory {
+    /// Applies `change` to the file as it is now, under the writer's lock; whether the values
+    /// changed (nothing is written when they did not: adding a value there, removing one not).
+    fn apply(&self, username: &str, change: AttributeChange) -> Result<bool, DirectoryError> {
         let attribute = match &change {
             AttributeChange::Replace { attribute, .. }
             | AttributeChange::Add { attribute, .. }
@@ -278,11 +295,12 @@ impl UserDirectory for FileDirectory {
             .entries
             .get(username)
             .ok_or_else(|| DirectoryError::NoSuchUser(username.to_owned()))?;
-        let mut values = entry
+        let before = entry
             .attributes
             .get(&attribute)
             .cloned()
             .unwrap_or_default();
+        let mut values = before.clone();
         match change {
             AttributeChange::Replace { values: new, .. } => values = new,
             AttributeChange::Add { value, .. } => {
@@ -291,6 +309,9 @@ impl UserDirectory for FileDirectory {
                 }
             }
             AttributeChange::Remove { value, .. } => values.retain(|v| v != &value),
+        }
+        if values == before {
+            return Ok(false);
         }
         let mut doc: DocumentMut = text.parse().map_err(|e| self.write_error(e))?;
         let user = doc
@@ -324,7 +345,7 @@ impl UserDirectory for FileDirectory {
         }
         self.replace_file(&doc.to_string())?;
         tracing::info!(target: "server", "{}: attribute {attribute} of {username} updated", self.path.display());
-        Ok(())
+        Ok(true)
     }
 }
 

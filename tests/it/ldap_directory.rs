@@ -158,6 +158,33 @@ fn reads_checks_passwords_by_binding_and_writes_as_the_service_account() {
         ldap.values("alice", "mail"),
         ["a.liddell@example.org", "third@example.org"]
     );
+    // A single-use value is taken once, however many ask for it at once.
+    let codes: Vec<String> = (0..3).map(|i| format!("$argon2id$code-{i}")).collect();
+    directory
+        .update(
+            "alice",
+            AttributeChange::Replace {
+                attribute: "gatehouseBackupCodes".into(),
+                values: codes.clone(),
+            },
+        )
+        .unwrap();
+    let taken: Vec<bool> = std::thread::scope(|s| {
+        let racing: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    directory
+                        .take_value("alice", "gatehouseBackupCodes", &codes[1])
+                        .unwrap()
+                })
+            })
+            .collect();
+        racing.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(taken.iter().filter(|&&t| t).count(), 1, "{taken:?}");
+    let mut left = ldap.values("alice", "gatehouseBackupCodes");
+    left.sort();
+    assert_eq!(left, [codes[0].as_str(), codes[2].as_str()]);
     directory
         .update(
             "alice",

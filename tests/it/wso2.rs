@@ -165,6 +165,35 @@ fn backup_code_on_is_single_use_and_logged() {
     assert_log_clean(&env, &[&codes[0], &codes[1]]);
 }
 
+/// One backup code posted in several sign-ins at once (stolen and raced, or two tabs): it signs
+/// in once; the others are wrong codes.
+#[test]
+fn a_backup_code_used_in_sign_ins_at_once_signs_in_once() {
+    let env = with_options("BackupCode = \"true\"");
+    let codes = backup_codes(&env);
+    let logins: Vec<_> = (0..4).map(|_| past_password(&env)).collect();
+    let answers: Vec<_> = std::thread::scope(|s| {
+        let sent: Vec<_> = logins
+            .iter()
+            .map(|login| s.spawn(|| login.passcode(&codes[0])))
+            .collect();
+        sent.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let signed_in = answers
+        .iter()
+        .filter(|a| location(a).contains("code="))
+        .count();
+    assert_eq!(
+        signed_in,
+        1,
+        "{:?}",
+        answers.iter().map(location).collect::<Vec<_>>()
+    );
+    env.wait_for_log("backup code used by alice: 9 left");
+    let log = env.wait_for_log("backup code rejected");
+    assert_eq!(log.matches("backup code used by alice").count(), 1, "{log}");
+}
+
 #[test]
 fn backup_code_off_is_just_a_wrong_code() {
     let env = with_options("BackupCode = \"false\"");

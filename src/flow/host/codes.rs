@@ -6,7 +6,6 @@ use crate::base::Secret;
 use crate::flow::backup;
 use crate::flow::otp::{CodePolicy, OtpCheck, OtpError};
 use crate::flow::sms_factor::{Answer, FactorState, Settled};
-use crate::ports::AttributeChange;
 
 use super::{messages, HookContext, HostError};
 
@@ -105,20 +104,25 @@ impl HookContext {
                 .passwords
                 .verify(Some(phc), &Secret::new(normalized.clone()))
         });
-        let answer = if matched.is_some() {
+        // A code is used up by taking it out of the directory, in one step: of two requests
+        // racing with the same code only one takes it; the other's answer is a wrong one.
+        let taken = match matched {
+            Some(phc) => self
+                .services
+                .users
+                .take_value(&user, backup::ATTRIBUTE, phc)?
+                .then_some(phc),
+            None => None,
+        };
+        let answer = if taken.is_some() {
             Answer::Right
         } else {
             Answer::Wrong
         };
         let settled = self.services.sms_factor.settle(&user, answer)?;
         self.announce(settled);
-        match (settled, matched) {
-            (Settled::Accepted, Some(phc)) => {
-                let change = AttributeChange::Remove {
-                    attribute: backup::ATTRIBUTE.into(),
-                    value: phc.clone(),
-                };
-                self.services.users.update(&user, change)?;
+        match (settled, taken) {
+            (Settled::Accepted, Some(_)) => {
                 self.record_method("otp");
                 tracing::warn!(target: "server", acr, login, "backup code used by {user}: {} left", hashes.len() - 1);
                 Ok("accepted")
