@@ -476,12 +476,6 @@ fn start_server(
         {
             builder.worker_threads(n);
         }
-        if let Some(n) = std::env::var("GATEHOUSE_BLOCKING_THREADS")
-            .ok()
-            .and_then(|n| n.parse().ok())
-        {
-            builder.max_blocking_threads(n);
-        }
         let runtime = builder.thread_name("server").enable_all().build().unwrap();
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();

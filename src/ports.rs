@@ -75,17 +75,11 @@ pub trait UserDirectory: Send + Sync {
     ) -> Result<Vec<UserEntry>, DirectoryError>;
     /// Checks a password. Unknown users cost the same time as wrong passwords.
     fn verify_password(&self, username: &str, password: &Secret) -> Result<bool, DirectoryError>;
-    /// Applies one change and persists it before returning.
-    fn update(&self, username: &str, change: AttributeChange) -> Result<(), DirectoryError>;
-    /// Removes one value of an attribute if the user has it, in one atomic step; whether it
-    /// was there. What lets a single-use value (a backup code) be used once when two requests
-    /// race for it: only one of them takes it.
-    fn take_value(
-        &self,
-        username: &str,
-        attribute: &str,
-        value: &str,
-    ) -> Result<bool, DirectoryError>;
+    /// Applies one change in one atomic step and persists it before returning; whether it
+    /// changed anything (adding a value that is there or removing one that is not does not).
+    /// Of two requests racing to remove one single-use value (a backup code), only one sees
+    /// `true`.
+    fn update(&self, username: &str, change: AttributeChange) -> Result<bool, DirectoryError>;
     /// Whether the directory answers now (for `/health`). Only a remote one can fail it.
     fn check(&self) -> Result<(), DirectoryError> {
         Ok(())

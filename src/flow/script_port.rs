@@ -257,6 +257,17 @@ pub enum HookFailureKind {
     Refused,
 }
 
+impl HookFailureKind {
+    /// Whether the script is to blame (logged as an error, counted in /health and the metrics):
+    /// not when the store or directory is down, nor when an account's policy refused.
+    pub fn is_scripts_fault(self) -> bool {
+        !matches!(
+            self,
+            HookFailureKind::Unavailable | HookFailureKind::Refused
+        )
+    }
+}
+
 /// A failed hook call; `message` already says `scripts/NAME.rhai:LINE:COL: ...` where known.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{acr}: {hook}: {message}")]

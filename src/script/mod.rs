@@ -691,12 +691,7 @@ impl ScriptRuntime for ScriptHost {
             acr,
             hook,
             started.elapsed().as_secs_f64(),
-            result.as_ref().is_err_and(|e| {
-                !matches!(
-                    e.kind,
-                    HookFailureKind::Unavailable | HookFailureKind::Refused
-                )
-            }),
+            result.as_ref().is_err_and(|e| e.kind.is_scripts_fault()),
         );
         if let Err(error) = &result {
             let masked = context.mask(&error.message);
@@ -718,12 +713,8 @@ impl ScriptRuntime for ScriptHost {
                     revision.number
                 ),
             }
-            // An outage of the store or directory is not the script's failure (/health says
-            // it), nor is a refusal by policy.
-            if !matches!(
-                error.kind,
-                HookFailureKind::Unavailable | HookFailureKind::Refused
-            ) {
+            // An outage (/health says it) or a refusal by policy is not the script's failure.
+            if error.kind.is_scripts_fault() {
                 self.record_failure(error, masked);
             }
         }

@@ -257,24 +257,9 @@ impl UserDirectory for FileDirectory {
             .verify(loaded.passwords.get(username).map(String::as_str), password))
     }
 
-    fn update(&self, username: &str, change: AttributeChange) -> Result<(), DirectoryError> {
-        self.apply(username, change).map(|_| ())
-    }
-
-    fn take_value(
-        &self,
-        username: &str,
-        attribute: &str,
-        value: &str,
-    ) -> Result<bool, DirectoryError> {
-        self.apply(username, AttributeChange::remove(attribute, value))
-    }
-}
-
-impl FileDirectory {
-    /// Applies `change` to the file as it is now, under the writer's lock; whether the values
-    /// changed (nothing is written when they did not: adding a value there, removing one not).
-    fn apply(&self, username: &str, change: AttributeChange) -> Result<bool, DirectoryError> {
+    /// Applies `change` to the file as it is now, under the writer's lock (nothing is written
+    /// when the values stay the same).
+    fn update(&self, username: &str, change: AttributeChange) -> Result<bool, DirectoryError> {
         let attribute = match &change {
             AttributeChange::Replace { attribute, .. }
             | AttributeChange::Add { attribute, .. }

@@ -414,60 +414,6 @@ fn changes_for(change: &AttributeChange) -> (String, Mod<String>, u32) {
     }
 }
 
-impl LdapDirectory {
-    /// Applies `change` as the service account; whether the entry changed (a value added that
-    /// was there, or removed that was not, is not a change).
-    fn apply(&self, username: &str, change: AttributeChange) -> Result<bool, DirectoryError> {
-        let (attribute, modification, harmless) = changes_for(&change);
-        if !valid_attribute_name(&attribute) {
-            return Err(DirectoryError::BadAttributeName(attribute));
-        }
-        if is_password_attribute(&attribute) {
-            return Err(DirectoryError::ProtectedAttribute(attribute));
-        }
-        let entry = self
-            .entry_of(username, &["objectClass"])?
-            .ok_or_else(|| DirectoryError::NoSuchUser(username.to_owned()))?;
-        let mut code = self.modify(&entry.dn, vec![modification.clone()])?;
-        let has_class = entry
-            .attrs
-            .iter()
-            .filter(|(name, _)| name.eq_ignore_ascii_case("objectClass"))
-            .flat_map(|(_, classes)| classes)
-            .any(|class| class.eq_ignore_ascii_case(AUXILIARY_CLASS));
-        if matches!(
-            code,
-            rc::OBJECT_CLASS_VIOLATION | rc::UNDEFINED_ATTRIBUTE_TYPE
-        ) && !has_class
-        {
-            // The entry's classes do not allow the attribute: add Gatehouse's auxiliary class
-            // (config/ldap/gatehouse.schema) in the same change.
-            let add_class = Mod::Add(
-                "objectClass".to_owned(),
-                HashSet::from([AUXILIARY_CLASS.to_owned()]),
-            );
-            code = self.modify(&entry.dn, vec![add_class, modification])?;
-        }
-        let changed = match code {
-            rc::SUCCESS => true,
-            code if code == harmless => false,
-            code => {
-                return Err(DirectoryError::Write {
-                    path: self.settings.url.clone(),
-                    message: format!(
-                        "changing {attribute} of {} was refused (LDAP result {code}); is config/ldap/gatehouse.schema loaded?",
-                        entry.dn
-                    ),
-                })
-            }
-        };
-        if changed {
-            tracing::info!(target: "server", "LDAP: attribute {attribute} of {username} updated");
-        }
-        Ok(changed)
-    }
-}
-
 impl UserDirectory for LdapDirectory {
     fn find(&self, username: &str) -> Result<Option<UserEntry>, DirectoryError> {
         Ok(self
@@ -538,19 +484,56 @@ impl UserDirectory for LdapDirectory {
         })
     }
 
-    fn update(&self, username: &str, change: AttributeChange) -> Result<(), DirectoryError> {
-        self.apply(username, change).map(|_| ())
-    }
-
-    /// The server removes the value or answers noSuchAttribute: one of two racing requests
-    /// takes it.
-    fn take_value(
-        &self,
-        username: &str,
-        attribute: &str,
-        value: &str,
-    ) -> Result<bool, DirectoryError> {
-        self.apply(username, AttributeChange::remove(attribute, value))
+    /// As the service account. Removing a value is one modify that the server grants to one
+    /// request and answers noSuchAttribute to the others.
+    fn update(&self, username: &str, change: AttributeChange) -> Result<bool, DirectoryError> {
+        let (attribute, modification, harmless) = changes_for(&change);
+        if !valid_attribute_name(&attribute) {
+            return Err(DirectoryError::BadAttributeName(attribute));
+        }
+        if is_password_attribute(&attribute) {
+            return Err(DirectoryError::ProtectedAttribute(attribute));
+        }
+        let entry = self
+            .entry_of(username, &["objectClass"])?
+            .ok_or_else(|| DirectoryError::NoSuchUser(username.to_owned()))?;
+        let mut code = self.modify(&entry.dn, vec![modification.clone()])?;
+        let has_class = entry
+            .attrs
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("objectClass"))
+            .flat_map(|(_, classes)| classes)
+            .any(|class| class.eq_ignore_ascii_case(AUXILIARY_CLASS));
+        if matches!(
+            code,
+            rc::OBJECT_CLASS_VIOLATION | rc::UNDEFINED_ATTRIBUTE_TYPE
+        ) && !has_class
+        {
+            // The entry's classes do not allow the attribute: add Gatehouse's auxiliary class
+            // (config/ldap/gatehouse.schema) in the same change.
+            let add_class = Mod::Add(
+                "objectClass".to_owned(),
+                HashSet::from([AUXILIARY_CLASS.to_owned()]),
+            );
+            code = self.modify(&entry.dn, vec![add_class, modification])?;
+        }
+        let changed = match code {
+            rc::SUCCESS => true,
+            code if code == harmless => false,
+            code => {
+                return Err(DirectoryError::Write {
+                    path: self.settings.url.clone(),
+                    message: format!(
+                        "changing {attribute} of {} was refused (LDAP result {code}); is config/ldap/gatehouse.schema loaded?",
+                        entry.dn
+                    ),
+                })
+            }
+        };
+        if changed {
+            tracing::info!(target: "server", "LDAP: attribute {attribute} of {username} updated");
+        }
+        Ok(changed)
     }
 
     fn check(&self) -> Result<(), DirectoryError> {

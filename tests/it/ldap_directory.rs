@@ -174,7 +174,10 @@ fn reads_checks_passwords_by_binding_and_writes_as_the_service_account() {
             .map(|_| {
                 s.spawn(|| {
                     directory
-                        .take_value("alice", "gatehouseBackupCodes", &codes[1])
+                        .update(
+                            "alice",
+                            AttributeChange::remove("gatehouseBackupCodes", &codes[1]),
+                        )
                         .unwrap()
                 })
             })

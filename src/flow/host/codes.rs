@@ -6,6 +6,7 @@ use crate::base::Secret;
 use crate::flow::backup;
 use crate::flow::otp::{CodePolicy, OtpCheck, OtpError};
 use crate::flow::sms_factor::{Answer, FactorState, Settled};
+use crate::ports::AttributeChange;
 
 use super::{messages, HookContext, HostError};
 
@@ -110,7 +111,7 @@ impl HookContext {
             Some(phc) => self
                 .services
                 .users
-                .take_value(&user, backup::ATTRIBUTE, phc)?
+                .update(&user, AttributeChange::remove(backup::ATTRIBUTE, phc))?
                 .then_some(phc),
             None => None,
         };

@@ -191,7 +191,8 @@ impl HookContext {
         if !own && !may_write_other_users {
             return Err(HostError::NotOwnUser(username.to_owned()));
         }
-        Ok(self.services.users.update(username, change)?)
+        self.services.users.update(username, change)?;
+        Ok(())
     }
 
     /// Sets a working parameter, within the sign-in's caps on their count and total size.
